@@ -1,0 +1,78 @@
+//! The forwarder sends what leaves the pipeline as a queue message: clean records to the
+//! outbound (validation) queue, and the raw bodies of rejected events to the optional
+//! rejected-events queue. A ticket is resolved only after SQS accepted the message.
+
+use std::sync::Arc;
+
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+
+use crate::model::RecordJob;
+use crate::ports::{MessageSink, OutboundMessage};
+use crate::receipt::RecordTicket;
+
+pub enum ForwarderMsg {
+    /// A clean record for the validator.
+    Forward { job: RecordJob, engine: Option<String> },
+    /// An event that will not be processed; kept for inspection when a rejected queue exists.
+    Reject { body: String, reason: String, ticket: RecordTicket },
+}
+
+pub struct Forwarder;
+
+pub struct ForwarderArgs {
+    pub outbound: Arc<dyn MessageSink>,
+    pub rejected: Option<Arc<dyn MessageSink>>,
+}
+
+/// The outbound message for a clean record: the record as received, plus the verdict and the
+/// engine that gave it.
+pub fn clean_message(job: &RecordJob, engine: Option<&str>) -> OutboundMessage {
+    let mut attributes = vec![("verdict".to_owned(), "clean".to_owned())];
+    if let Some(engine) = engine {
+        attributes.push(("engine".to_owned(), engine.to_owned()));
+    }
+    OutboundMessage { body: job.record.outbound_body(), attributes }
+}
+
+impl Actor for Forwarder {
+    type Msg = ForwarderMsg;
+    type State = ForwarderArgs;
+    type Arguments = ForwarderArgs;
+
+    async fn pre_start(&self, _: ActorRef<ForwarderMsg>, args: ForwarderArgs) -> Result<ForwarderArgs, ActorProcessingErr> {
+        Ok(args)
+    }
+
+    async fn handle(&self, _: ActorRef<ForwarderMsg>, message: ForwarderMsg, state: &mut ForwarderArgs) -> Result<(), ActorProcessingErr> {
+        match message {
+            ForwarderMsg::Forward { job, engine } => match state.outbound.send(clean_message(&job, engine.as_deref())).await {
+                Ok(()) => job.ticket.done(),
+                Err(err) => {
+                    tracing::warn!(key = %job.record.object.key, message_id = job.ticket.message_id(), error = %err, "forwarding failed; message will be retried");
+                    job.ticket.retry(err);
+                }
+            },
+            ForwarderMsg::Reject { body, reason, ticket } => {
+                let Some(rejected) = &state.rejected else {
+                    ticket.reject();
+                    return Ok(());
+                };
+                let message = OutboundMessage {
+                    body,
+                    attributes: vec![
+                        ("reason".to_owned(), reason),
+                        ("source_message_id".to_owned(), ticket.message_id().to_owned()),
+                    ],
+                };
+                match rejected.send(message).await {
+                    Ok(()) => ticket.reject(),
+                    Err(err) => {
+                        tracing::warn!(message_id = ticket.message_id(), error = %err, "could not keep the rejected event; message will be retried");
+                        ticket.retry(err);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}

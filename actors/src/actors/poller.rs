@@ -1,0 +1,161 @@
+//! The poller is the pipeline's only entrance. It long-polls the inbound queue for as many
+//! messages as it holds free in-flight permits (so nothing downstream queues without bound),
+//! parses each body, and sends each valid record with its ticket to the fetch pool. Test events
+//! are acknowledged; invalid events and records go to the forwarder's rejected path and never
+//! block the queue.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+
+use super::acker::AckerMsg;
+use super::forwarder::ForwarderMsg;
+use super::pool::PoolMsg;
+use crate::event::{parse_message, ParsedMessage, Rejection};
+use crate::model::RecordJob;
+use crate::ports::{InboundQueue, QueueMessage};
+use crate::receipt::{InflightMessage, RecordTicket};
+use crate::stage::Address;
+
+/// SQS returns at most ten messages per receive.
+pub const MAX_RECEIVE_BATCH: usize = 10;
+
+pub enum PollerMsg {
+    Poll,
+}
+
+pub struct Poller;
+
+#[derive(Clone)]
+pub struct PollerArgs {
+    pub queue: Arc<dyn InboundQueue>,
+    pub unprocessed_bucket: String,
+    pub permits: Arc<Semaphore>,
+    pub receive_batch: usize,
+    pub fetch_pool: Address<PoolMsg<RecordJob>>,
+    pub forwarder: Address<ForwarderMsg>,
+    pub acker: Address<AckerMsg>,
+    /// Turns true when the pipeline shuts down: stop receiving.
+    pub shutdown: watch::Receiver<bool>,
+}
+
+pub struct PollerState {
+    args: PollerArgs,
+    /// Grows while receives fail, so a broken queue is not hammered.
+    receive_failures: u32,
+}
+
+impl PollerState {
+    /// Waits for at least one permit, then takes as many more as are free, up to the batch.
+    async fn take_permits(&self) -> Vec<OwnedSemaphorePermit> {
+        let Ok(first) = self.args.permits.clone().acquire_owned().await else { return Vec::new() };
+        let mut permits = vec![first];
+        while permits.len() < self.args.receive_batch {
+            match self.args.permits.clone().try_acquire_owned() {
+                Ok(permit) => permits.push(permit),
+                Err(_) => break,
+            }
+        }
+        permits
+    }
+
+    fn dispatch(&self, message: QueueMessage, permit: OwnedSemaphorePermit) {
+        let parsed = parse_message(&message.body, &self.args.unprocessed_bucket);
+        let records = match &parsed {
+            ParsedMessage::Records(records) => records.len(),
+            _ => 1,
+        };
+        let (inflight, mut tickets) = InflightMessage::open(&message, records, permit, self.args.acker.clone());
+        let _ = self.args.acker.send(AckerMsg::Track(Arc::downgrade(&inflight)));
+        match parsed {
+            ParsedMessage::TestEvent => {
+                tracing::info!(message_id = %message.message_id, "s3 test event; acknowledged");
+                tickets.pop().expect("one ticket").done();
+            }
+            ParsedMessage::Invalid(rejection) => {
+                self.reject(&message, rejection, tickets.pop().expect("one ticket"));
+            }
+            ParsedMessage::Records(records) => {
+                for (record, ticket) in records.into_iter().zip(tickets) {
+                    match record {
+                        Ok(record) => {
+                            tracing::debug!(message_id = %message.message_id, key = %record.object.key, "record received");
+                            // A failed send drops the job and its ticket: the message is retried.
+                            let _ = self.args.fetch_pool.send(PoolMsg::Submit(RecordJob { record, ticket }));
+                        }
+                        Err(rejection) => self.reject(&message, rejection, ticket),
+                    }
+                }
+            }
+        }
+    }
+
+    fn reject(&self, message: &QueueMessage, rejection: Rejection, ticket: RecordTicket) {
+        tracing::warn!(message_id = %message.message_id, reason = rejection.label(), detail = %rejection, "invalid event rejected");
+        let reject = ForwarderMsg::Reject { body: message.body.clone(), reason: rejection.to_string(), ticket };
+        let _ = self.args.forwarder.send(reject);
+    }
+
+    /// Makes messages received during shutdown visible again at once.
+    async fn hand_back(&self, messages: Vec<QueueMessage>) {
+        for message in messages {
+            if let Err(err) = self.args.queue.set_visibility(&message.receipt_handle, Duration::ZERO).await {
+                tracing::warn!(message_id = %message.message_id, error = %err, "could not hand back message at shutdown");
+            }
+        }
+    }
+}
+
+impl Actor for Poller {
+    type Msg = PollerMsg;
+    type State = PollerState;
+    type Arguments = PollerArgs;
+
+    async fn pre_start(&self, myself: ActorRef<PollerMsg>, args: PollerArgs) -> Result<PollerState, ActorProcessingErr> {
+        myself.cast(PollerMsg::Poll)?;
+        Ok(PollerState { args, receive_failures: 0 })
+    }
+
+    async fn handle(&self, myself: ActorRef<PollerMsg>, _: PollerMsg, state: &mut PollerState) -> Result<(), ActorProcessingErr> {
+        let mut shutdown = state.args.shutdown.clone();
+        if *shutdown.borrow() {
+            myself.stop(Some("shutdown".into()));
+            return Ok(());
+        }
+        let permits = tokio::select! {
+            permits = state.take_permits() => permits,
+            _ = shutdown.wait_for(|stopping| *stopping) => Vec::new(),
+        };
+        if permits.is_empty() {
+            myself.stop(Some("shutdown".into()));
+            return Ok(());
+        }
+        // Never cancelled: a receive dropped mid-flight would hide its messages until timeout.
+        match state.args.queue.receive(permits.len()).await {
+            Ok(messages) => {
+                state.receive_failures = 0;
+                if *state.args.shutdown.borrow() {
+                    state.hand_back(messages).await;
+                } else {
+                    for (message, permit) in messages.into_iter().zip(permits) {
+                        state.dispatch(message, permit);
+                    }
+                }
+            }
+            Err(err) => {
+                state.receive_failures += 1;
+                let pause = Duration::from_millis(200 * 2u64.pow(state.receive_failures.min(6)));
+                tracing::warn!(error = %err, ?pause, "receive failed");
+                drop(permits);
+                tokio::select! {
+                    _ = tokio::time::sleep(pause) => {}
+                    _ = shutdown.wait_for(|stopping| *stopping) => {}
+                }
+            }
+        }
+        myself.cast(PollerMsg::Poll)?;
+        Ok(())
+    }
+}

@@ -1,0 +1,163 @@
+//! A pool of identical workers behind one address: fetchers and clamd scanners. The pool hands
+//! each job to an idle worker or keeps it in a backlog (bounded by the in-flight permits), and
+//! supervises its workers: a failed worker is replaced after the shared restart backoff, and the
+//! job it held is dropped, which retries its message.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+use ractor::{Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, Message, SpawnErr, SupervisionEvent};
+
+use crate::restart::RestartBudget;
+
+pub enum PoolMsg<J> {
+    /// A job for any worker.
+    Submit(J),
+    /// Worker `index` finished its job and takes the next.
+    Idle(usize),
+    /// Replace worker `index` after its backoff.
+    Respawn(usize),
+}
+
+/// Given to each worker so it can tell its pool it is free again.
+pub struct WorkerSlot<J> {
+    pool: ActorRef<PoolMsg<J>>,
+    pub index: usize,
+}
+
+impl<J: Message> WorkerSlot<J> {
+    /// Call once after every job, whatever its outcome.
+    pub fn ready(&self) {
+        let _ = self.pool.cast(PoolMsg::Idle(self.index));
+    }
+}
+
+/// Spawns worker number `slot.index`, linked to the given supervisor (the pool).
+pub type SpawnWorker<J> =
+    Arc<dyn Fn(WorkerSlot<J>, ActorCell) -> BoxFuture<'static, Result<ActorRef<J>, SpawnErr>> + Send + Sync>;
+
+pub struct Pool<J> {
+    _job: std::marker::PhantomData<fn() -> J>,
+}
+
+impl<J> Default for Pool<J> {
+    fn default() -> Self {
+        Self { _job: std::marker::PhantomData }
+    }
+}
+
+pub struct PoolArgs<J> {
+    /// For logs: "fetcher", "scanner".
+    pub worker_kind: &'static str,
+    pub size: usize,
+    pub spawn: SpawnWorker<J>,
+    pub restarts: RestartBudget,
+}
+
+pub struct PoolState<J> {
+    args: PoolArgs<J>,
+    workers: Vec<Option<ActorRef<J>>>,
+    by_id: HashMap<ActorId, usize>,
+    idle: VecDeque<usize>,
+    backlog: VecDeque<J>,
+}
+
+impl<J: Message> PoolState<J> {
+    async fn spawn(&mut self, index: usize, pool: &ActorRef<PoolMsg<J>>) -> Result<(), SpawnErr> {
+        let slot = WorkerSlot { pool: pool.clone(), index };
+        let worker = (self.args.spawn)(slot, pool.get_cell()).await?;
+        self.by_id.insert(worker.get_id(), index);
+        self.workers[index] = Some(worker);
+        Ok(())
+    }
+
+    /// Gives worker `index` the next backlog job, or marks it idle.
+    fn worker_free(&mut self, index: usize) {
+        let Some(worker) = self.workers[index].clone() else { return };
+        match self.backlog.pop_front() {
+            Some(job) => {
+                if let Err(err) = worker.cast(job) {
+                    // The worker died between its last job and now; the job goes back to the front.
+                    if let ractor::MessagingErr::SendErr(job) = err {
+                        self.backlog.push_front(job);
+                    }
+                }
+            }
+            None => self.idle.push_back(index),
+        }
+    }
+
+    fn submit(&mut self, mut job: J) {
+        while let Some(index) = self.idle.pop_front() {
+            let Some(worker) = self.workers[index].clone() else { continue };
+            match worker.cast(job) {
+                Ok(()) => return,
+                Err(ractor::MessagingErr::SendErr(returned)) => job = returned,
+                Err(_) => return,
+            }
+        }
+        self.backlog.push_back(job);
+    }
+}
+
+impl<J: Message> Actor for Pool<J> {
+    type Msg = PoolMsg<J>;
+    type State = PoolState<J>;
+    type Arguments = PoolArgs<J>;
+
+    async fn pre_start(&self, myself: ActorRef<Self::Msg>, args: PoolArgs<J>) -> Result<Self::State, ActorProcessingErr> {
+        let size = args.size.max(1);
+        let mut state = PoolState {
+            args,
+            workers: (0..size).map(|_| None).collect(),
+            by_id: HashMap::new(),
+            idle: VecDeque::new(),
+            backlog: VecDeque::new(),
+        };
+        for index in 0..size {
+            state.spawn(index, &myself).await?;
+            state.idle.push_back(index);
+        }
+        Ok(state)
+    }
+
+    async fn handle(&self, myself: ActorRef<Self::Msg>, message: Self::Msg, state: &mut Self::State) -> Result<(), ActorProcessingErr> {
+        match message {
+            PoolMsg::Submit(job) => state.submit(job),
+            PoolMsg::Idle(index) => state.worker_free(index),
+            PoolMsg::Respawn(index) => {
+                if let Err(err) = state.spawn(index, &myself).await {
+                    tracing::error!(worker = state.args.worker_kind, index, error = %err, "worker failed to start");
+                    let backoff = state.args.restarts.charge()?;
+                    myself.send_after(backoff, move || PoolMsg::Respawn(index));
+                    return Ok(());
+                }
+                tracing::info!(worker = state.args.worker_kind, index, "worker restarted");
+                state.worker_free(index);
+            }
+        }
+        Ok(())
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        event: SupervisionEvent,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        let (cell, failure) = match event {
+            SupervisionEvent::ActorFailed(cell, err) => (cell, err.to_string()),
+            SupervisionEvent::ActorTerminated(cell, _, reason) => (cell, reason.unwrap_or_else(|| "stopped".into())),
+            _ => return Ok(()),
+        };
+        let Some(index) = state.by_id.remove(&cell.get_id()) else { return Ok(()) };
+        state.workers[index] = None;
+        state.idle.retain(|idle| *idle != index);
+        // A storm fails the pool, which its own supervisor sees and accounts for.
+        let backoff = state.args.restarts.charge()?;
+        tracing::warn!(worker = state.args.worker_kind, index, reason = %failure, ?backoff, "worker died; restarting");
+        myself.send_after(backoff, move || PoolMsg::Respawn(index));
+        Ok(())
+    }
+}

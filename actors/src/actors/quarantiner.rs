@@ -1,0 +1,233 @@
+//! The quarantiner moves infected and unscannable objects out of the unprocessed bucket, in an
+//! order that makes every step safe to repeat after a crash:
+//!
+//! 1. copy the exact object version to the quarantine bucket under the same key (skipped when an
+//!    earlier attempt's copy is there: its metadata names the source ETag and the verdict);
+//! 2. publish the report to SNS and put it at `<key>.report.json` (both skipped when the report
+//!    exists: a duplicate notification happens only after a crash between the two);
+//! 3. delete the original version (already gone or replaced counts as done);
+//! 4. resolve the ticket, so the message is deleted.
+//!
+//! When the fetcher found the object gone, [`QuarantinerMsg::Gone`] finishes a quarantine an
+//! earlier attempt started, or recognises a stale event.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+
+use crate::model::{ObjectRecord, ObjectRef, QuarantineReason, RecordJob, ScanOutcome, Verdict};
+use crate::ports::{Notifier, NotifyError, ObjectMeta, ObjectStore, StoreError};
+use crate::report::{now_rfc3339, QuarantineReport};
+
+pub enum QuarantinerMsg {
+    Quarantine { job: RecordJob, outcome: ScanOutcome },
+    Gone { job: RecordJob },
+}
+
+pub struct Quarantiner;
+
+pub struct QuarantinerArgs {
+    pub store: Arc<dyn ObjectStore>,
+    pub notifier: Arc<dyn Notifier>,
+    pub quarantine_bucket: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum QuarantineError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Notify(#[from] NotifyError),
+}
+
+/// What happened to a record whose object was gone.
+#[derive(Debug, PartialEq)]
+enum GoneOutcome {
+    FinishedEarlierQuarantine,
+    Stale,
+}
+
+// User metadata on the quarantined copy: ties it to its source and keeps the verdict, so a
+// redelivery can finish the quarantine without the original.
+const META_SOURCE_ETAG: &str = "avscan-source-etag";
+const META_SOURCE_VERSION: &str = "avscan-source-version";
+const META_VERDICT: &str = "avscan-verdict";
+const META_REASON: &str = "avscan-reason";
+const META_SIGNATURE: &str = "avscan-signature";
+const META_SCANNED_AT: &str = "avscan-scanned-at";
+const META_ENGINE: &str = "avscan-engine";
+
+fn copy_metadata(report: &QuarantineReport) -> Vec<(String, String)> {
+    let mut metadata = vec![
+        (META_VERDICT.to_owned(), report.verdict.clone()),
+        (META_REASON.to_owned(), report.reason.clone()),
+        (META_SCANNED_AT.to_owned(), report.scanned_at.clone()),
+    ];
+    let optional = [
+        (META_SOURCE_ETAG, &report.etag),
+        (META_SOURCE_VERSION, &report.version_id),
+        (META_SIGNATURE, &report.signature),
+        (META_ENGINE, &report.engine),
+    ];
+    metadata.extend(optional.into_iter().filter_map(|(name, value)| value.clone().map(|value| (name.to_owned(), value))));
+    metadata
+}
+
+/// True when `copy` is the quarantined copy of exactly `object`.
+fn is_copy_of(copy: &ObjectMeta, object: &ObjectRef) -> bool {
+    let etag_matches = object.etag.as_ref().map(|etag| copy.metadata.get(META_SOURCE_ETAG) == Some(etag));
+    let version_matches = object.version_id.as_ref().map(|v| copy.metadata.get(META_SOURCE_VERSION) == Some(v));
+    match (etag_matches, version_matches) {
+        (None, None) => false,
+        (etag, version) => etag.unwrap_or(true) && version.unwrap_or(true),
+    }
+}
+
+/// Rebuilds the verdict an earlier attempt stored on the copy. Unknown values fail closed to
+/// "unscannable": the object stays quarantined either way.
+fn verdict_from_metadata(metadata: &HashMap<String, String>) -> Verdict {
+    let signature = metadata.get(META_SIGNATURE).cloned();
+    match (metadata.get(META_VERDICT).map(String::as_str), metadata.get(META_REASON).map(String::as_str)) {
+        (Some("infected"), _) => Verdict::Infected { signature: signature.unwrap_or_default() },
+        (_, Some(reason)) if reason == QuarantineReason::FileTooLarge.as_str() => {
+            Verdict::Unscannable { reason: QuarantineReason::FileTooLarge, signature }
+        }
+        _ => Verdict::Unscannable { reason: QuarantineReason::Unscannable, signature },
+    }
+}
+
+impl QuarantinerArgs {
+    async fn quarantine(&self, record: &ObjectRecord, outcome: ScanOutcome) -> Result<(), QuarantineError> {
+        let object = &record.object;
+        let report =
+            QuarantineReport::new(record, &outcome.verdict, outcome.engine, now_rfc3339(), &self.quarantine_bucket);
+        let existing = self.store.head(&self.quarantine_bucket, &report.quarantine_key).await?;
+        if !existing.as_ref().is_some_and(|copy| is_copy_of(copy, object)) {
+            match self.store.copy(object, &self.quarantine_bucket, &report.quarantine_key, &copy_metadata(&report)).await {
+                Ok(()) => {}
+                Err(StoreError::NotFound { .. } | StoreError::PreconditionFailed { .. }) => {
+                    // Gone between the scan and the copy: maybe another worker finished it.
+                    self.finish_if_quarantined(record).await?;
+                    return Ok(());
+                }
+                Err(err) => return Err(err.into()),
+            }
+        }
+        self.report_and_delete(object, &report).await
+    }
+
+    async fn report_and_delete(&self, object: &ObjectRef, report: &QuarantineReport) -> Result<(), QuarantineError> {
+        let report_key = report.report_key();
+        if self.store.head(&self.quarantine_bucket, &report_key).await?.is_none() {
+            self.notifier.publish(&report.notification()).await?;
+            self.store.put(&self.quarantine_bucket, &report_key, Bytes::from(report.to_json()), "application/json").await?;
+        }
+        match self.store.delete(object).await {
+            Ok(()) | Err(StoreError::NotFound { .. } | StoreError::PreconditionFailed { .. }) => Ok(()),
+            Err(err) => Err(err.into()),
+        }
+    }
+
+    async fn finish_if_quarantined(&self, record: &ObjectRecord) -> Result<GoneOutcome, QuarantineError> {
+        let object = &record.object;
+        let Some(copy) = self.store.head(&self.quarantine_bucket, &object.key).await? else {
+            return Ok(GoneOutcome::Stale);
+        };
+        if !is_copy_of(&copy, object) {
+            return Ok(GoneOutcome::Stale);
+        }
+        let verdict = verdict_from_metadata(&copy.metadata);
+        let mut report = QuarantineReport::new(
+            record,
+            &verdict,
+            copy.metadata.get(META_ENGINE).cloned(),
+            copy.metadata.get(META_SCANNED_AT).cloned().unwrap_or_else(now_rfc3339),
+            &self.quarantine_bucket,
+        );
+        report.signature = copy.metadata.get(META_SIGNATURE).cloned();
+        self.report_and_delete(object, &report).await?;
+        Ok(GoneOutcome::FinishedEarlierQuarantine)
+    }
+}
+
+impl Actor for Quarantiner {
+    type Msg = QuarantinerMsg;
+    type State = QuarantinerArgs;
+    type Arguments = QuarantinerArgs;
+
+    async fn pre_start(&self, _: ActorRef<QuarantinerMsg>, args: QuarantinerArgs) -> Result<QuarantinerArgs, ActorProcessingErr> {
+        Ok(args)
+    }
+
+    async fn handle(&self, _: ActorRef<QuarantinerMsg>, message: QuarantinerMsg, state: &mut QuarantinerArgs) -> Result<(), ActorProcessingErr> {
+        match message {
+            QuarantinerMsg::Quarantine { job, outcome } => match state.quarantine(&job.record, outcome).await {
+                Ok(()) => {
+                    tracing::info!(key = %job.record.object.key, message_id = job.ticket.message_id(), "quarantined");
+                    job.ticket.done();
+                }
+                Err(err) => {
+                    tracing::warn!(key = %job.record.object.key, message_id = job.ticket.message_id(), error = %err, "quarantine step failed; message will be retried");
+                    job.ticket.retry(err);
+                }
+            },
+            QuarantinerMsg::Gone { job } => match state.finish_if_quarantined(&job.record).await {
+                Ok(GoneOutcome::FinishedEarlierQuarantine) => {
+                    tracing::info!(key = %job.record.object.key, message_id = job.ticket.message_id(), "already quarantined by an earlier attempt");
+                    job.ticket.done();
+                }
+                Ok(GoneOutcome::Stale) => {
+                    tracing::info!(key = %job.record.object.key, message_id = job.ticket.message_id(), "object gone or replaced since the event; a newer event exists");
+                    job.ticket.done();
+                }
+                Err(err) => {
+                    tracing::warn!(key = %job.record.object.key, message_id = job.ticket.message_id(), error = %err, "quarantine check failed; message will be retried");
+                    job.ticket.retry(err);
+                }
+            },
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn object(etag: Option<&str>, version: Option<&str>) -> ObjectRef {
+        ObjectRef {
+            bucket: "b".into(),
+            key: "g/k".into(),
+            etag: etag.map(Into::into),
+            version_id: version.map(Into::into),
+            size: 1,
+        }
+    }
+
+    fn copy_with(pairs: &[(&str, &str)]) -> ObjectMeta {
+        ObjectMeta { metadata: pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(), ..Default::default() }
+    }
+
+    #[test]
+    fn a_copy_matches_only_its_own_source() {
+        let copy = copy_with(&[(META_SOURCE_ETAG, "e1"), (META_SOURCE_VERSION, "v1")]);
+        assert!(is_copy_of(&copy, &object(Some("e1"), Some("v1"))));
+        assert!(is_copy_of(&copy, &object(Some("e1"), None)));
+        assert!(!is_copy_of(&copy, &object(Some("e2"), None)));
+        assert!(!is_copy_of(&copy, &object(Some("e1"), Some("v2"))));
+        assert!(!is_copy_of(&copy, &object(None, None)));
+        assert!(!is_copy_of(&copy_with(&[]), &object(Some("e1"), None)));
+    }
+
+    #[test]
+    fn stored_verdicts_round_trip_and_unknown_ones_fail_closed() {
+        let infected = copy_with(&[(META_VERDICT, "infected"), (META_SIGNATURE, "Eicar")]);
+        assert_eq!(verdict_from_metadata(&infected.metadata), Verdict::Infected { signature: "Eicar".into() });
+        let too_large = copy_with(&[(META_VERDICT, "unscannable"), (META_REASON, "file too large")]);
+        assert_eq!(verdict_from_metadata(&too_large.metadata).quarantine_reason(), Some(QuarantineReason::FileTooLarge));
+        let garbage = copy_with(&[(META_VERDICT, "clean")]);
+        assert_eq!(verdict_from_metadata(&garbage.metadata).label(), "unscannable");
+    }
+}

@@ -1,0 +1,71 @@
+//! A scanner owns one pooled connection (session) to the scanning engine and streams object
+//! bodies through it, one at a time. Fetchers reach it through the scan [`Pool`](super::pool).
+//! A connection that failed or was closed by the engine is replaced before the next scan.
+
+use std::sync::Arc;
+
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use tokio::sync::oneshot;
+
+use super::pool::WorkerSlot;
+use crate::model::ScanOutcome;
+use crate::ports::{ObjectBody, ScanEngine, ScanError, ScanSession};
+
+/// One object to scan; the verdict goes back on `reply`.
+pub struct ScanJob {
+    pub body: ObjectBody,
+    pub reply: oneshot::Sender<Result<ScanOutcome, ScanError>>,
+}
+
+pub struct Scanner;
+
+pub struct ScannerArgs {
+    pub engine: Arc<dyn ScanEngine>,
+    pub slot: WorkerSlot<ScanJob>,
+}
+
+pub struct ScannerState {
+    engine: Arc<dyn ScanEngine>,
+    slot: WorkerSlot<ScanJob>,
+    /// Opened lazily, so a scanner starts even while the engine is down.
+    session: Option<Box<dyn ScanSession>>,
+}
+
+impl ScannerState {
+    async fn scan(&mut self, body: ObjectBody) -> Result<ScanOutcome, ScanError> {
+        if let Some(session) = self.session.as_mut() {
+            if !session.is_reusable() {
+                tracing::debug!(scanner = self.slot.index, connection = session.id(), "scanner connection closed by peer; reconnecting");
+                self.session = None;
+            }
+        }
+        let session = match self.session.as_mut() {
+            Some(session) => session,
+            None => self.session.insert(self.engine.connect().await?),
+        };
+        let result = session.scan(body).await;
+        if result.is_err() {
+            // Whatever state the connection is in, it is not trusted for another scan.
+            self.session = None;
+        }
+        result
+    }
+}
+
+impl Actor for Scanner {
+    type Msg = ScanJob;
+    type State = ScannerState;
+    type Arguments = ScannerArgs;
+
+    async fn pre_start(&self, _: ActorRef<ScanJob>, args: ScannerArgs) -> Result<ScannerState, ActorProcessingErr> {
+        Ok(ScannerState { engine: args.engine, slot: args.slot, session: None })
+    }
+
+    async fn handle(&self, _: ActorRef<ScanJob>, job: ScanJob, state: &mut ScannerState) -> Result<(), ActorProcessingErr> {
+        let result = state.scan(job.body).await;
+        // The fetcher may have given up waiting; nothing else to do then.
+        let _ = job.reply.send(result);
+        state.slot.ready();
+        Ok(())
+    }
+}

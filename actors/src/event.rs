@@ -1,0 +1,365 @@
+//! Parsing of inbound SQS bodies into object records: S3 notifications (bare or inside an SNS
+//! envelope), EventBridge "Object Created" events and S3's test event. Pure functions, called by
+//! the poller; every input ends in records, a test event or a typed rejection, never a panic.
+
+use percent_encoding::percent_decode_str;
+use serde_json::Value;
+
+use crate::model::{EventShape, ObjectRecord, ObjectRef};
+
+/// Longest key S3 accepts, in bytes.
+pub const MAX_KEY_BYTES: usize = 1024;
+
+/// What one SQS message body turned out to be.
+#[derive(Debug, PartialEq)]
+pub enum ParsedMessage {
+    /// S3's `s3:TestEvent`, sent when a notification is configured: acknowledged and ignored.
+    TestEvent,
+    /// One entry per record, in order; never empty.
+    Records(Vec<Result<ObjectRecord, Rejection>>),
+    /// The body as a whole is not an event we can act on.
+    Invalid(Rejection),
+}
+
+/// Why a message or a record is not processed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Rejection {
+    #[error("malformed json: {0}")]
+    MalformedJson(String),
+    #[error("not an s3 event notification")]
+    NotAnEvent,
+    #[error("event has no records")]
+    NoRecords,
+    #[error("event {0:?} is not ObjectCreated")]
+    NotObjectCreated(String),
+    #[error("bucket {0:?} is not the unprocessed bucket")]
+    WrongBucket(String),
+    #[error("field {0} is missing or has the wrong type")]
+    MissingField(&'static str),
+    #[error("invalid key: {0}")]
+    InvalidKey(#[from] KeyProblem),
+}
+
+impl Rejection {
+    /// A short stable label, for logs and counters.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Rejection::MalformedJson(_) => "malformed_json",
+            Rejection::NotAnEvent => "not_an_event",
+            Rejection::NoRecords => "no_records",
+            Rejection::NotObjectCreated(_) => "not_object_created",
+            Rejection::WrongBucket(_) => "wrong_bucket",
+            Rejection::MissingField(_) => "missing_field",
+            Rejection::InvalidKey(_) => "invalid_key",
+        }
+    }
+}
+
+/// Why a key is not `<submission_guid>/<filename>`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KeyProblem {
+    #[error("not valid utf-8 once decoded")]
+    NotUtf8,
+    #[error("longer than {MAX_KEY_BYTES} bytes")]
+    TooLong,
+    #[error("contains a control character")]
+    ControlCharacter,
+    #[error("not <submission_guid>/<filename>")]
+    TooFewSegments,
+    #[error("has an empty segment")]
+    EmptySegment,
+    #[error("has a . or .. segment")]
+    DotSegment,
+}
+
+/// Parses an SQS message body. `unprocessed_bucket` is the only bucket records may point at.
+pub fn parse_message(body: &str, unprocessed_bucket: &str) -> ParsedMessage {
+    let value: Value = match serde_json::from_str(body) {
+        Ok(value) => value,
+        Err(err) => return ParsedMessage::Invalid(Rejection::MalformedJson(err.to_string())),
+    };
+    parse_value(value, unprocessed_bucket, true)
+}
+
+fn parse_value(value: Value, unprocessed_bucket: &str, may_unwrap_sns: bool) -> ParsedMessage {
+    // An SNS envelope (subscription without raw delivery): the event is the string `Message`.
+    if may_unwrap_sns && value.get("Type").and_then(Value::as_str) == Some("Notification") {
+        return match value.get("Message").and_then(Value::as_str) {
+            Some(inner) => match serde_json::from_str(inner) {
+                Ok(inner) => parse_value(inner, unprocessed_bucket, false),
+                Err(err) => ParsedMessage::Invalid(Rejection::MalformedJson(err.to_string())),
+            },
+            None => ParsedMessage::Invalid(Rejection::MissingField("Message")),
+        };
+    }
+    if value.get("Event").and_then(Value::as_str) == Some("s3:TestEvent") {
+        return ParsedMessage::TestEvent;
+    }
+    if let Some(records) = value.get("Records") {
+        let Some(records) = records.as_array() else {
+            return ParsedMessage::Invalid(Rejection::MissingField("Records"));
+        };
+        if records.is_empty() {
+            return ParsedMessage::Invalid(Rejection::NoRecords);
+        }
+        return ParsedMessage::Records(
+            records.iter().map(|record| parse_s3_record(record, unprocessed_bucket)).collect(),
+        );
+    }
+    if value.get("source").and_then(Value::as_str) == Some("aws.s3") && value.get("detail-type").is_some() {
+        return ParsedMessage::Records(vec![parse_eventbridge(value, unprocessed_bucket)]);
+    }
+    ParsedMessage::Invalid(Rejection::NotAnEvent)
+}
+
+fn str_at<'a>(value: &'a Value, pointer: &str, field: &'static str) -> Result<&'a str, Rejection> {
+    value.pointer(pointer).and_then(Value::as_str).ok_or(Rejection::MissingField(field))
+}
+
+fn optional_str(value: &Value, pointer: &str) -> Option<String> {
+    value.pointer(pointer).and_then(Value::as_str).filter(|s| !s.is_empty()).map(str::to_owned)
+}
+
+fn parse_s3_record(record: &Value, unprocessed_bucket: &str) -> Result<ObjectRecord, Rejection> {
+    let event_name = str_at(record, "/eventName", "eventName")?;
+    // AWS writes `ObjectCreated:Put`; some S3-compatible stores prefix it with `s3:`.
+    if !event_name.trim_start_matches("s3:").starts_with("ObjectCreated:") {
+        return Err(Rejection::NotObjectCreated(event_name.to_owned()));
+    }
+    let bucket = str_at(record, "/s3/bucket/name", "s3.bucket.name")?;
+    if bucket != unprocessed_bucket {
+        return Err(Rejection::WrongBucket(bucket.to_owned()));
+    }
+    let key = decode_event_key(str_at(record, "/s3/object/key", "s3.object.key")?)?;
+    validate_key(&key)?;
+    let size = record.pointer("/s3/object/size").and_then(Value::as_u64).ok_or(Rejection::MissingField("s3.object.size"))?;
+    let event_time = str_at(record, "/eventTime", "eventTime")?.to_owned();
+    Ok(ObjectRecord {
+        object: ObjectRef {
+            bucket: bucket.to_owned(),
+            key,
+            version_id: optional_str(record, "/s3/object/versionId"),
+            etag: optional_str(record, "/s3/object/eTag").map(|etag| unquote_etag(&etag).to_owned()),
+            size,
+        },
+        event_time,
+        shape: EventShape::S3Record(record.clone()),
+    })
+}
+
+/// EventBridge delivers the key as it is, not form-encoded like S3 notifications.
+fn parse_eventbridge(event: Value, unprocessed_bucket: &str) -> Result<ObjectRecord, Rejection> {
+    let detail_type = str_at(&event, "/detail-type", "detail-type")?;
+    if detail_type != "Object Created" {
+        return Err(Rejection::NotObjectCreated(detail_type.to_owned()));
+    }
+    let bucket = str_at(&event, "/detail/bucket/name", "detail.bucket.name")?;
+    if bucket != unprocessed_bucket {
+        return Err(Rejection::WrongBucket(bucket.to_owned()));
+    }
+    let key = str_at(&event, "/detail/object/key", "detail.object.key")?.to_owned();
+    validate_key(&key)?;
+    let size =
+        event.pointer("/detail/object/size").and_then(Value::as_u64).ok_or(Rejection::MissingField("detail.object.size"))?;
+    Ok(ObjectRecord {
+        object: ObjectRef {
+            bucket: bucket.to_owned(),
+            key,
+            version_id: optional_str(&event, "/detail/object/version-id"),
+            etag: optional_str(&event, "/detail/object/etag").map(|etag| unquote_etag(&etag).to_owned()),
+            size,
+        },
+        event_time: str_at(&event, "/time", "time")?.to_owned(),
+        shape: EventShape::EventBridge(event),
+    })
+}
+
+/// S3 event keys are form-encoded: `+` is a space, then `%XX` escapes (`a b+c` arrives as
+/// `a+b%2Bc`).
+pub fn decode_event_key(encoded: &str) -> Result<String, KeyProblem> {
+    let spaced = encoded.replace('+', " ");
+    percent_decode_str(&spaced).decode_utf8().map(|key| key.into_owned()).map_err(|_| KeyProblem::NotUtf8)
+}
+
+/// Accepts `<submission_guid>/<filename>` keys: two or more segments, none empty, none `.` or
+/// `..`, no control characters, at most 1024 bytes. Nested folders, spaces and Unicode are fine.
+pub fn validate_key(key: &str) -> Result<(), KeyProblem> {
+    if key.len() > MAX_KEY_BYTES {
+        return Err(KeyProblem::TooLong);
+    }
+    if key.chars().any(char::is_control) {
+        return Err(KeyProblem::ControlCharacter);
+    }
+    let segments: Vec<&str> = key.split('/').collect();
+    if segments.len() < 2 {
+        return Err(KeyProblem::TooFewSegments);
+    }
+    if segments.iter().any(|segment| segment.is_empty()) {
+        return Err(KeyProblem::EmptySegment);
+    }
+    if segments.iter().any(|segment| *segment == "." || *segment == "..") {
+        return Err(KeyProblem::DotSegment);
+    }
+    Ok(())
+}
+
+/// ETags come quoted from S3's API and bare in events; we keep them bare.
+pub fn unquote_etag(etag: &str) -> &str {
+    etag.trim_matches('"')
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    const BUCKET: &str = "unprocessed";
+
+    fn s3_record(key: &str) -> Value {
+        json!({
+            "eventVersion": "2.1",
+            "eventSource": "aws:s3",
+            "eventTime": "2026-11-29T12:00:00.000Z",
+            "eventName": "ObjectCreated:Put",
+            "s3": {
+                "bucket": { "name": BUCKET },
+                "object": { "key": key, "size": 68, "eTag": "44d88612fea8a8f36de82e1278abb02f", "sequencer": "0A" }
+            }
+        })
+    }
+
+    fn only_record(parsed: ParsedMessage) -> Result<ObjectRecord, Rejection> {
+        match parsed {
+            ParsedMessage::Records(mut records) => {
+                assert_eq!(records.len(), 1);
+                records.remove(0)
+            }
+            other => panic!("expected records, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn s3_notification_record_is_parsed_and_its_key_decoded() {
+        let body = json!({ "Records": [s3_record("guid-1/a+b%2Bc.txt")] }).to_string();
+        let record = only_record(parse_message(&body, BUCKET)).unwrap();
+        assert_eq!(record.object.key, "guid-1/a b+c.txt");
+        assert_eq!(record.object.size, 68);
+        assert_eq!(record.object.etag.as_deref(), Some("44d88612fea8a8f36de82e1278abb02f"));
+        assert_eq!(record.object.version_id, None);
+        assert_eq!(record.event_time, "2026-11-29T12:00:00.000Z");
+    }
+
+    #[test]
+    fn slashes_encoded_as_percent_2f_are_decoded() {
+        let body = json!({ "Records": [s3_record("guid%2Fsub%2Ffile.bin")] }).to_string();
+        assert_eq!(only_record(parse_message(&body, BUCKET)).unwrap().object.key, "guid/sub/file.bin");
+    }
+
+    #[test]
+    fn every_record_of_a_message_is_returned() {
+        let mut wrong = s3_record("g/x");
+        wrong["eventName"] = json!("ObjectRemoved:Delete");
+        let body = json!({ "Records": [s3_record("g/one"), wrong, s3_record("g/two")] }).to_string();
+        let ParsedMessage::Records(records) = parse_message(&body, BUCKET) else { panic!("records expected") };
+        assert_eq!(records.len(), 3);
+        assert_eq!(records[0].as_ref().unwrap().object.key, "g/one");
+        assert_eq!(records[1], Err(Rejection::NotObjectCreated("ObjectRemoved:Delete".into())));
+        assert_eq!(records[2].as_ref().unwrap().object.key, "g/two");
+    }
+
+    #[test]
+    fn sns_envelope_is_unwrapped_once() {
+        let inner = json!({ "Records": [s3_record("g/f")] }).to_string();
+        let body = json!({ "Type": "Notification", "MessageId": "m", "TopicArn": "arn", "Message": inner }).to_string();
+        assert_eq!(only_record(parse_message(&body, BUCKET)).unwrap().object.key, "g/f");
+        let nested = json!({ "Type": "Notification", "Message": body }).to_string();
+        assert_eq!(parse_message(&nested, BUCKET), ParsedMessage::Invalid(Rejection::NotAnEvent));
+    }
+
+    #[test]
+    fn eventbridge_object_created_is_parsed_with_its_raw_key() {
+        let event = json!({
+            "version": "0", "id": "e1", "detail-type": "Object Created", "source": "aws.s3",
+            "time": "2026-11-29T12:00:00Z",
+            "detail": { "bucket": { "name": BUCKET },
+                        "object": { "key": "g/a+b.txt", "size": 3, "etag": "abc", "version-id": "v1" } }
+        });
+        let record = only_record(parse_message(&event.to_string(), BUCKET)).unwrap();
+        assert_eq!(record.object.key, "g/a+b.txt");
+        assert_eq!(record.object.version_id.as_deref(), Some("v1"));
+        assert_eq!(record.outbound_body(), event.to_string());
+        let mut deleted = event.clone();
+        deleted["detail-type"] = json!("Object Deleted");
+        assert_eq!(
+            only_record(parse_message(&deleted.to_string(), BUCKET)),
+            Err(Rejection::NotObjectCreated("Object Deleted".into()))
+        );
+    }
+
+    #[test]
+    fn test_event_is_recognised() {
+        let body = r#"{"Service":"Amazon S3","Event":"s3:TestEvent","Time":"t","Bucket":"unprocessed"}"#;
+        assert_eq!(parse_message(body, BUCKET), ParsedMessage::TestEvent);
+    }
+
+    #[test]
+    fn malformed_and_shapeless_bodies_are_invalid() {
+        assert!(matches!(parse_message("{not json", BUCKET), ParsedMessage::Invalid(Rejection::MalformedJson(_))));
+        assert_eq!(parse_message("{}", BUCKET), ParsedMessage::Invalid(Rejection::NotAnEvent));
+        assert_eq!(parse_message("[1,2]", BUCKET), ParsedMessage::Invalid(Rejection::NotAnEvent));
+        assert_eq!(parse_message(r#"{"Records":[]}"#, BUCKET), ParsedMessage::Invalid(Rejection::NoRecords));
+        assert_eq!(parse_message(r#"{"Records":{}}"#, BUCKET), ParsedMessage::Invalid(Rejection::MissingField("Records")));
+    }
+
+    #[test]
+    fn records_with_wrong_bucket_or_missing_fields_are_rejected() {
+        let mut other_bucket = s3_record("g/f");
+        other_bucket["s3"]["bucket"]["name"] = json!("elsewhere");
+        let mut no_size = s3_record("g/f");
+        no_size["s3"]["object"].as_object_mut().unwrap().remove("size");
+        let mut string_size = s3_record("g/f");
+        string_size["s3"]["object"]["size"] = json!("68");
+        let body = json!({ "Records": [other_bucket, no_size, string_size] }).to_string();
+        let ParsedMessage::Records(records) = parse_message(&body, BUCKET) else { panic!("records expected") };
+        assert_eq!(records[0], Err(Rejection::WrongBucket("elsewhere".into())));
+        assert_eq!(records[1], Err(Rejection::MissingField("s3.object.size")));
+        assert_eq!(records[2], Err(Rejection::MissingField("s3.object.size")));
+    }
+
+    #[test]
+    fn key_rules() {
+        assert_eq!(validate_key("guid/file.txt"), Ok(()));
+        assert_eq!(validate_key("guid/nested/dir/file name ü.txt"), Ok(()));
+        assert_eq!(validate_key("file.txt"), Err(KeyProblem::TooFewSegments));
+        assert_eq!(validate_key("guid/"), Err(KeyProblem::EmptySegment));
+        assert_eq!(validate_key("/guid/file"), Err(KeyProblem::EmptySegment));
+        assert_eq!(validate_key("guid//file"), Err(KeyProblem::EmptySegment));
+        assert_eq!(validate_key("../../x"), Err(KeyProblem::DotSegment));
+        assert_eq!(validate_key("./x"), Err(KeyProblem::DotSegment));
+        assert_eq!(validate_key("g/a\nb"), Err(KeyProblem::ControlCharacter));
+        assert_eq!(validate_key("g/a\0b"), Err(KeyProblem::ControlCharacter));
+        assert_eq!(validate_key("g/a\u{7f}b"), Err(KeyProblem::ControlCharacter));
+        let at_limit = format!("g/{}", "x".repeat(MAX_KEY_BYTES - 2));
+        assert_eq!(validate_key(&at_limit), Ok(()));
+        assert_eq!(validate_key(&format!("{at_limit}x")), Err(KeyProblem::TooLong));
+    }
+
+    #[test]
+    fn decoding_rejects_invalid_utf8_and_keeps_stray_percent() {
+        assert_eq!(decode_event_key("g/%FF"), Err(KeyProblem::NotUtf8));
+        assert_eq!(decode_event_key("g/100%"), Ok("g/100%".into()));
+        assert_eq!(decode_event_key("g/%25+%2B"), Ok("g/% +".into()));
+    }
+
+    #[test]
+    fn encoded_control_characters_and_dot_segments_are_caught_after_decoding() {
+        for encoded in ["g/a%0Ab", "g%2F..%2Fx", "g/%00"] {
+            let body = json!({ "Records": [s3_record(encoded)] }).to_string();
+            assert!(
+                matches!(only_record(parse_message(&body, BUCKET)), Err(Rejection::InvalidKey(_))),
+                "{encoded} must be rejected"
+            );
+        }
+    }
+}

@@ -1,0 +1,51 @@
+//! avscan's pipeline: the domain types, the ports it talks through and the supervised actors that
+//! move every S3 event from the inbound queue to a verdict. It has no AWS dependency: the binary
+//! crate plugs adapters into the ports, tests and benches plug in the fakes of [`testsuite`].
+//!
+//! # Topology
+//!
+//! ```text
+//!                 permits (max_in_flight)
+//!                         │
+//!  inbound SQS ──► Poller ─┴─► FetchPool ──► Fetcher ×F ──(body stream)──► ScanPool ──► Scanner ×C ──► clamd
+//!                    │              (GET object)        ◄──── verdict ────────┘
+//!                    │                   │
+//!                    │                   ▼
+//!                    │                Router ──clean──► Forwarder ──► outbound SQS
+//!                    │                   └──infected / unscannable / stale──► Quarantiner ──► S3 + SNS
+//!                    │
+//!                    └─ every record carries a RecordTicket ─► (all resolved) ─► Acker ──► delete / release
+//!                                                                                 └─ heartbeat: extend visibility
+//! ```
+//!
+//! The [`Supervisor`](actors::supervisor) spawns every stage linked to itself and restarts a failed
+//! one with backoff; the two pools do the same for their workers. A restart storm stops the
+//! pipeline with an error so that the process exits and its orchestrator restarts it.
+//!
+//! # Acknowledgement contract
+//!
+//! * The poller receives only as many SQS messages as it holds in-flight permits; a permit goes
+//!   back when the message is deleted or released. Every mailbox downstream is therefore bounded
+//!   by `max_in_flight` × records per message.
+//! * Each record of a message travels with a [`RecordTicket`](receipt::RecordTicket) that is
+//!   resolved exactly once: `done`, `reject` or `retry`. Dropping it unresolved (an actor died, a
+//!   send failed) counts as `retry` and logs a warning.
+//! * The SQS message is deleted only when every ticket of it was resolved `done` or `reject`, that
+//!   is after every effect of every record succeeded. Any `retry` releases the whole message with a
+//!   backoff so it comes back; duplicates are preferred over loss.
+//! * While a message is in flight the acker's heartbeat extends its visibility timeout.
+
+pub mod actors;
+pub mod event;
+pub mod model;
+pub mod pipeline;
+pub mod ports;
+pub mod receipt;
+pub mod report;
+pub mod restart;
+pub mod stage;
+
+#[cfg(feature = "testsuite")]
+pub mod testsuite;
+
+pub use pipeline::{Pipeline, PipelineConfig, PipelinePorts};

@@ -1,0 +1,195 @@
+//! Payloads that travel between the actors: the object an event points at, the record that
+//! carries it through the pipeline, and the verdicts a scan can end in.
+
+use serde_json::Value;
+
+use crate::ports::{ScanError, StoreError};
+use crate::receipt::RecordTicket;
+
+/// The exact object version an event announced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectRef {
+    pub bucket: String,
+    /// Decoded key (events carry it form-encoded).
+    pub key: String,
+    /// Pins the GET, copy and delete to the announced version in a versioned bucket.
+    pub version_id: Option<String>,
+    /// Without quotes; pins the GET (If-Match) when there is no version id.
+    pub etag: Option<String>,
+    /// Size as announced by the event; the GET's own length is checked again.
+    pub size: u64,
+}
+
+/// How the event reached us, which decides what is forwarded for a clean object.
+#[derive(Debug, Clone, PartialEq)]
+pub enum EventShape {
+    /// An S3 notification record (bare or inside an SNS envelope): forwarded as
+    /// `{"Records":[record]}`.
+    S3Record(Value),
+    /// An EventBridge "Object Created" event: forwarded unchanged.
+    EventBridge(Value),
+}
+
+/// One valid ObjectCreated record, ready to be fetched.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ObjectRecord {
+    pub object: ObjectRef,
+    /// The event's own time, reported as `time` (the old worker's field).
+    pub event_time: String,
+    pub shape: EventShape,
+}
+
+impl ObjectRecord {
+    /// The body sent to the outbound queue when the object is clean.
+    pub fn outbound_body(&self) -> String {
+        match &self.shape {
+            EventShape::S3Record(record) => serde_json::json!({ "Records": [record] }).to_string(),
+            EventShape::EventBridge(event) => event.to_string(),
+        }
+    }
+}
+
+/// Why an object goes to quarantine; the strings are the old worker's `reason` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QuarantineReason {
+    VirusDetected,
+    FileTooLarge,
+    Unscannable,
+}
+
+impl QuarantineReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            QuarantineReason::VirusDetected => "virus detected",
+            QuarantineReason::FileTooLarge => "file too large",
+            QuarantineReason::Unscannable => "unscannable",
+        }
+    }
+}
+
+/// A certain answer about an object's content. Anything uncertain is a scan error instead and
+/// leads to a retry, so `Clean` is only ever built from clamd's `OK`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    Clean,
+    Infected { signature: String },
+    Unscannable { reason: QuarantineReason, signature: Option<String> },
+}
+
+/// Signatures clamd reports when it could not look at everything (limits, encryption): the file
+/// is not known to be infected, but it is not known to be clean either.
+const UNSCANNABLE_SIGNATURE_PREFIXES: [&str; 2] = ["Heuristics.Limits.Exceeded", "Heuristics.Encrypted"];
+
+impl Verdict {
+    /// The verdict for a `<signature> FOUND` reply.
+    pub fn from_signature(signature: &str) -> Verdict {
+        if UNSCANNABLE_SIGNATURE_PREFIXES.iter().any(|prefix| signature.starts_with(prefix)) {
+            Verdict::Unscannable { reason: QuarantineReason::Unscannable, signature: Some(signature.to_owned()) }
+        } else {
+            Verdict::Infected { signature: signature.to_owned() }
+        }
+    }
+
+    /// The name used in reports and message attributes.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Verdict::Clean => "clean",
+            Verdict::Infected { .. } => "infected",
+            Verdict::Unscannable { .. } => "unscannable",
+        }
+    }
+
+    pub fn quarantine_reason(&self) -> Option<QuarantineReason> {
+        match self {
+            Verdict::Clean => None,
+            Verdict::Infected { .. } => Some(QuarantineReason::VirusDetected),
+            Verdict::Unscannable { reason, .. } => Some(*reason),
+        }
+    }
+
+    pub fn signature(&self) -> Option<&str> {
+        match self {
+            Verdict::Clean => None,
+            Verdict::Infected { signature } => Some(signature),
+            Verdict::Unscannable { signature, .. } => signature.as_deref(),
+        }
+    }
+}
+
+/// What a scanner answers for one object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScanOutcome {
+    pub verdict: Verdict,
+    /// clamd's VERSION line (engine and signature database), reported downstream.
+    pub engine: Option<String>,
+}
+
+/// A record on its way through the pipeline, with the obligation to finish it.
+#[derive(Debug)]
+pub struct RecordJob {
+    pub record: ObjectRecord,
+    pub ticket: RecordTicket,
+}
+
+/// What the fetcher learnt about an object.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Inspection {
+    /// Scanned to the end with a certain verdict.
+    Scanned(ScanOutcome),
+    /// Larger than `MAX_FILE_SIZE` (by the event or by the GET's length): not scanned, fail closed.
+    TooLarge { size: u64 },
+    /// The announced object is gone or was replaced (404/412): a newer event exists, or a previous
+    /// attempt already quarantined it.
+    Gone,
+}
+
+/// Why an inspection has no answer; always retried.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum InspectError {
+    #[error(transparent)]
+    Fetch(#[from] StoreError),
+    #[error(transparent)]
+    Scan(#[from] ScanError),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limit_and_encryption_signatures_are_unscannable_not_infected() {
+        assert_eq!(
+            Verdict::from_signature("Heuristics.Limits.Exceeded.MaxFileSize"),
+            Verdict::Unscannable {
+                reason: QuarantineReason::Unscannable,
+                signature: Some("Heuristics.Limits.Exceeded.MaxFileSize".into())
+            }
+        );
+        assert_eq!(Verdict::from_signature("Heuristics.Encrypted.Zip").label(), "unscannable");
+        assert_eq!(
+            Verdict::from_signature("Eicar-Test-Signature.UNOFFICIAL"),
+            Verdict::Infected { signature: "Eicar-Test-Signature.UNOFFICIAL".into() }
+        );
+        // A heuristic that is about content, not limits, is an infection.
+        assert_eq!(Verdict::from_signature("Heuristics.Phishing.Email").label(), "infected");
+    }
+
+    #[test]
+    fn reasons_keep_the_old_workers_strings() {
+        assert_eq!(Verdict::Infected { signature: "x".into() }.quarantine_reason().unwrap().as_str(), "virus detected");
+        assert_eq!(QuarantineReason::FileTooLarge.as_str(), "file too large");
+        assert_eq!(Verdict::Clean.quarantine_reason(), None);
+    }
+
+    #[test]
+    fn s3_records_are_forwarded_alone_in_a_records_array() {
+        let raw = serde_json::json!({"eventName": "ObjectCreated:Put", "s3": {}});
+        let record = ObjectRecord {
+            object: ObjectRef { bucket: "b".into(), key: "g/f".into(), version_id: None, etag: None, size: 1 },
+            event_time: "t".into(),
+            shape: EventShape::S3Record(raw.clone()),
+        };
+        let body: Value = serde_json::from_str(&record.outbound_body()).unwrap();
+        assert_eq!(body, serde_json::json!({ "Records": [raw] }));
+    }
+}

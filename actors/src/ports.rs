@@ -1,0 +1,169 @@
+//! The ports: narrow traits the pipeline talks through. Adapters for SQS, S3, SNS and clamd live
+//! in the binary crate; in-memory fakes live in [`crate::testsuite`]. Every method is
+//! cancel-safe in the sense that dropping its future leaves no partial effect we rely on.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::stream::BoxStream;
+
+use crate::model::{ObjectRef, ScanOutcome};
+
+/// A message as received from the inbound queue.
+#[derive(Debug, Clone)]
+pub struct QueueMessage {
+    pub message_id: String,
+    /// Changes with every receive; deletes and visibility changes need the latest one.
+    pub receipt_handle: String,
+    pub body: String,
+    /// SQS' ApproximateReceiveCount: 1 on the first delivery; drives the retry backoff.
+    pub receive_count: u32,
+}
+
+/// A message for the outbound or the rejected-events queue.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutboundMessage {
+    pub body: String,
+    /// String message attributes.
+    pub attributes: Vec<(String, String)>,
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{operation} on queue {queue} failed: {detail}")]
+pub struct QueueError {
+    pub operation: &'static str,
+    pub queue: String,
+    pub detail: String,
+}
+
+/// The inbound queue S3 events arrive on.
+#[async_trait]
+pub trait InboundQueue: Send + Sync + 'static {
+    /// Long-polls for up to `max` messages (1 to 10). An empty list means the wait time passed.
+    async fn receive(&self, max: usize) -> Result<Vec<QueueMessage>, QueueError>;
+    /// Deletes one message. A receipt handle that is no longer valid is an error: the message
+    /// will come back and be handled again.
+    async fn delete(&self, receipt_handle: &str) -> Result<(), QueueError>;
+    /// Sets the message's visibility timeout from now: zero makes it visible at once.
+    async fn set_visibility(&self, receipt_handle: &str, timeout: Duration) -> Result<(), QueueError>;
+}
+
+/// A queue we only send to: the outbound (validation) queue, the rejected-events queue.
+#[async_trait]
+pub trait MessageSink: Send + Sync + 'static {
+    async fn send(&self, message: OutboundMessage) -> Result<(), QueueError>;
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    /// No such object (or version): for a GET, a newer event or a quarantine already took it.
+    #[error("s3://{bucket}/{key} not found")]
+    NotFound { bucket: String, key: String },
+    /// The object exists but is not the one the event announced (its ETag changed).
+    #[error("s3://{bucket}/{key} is not the announced version")]
+    PreconditionFailed { bucket: String, key: String },
+    /// Anything else: network, 5xx, throttling, a broken body stream. Retried.
+    #[error("{operation} s3://{bucket}/{key} failed: {detail}")]
+    Failed { operation: &'static str, bucket: String, key: String, detail: String },
+}
+
+/// A streaming object body. Chunks come as the network delivers them; the scanner regroups them.
+pub struct ObjectBody {
+    /// The GET's Content-Length, checked against the bytes actually streamed.
+    pub content_length: u64,
+    pub chunks: BoxStream<'static, Result<Bytes, StoreError>>,
+}
+
+/// What a HEAD tells about an object.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ObjectMeta {
+    /// Without quotes.
+    pub etag: String,
+    pub size: u64,
+    pub content_type: Option<String>,
+    /// User metadata (`x-amz-meta-*`), keys without the prefix, lower case.
+    pub metadata: HashMap<String, String>,
+}
+
+#[async_trait]
+pub trait ObjectStore: Send + Sync + 'static {
+    /// GETs exactly the announced object: by `version_id` when it has one, else conditional on
+    /// `etag` (If-Match). Returns `NotFound` or `PreconditionFailed`, never `Failed`, when the
+    /// object is gone or was replaced.
+    async fn get(&self, object: &ObjectRef) -> Result<ObjectBody, StoreError>;
+    /// `Ok(None)` when there is no such object.
+    async fn head(&self, bucket: &str, key: &str) -> Result<Option<ObjectMeta>, StoreError>;
+    /// Server-side copies exactly `source` (pinned like `get`) to `dest_bucket/dest_key`, keeping
+    /// its content type and replacing its user metadata with `metadata`. Objects too large for a
+    /// single copy are copied in parts. `NotFound`/`PreconditionFailed` as for `get`.
+    async fn copy(
+        &self,
+        source: &ObjectRef,
+        dest_bucket: &str,
+        dest_key: &str,
+        metadata: &[(String, String)],
+    ) -> Result<(), StoreError>;
+    async fn put(&self, bucket: &str, key: &str, body: Bytes, content_type: &str) -> Result<(), StoreError>;
+    /// Deletes exactly `object`: its version when it has one, else conditional on its etag, so a
+    /// newer upload under the same key is never deleted. `NotFound`/`PreconditionFailed` when
+    /// it is already gone or was replaced.
+    async fn delete(&self, object: &ObjectRef) -> Result<(), StoreError>;
+}
+
+/// An SNS-style notification.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Notification {
+    pub subject: String,
+    pub message: String,
+    pub attributes: Vec<(String, String)>,
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("publish to {topic} failed: {detail}")]
+pub struct NotifyError {
+    pub topic: String,
+    pub detail: String,
+}
+
+#[async_trait]
+pub trait Notifier: Send + Sync + 'static {
+    async fn publish(&self, notification: &Notification) -> Result<(), NotifyError>;
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ScanError {
+    #[error("scanner unavailable: {0}")]
+    Unavailable(String),
+    #[error("scanner connection failed: {0}")]
+    Io(String),
+    #[error("scanner timed out: {0}")]
+    Timeout(String),
+    #[error("scanner replied {0:?}")]
+    UnexpectedReply(String),
+    /// The object's body stream broke; the scan was aborted without a verdict.
+    #[error("object stream failed: {0}")]
+    Source(StoreError),
+    /// The body ended before (or went past) its Content-Length: never scanned as complete.
+    #[error("object stream had {streamed} bytes, expected {expected}")]
+    LengthMismatch { expected: u64, streamed: u64 },
+}
+
+/// Opens scanning sessions (one per pooled connection).
+#[async_trait]
+pub trait ScanEngine: Send + Sync + 'static {
+    async fn connect(&self) -> Result<Box<dyn ScanSession>, ScanError>;
+}
+
+/// One connection to the scanning engine, used by one scanner at a time.
+#[async_trait]
+pub trait ScanSession: Send + 'static {
+    /// Streams the body to the engine. `Ok` only for a certain verdict on the complete body;
+    /// anything else is an error and the session must not be reused.
+    async fn scan(&mut self, body: ObjectBody) -> Result<ScanOutcome, ScanError>;
+    /// Cheap check before reuse: false once the engine closed the connection.
+    fn is_reusable(&mut self) -> bool;
+    /// Identifies the connection in logs.
+    fn id(&self) -> u64;
+}

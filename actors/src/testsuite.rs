@@ -1,0 +1,435 @@
+//! In-memory fakes of every port, for actor tests and benches (feature `testsuite`). They keep
+//! the contracts of the real services that the pipeline relies on: visibility timeouts and
+//! receipt handles on the queue, conditional GET/DELETE on the store. Each fake can be told to
+//! panic on its next calls, to test supervision.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::StreamExt;
+use tokio::time::Instant;
+
+use crate::model::{ObjectRef, ScanOutcome, Verdict};
+use crate::ports::*;
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poison| poison.into_inner())
+}
+
+/// Makes the next `n` calls of a fake panic.
+#[derive(Debug, Default)]
+pub struct PanicSwitch(AtomicUsize);
+
+impl PanicSwitch {
+    pub fn arm(&self, n: usize) {
+        self.0.store(n, Ordering::SeqCst);
+    }
+
+    fn check(&self, what: &str) {
+        if self.0.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok() {
+            panic!("injected panic in {what}");
+        }
+    }
+}
+
+#[derive(Debug)]
+struct QueuedMessage {
+    id: String,
+    body: String,
+    receipt_handle: String,
+    receive_count: u32,
+    visible_at: Instant,
+}
+
+/// An SQS-like queue: received messages are invisible for the visibility timeout, each receive
+/// issues a new receipt handle, and only the latest one deletes.
+#[derive(Debug)]
+pub struct MemoryQueue {
+    messages: Mutex<Vec<QueuedMessage>>,
+    visibility_timeout: Duration,
+    /// How long an empty receive waits, like SQS' WaitTimeSeconds.
+    wait: Duration,
+    next_id: AtomicU64,
+    /// Most messages ever received and not yet deleted or made visible again.
+    peak_in_flight: AtomicUsize,
+    pub deletes: AtomicUsize,
+    pub receives: AtomicUsize,
+}
+
+impl MemoryQueue {
+    pub fn new(visibility_timeout: Duration) -> Arc<Self> {
+        Arc::new(Self {
+            messages: Mutex::default(),
+            visibility_timeout,
+            wait: Duration::from_millis(20),
+            next_id: AtomicU64::new(1),
+            peak_in_flight: AtomicUsize::new(0),
+            deletes: AtomicUsize::new(0),
+            receives: AtomicUsize::new(0),
+        })
+    }
+
+    pub fn push(&self, body: impl Into<String>) -> String {
+        let id = format!("msg-{}", self.next_id.fetch_add(1, Ordering::SeqCst));
+        lock(&self.messages).push(QueuedMessage {
+            id: id.clone(),
+            body: body.into(),
+            receipt_handle: String::new(),
+            receive_count: 0,
+            visible_at: Instant::now(),
+        });
+        id
+    }
+
+    /// Messages not yet deleted, visible or not.
+    pub fn len(&self) -> usize {
+        lock(&self.messages).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// How often the message with this id was received.
+    pub fn receive_count(&self, id: &str) -> Option<u32> {
+        lock(&self.messages).iter().find(|m| m.id == id).map(|m| m.receive_count)
+    }
+
+    pub fn peak_in_flight(&self) -> usize {
+        self.peak_in_flight.load(Ordering::SeqCst)
+    }
+
+    fn in_flight(messages: &[QueuedMessage], now: Instant) -> usize {
+        messages.iter().filter(|m| m.receive_count > 0 && m.visible_at > now).count()
+    }
+}
+
+#[async_trait]
+impl InboundQueue for MemoryQueue {
+    async fn receive(&self, max: usize) -> Result<Vec<QueueMessage>, QueueError> {
+        self.receives.fetch_add(1, Ordering::SeqCst);
+        let received: Vec<QueueMessage> = {
+            let now = Instant::now();
+            let mut messages = lock(&self.messages);
+            let mut received = Vec::new();
+            for message in messages.iter_mut().filter(|m| m.visible_at <= now).take(max.min(10)) {
+                message.receive_count += 1;
+                message.visible_at = now + self.visibility_timeout;
+                message.receipt_handle = format!("{}#{}", message.id, message.receive_count);
+                received.push(QueueMessage {
+                    message_id: message.id.clone(),
+                    receipt_handle: message.receipt_handle.clone(),
+                    body: message.body.clone(),
+                    receive_count: message.receive_count,
+                });
+            }
+            self.peak_in_flight.fetch_max(Self::in_flight(&messages, now), Ordering::SeqCst);
+            received
+        };
+        if received.is_empty() {
+            tokio::time::sleep(self.wait).await;
+        }
+        Ok(received)
+    }
+
+    async fn delete(&self, receipt_handle: &str) -> Result<(), QueueError> {
+        let mut messages = lock(&self.messages);
+        let before = messages.len();
+        messages.retain(|m| m.receipt_handle != receipt_handle);
+        if messages.len() == before {
+            return Err(QueueError { operation: "delete", queue: "memory".into(), detail: "stale receipt handle".into() });
+        }
+        self.deletes.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+
+    async fn set_visibility(&self, receipt_handle: &str, timeout: Duration) -> Result<(), QueueError> {
+        let mut messages = lock(&self.messages);
+        match messages.iter_mut().find(|m| m.receipt_handle == receipt_handle) {
+            Some(message) => {
+                message.visible_at = Instant::now() + timeout;
+                Ok(())
+            }
+            None => Err(QueueError { operation: "set_visibility", queue: "memory".into(), detail: "stale receipt handle".into() }),
+        }
+    }
+}
+
+/// A send-only queue that keeps what it got.
+#[derive(Debug, Default)]
+pub struct MemorySink {
+    pub sent: Mutex<Vec<OutboundMessage>>,
+}
+
+impl MemorySink {
+    pub fn messages(&self) -> Vec<OutboundMessage> {
+        lock(&self.sent).clone()
+    }
+}
+
+#[async_trait]
+impl MessageSink for MemorySink {
+    async fn send(&self, message: OutboundMessage) -> Result<(), QueueError> {
+        lock(&self.sent).push(message);
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct StoredObject {
+    pub body: Bytes,
+    pub etag: String,
+    pub content_type: Option<String>,
+    pub metadata: HashMap<String, String>,
+}
+
+/// An unversioned S3-like store with conditional GET and DELETE on ETag.
+#[derive(Debug, Default)]
+pub struct MemoryStore {
+    objects: Mutex<HashMap<(String, String), StoredObject>>,
+    next_etag: AtomicU64,
+    /// Chunk size of GET bodies.
+    pub chunk: usize,
+    pub panic_on_get: PanicSwitch,
+}
+
+impl MemoryStore {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self { chunk: 64 * 1024, ..Default::default() })
+    }
+
+    /// Stores an object; returns its ETag.
+    pub fn put_object(&self, bucket: &str, key: &str, body: impl Into<Bytes>) -> String {
+        let etag = format!("etag-{}", self.next_etag.fetch_add(1, Ordering::SeqCst));
+        let object = StoredObject { body: body.into(), etag: etag.clone(), content_type: None, metadata: HashMap::new() };
+        lock(&self.objects).insert((bucket.into(), key.into()), object);
+        etag
+    }
+
+    pub fn object(&self, bucket: &str, key: &str) -> Option<StoredObject> {
+        lock(&self.objects).get(&(bucket.to_owned(), key.to_owned())).cloned()
+    }
+
+    pub fn keys(&self, bucket: &str) -> Vec<String> {
+        let mut keys: Vec<String> =
+            lock(&self.objects).keys().filter(|(b, _)| b == bucket).map(|(_, k)| k.clone()).collect();
+        keys.sort();
+        keys
+    }
+
+    fn pinned(&self, object: &ObjectRef) -> Result<StoredObject, StoreError> {
+        let stored = self.object(&object.bucket, &object.key).ok_or_else(|| StoreError::NotFound {
+            bucket: object.bucket.clone(),
+            key: object.key.clone(),
+        })?;
+        if object.etag.as_ref().is_some_and(|etag| *etag != stored.etag) {
+            return Err(StoreError::PreconditionFailed { bucket: object.bucket.clone(), key: object.key.clone() });
+        }
+        Ok(stored)
+    }
+}
+
+#[async_trait]
+impl ObjectStore for MemoryStore {
+    async fn get(&self, object: &ObjectRef) -> Result<ObjectBody, StoreError> {
+        self.panic_on_get.check("MemoryStore::get");
+        let stored = self.pinned(object)?;
+        let chunk = self.chunk.max(1);
+        let len = stored.body.len();
+        let chunks = (0..len.div_ceil(chunk)).map(move |i| Ok(stored.body.slice(i * chunk..((i + 1) * chunk).min(len))));
+        Ok(ObjectBody { content_length: len as u64, chunks: futures::stream::iter(chunks.collect::<Vec<_>>()).boxed() })
+    }
+
+    async fn head(&self, bucket: &str, key: &str) -> Result<Option<ObjectMeta>, StoreError> {
+        Ok(self.object(bucket, key).map(|o| ObjectMeta {
+            etag: o.etag,
+            size: o.body.len() as u64,
+            content_type: o.content_type,
+            metadata: o.metadata,
+        }))
+    }
+
+    async fn copy(&self, source: &ObjectRef, dest_bucket: &str, dest_key: &str, metadata: &[(String, String)]) -> Result<(), StoreError> {
+        let mut stored = self.pinned(source)?;
+        stored.metadata = metadata.iter().cloned().collect();
+        lock(&self.objects).insert((dest_bucket.into(), dest_key.into()), stored);
+        Ok(())
+    }
+
+    async fn put(&self, bucket: &str, key: &str, body: Bytes, content_type: &str) -> Result<(), StoreError> {
+        let etag = format!("etag-{}", self.next_etag.fetch_add(1, Ordering::SeqCst));
+        let object = StoredObject { body, etag, content_type: Some(content_type.into()), metadata: HashMap::new() };
+        lock(&self.objects).insert((bucket.into(), key.into()), object);
+        Ok(())
+    }
+
+    async fn delete(&self, object: &ObjectRef) -> Result<(), StoreError> {
+        self.pinned(object)?;
+        lock(&self.objects).remove(&(object.bucket.clone(), object.key.clone()));
+        Ok(())
+    }
+}
+
+/// Keeps published notifications.
+#[derive(Debug, Default)]
+pub struct MemoryNotifier {
+    pub published: Mutex<Vec<Notification>>,
+    pub panic_on_publish: PanicSwitch,
+}
+
+impl MemoryNotifier {
+    pub fn notifications(&self) -> Vec<Notification> {
+        lock(&self.published).clone()
+    }
+}
+
+#[async_trait]
+impl Notifier for MemoryNotifier {
+    async fn publish(&self, notification: &Notification) -> Result<(), NotifyError> {
+        self.panic_on_publish.check("MemoryNotifier::publish");
+        lock(&self.published).push(notification.clone());
+        Ok(())
+    }
+}
+
+/// Body content that [`PatternScanner`] calls infected.
+pub const FAKE_VIRUS: &[u8] = b"FAKE-VIRUS-MARKER";
+
+/// A scanner that reads the whole stream and reports [`FAKE_VIRUS`] as infected, anything else
+/// as clean. With `null` set it does not look at the bytes at all (for overhead benches).
+#[derive(Debug, Default)]
+pub struct PatternScanner {
+    pub panic_on_scan: Arc<PanicSwitch>,
+    pub connections: AtomicU64,
+    /// Scans currently running, and the most ever at once.
+    pub active: Arc<AtomicUsize>,
+    pub peak_active: Arc<AtomicUsize>,
+    pub delay: Duration,
+}
+
+struct PatternSession {
+    id: u64,
+    panic_on_scan: Arc<PanicSwitch>,
+    active: Arc<AtomicUsize>,
+    peak_active: Arc<AtomicUsize>,
+    delay: Duration,
+}
+
+#[async_trait]
+impl ScanEngine for PatternScanner {
+    async fn connect(&self) -> Result<Box<dyn ScanSession>, ScanError> {
+        Ok(Box::new(PatternSession {
+            id: self.connections.fetch_add(1, Ordering::SeqCst),
+            panic_on_scan: self.panic_on_scan.clone(),
+            active: self.active.clone(),
+            peak_active: self.peak_active.clone(),
+            delay: self.delay,
+        }))
+    }
+}
+
+#[async_trait]
+impl ScanSession for PatternSession {
+    async fn scan(&mut self, mut body: ObjectBody) -> Result<ScanOutcome, ScanError> {
+        let now = self.active.fetch_add(1, Ordering::SeqCst) + 1;
+        self.peak_active.fetch_max(now, Ordering::SeqCst);
+        struct Active(Arc<AtomicUsize>);
+        impl Drop for Active {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
+        let _active = Active(self.active.clone());
+        self.panic_on_scan.check("PatternSession::scan");
+        let mut content = Vec::new();
+        while let Some(chunk) = body.chunks.next().await {
+            content.extend_from_slice(&chunk.map_err(ScanError::Source)?);
+        }
+        if !self.delay.is_zero() {
+            tokio::time::sleep(self.delay).await;
+        }
+        let infected = content.windows(FAKE_VIRUS.len()).any(|w| w == FAKE_VIRUS);
+        let verdict = if infected { Verdict::Infected { signature: "Fake.Virus".into() } } else { Verdict::Clean };
+        Ok(ScanOutcome { verdict, engine: Some("pattern-scanner".into()) })
+    }
+
+    fn is_reusable(&mut self) -> bool {
+        true
+    }
+
+    fn id(&self) -> u64 {
+        self.id
+    }
+}
+
+/// All the fakes of one pipeline, and the ports that point at them.
+pub struct FakeWorld {
+    pub inbound: Arc<MemoryQueue>,
+    pub outbound: Arc<MemorySink>,
+    pub rejected: Arc<MemorySink>,
+    pub store: Arc<MemoryStore>,
+    pub notifier: Arc<MemoryNotifier>,
+    pub scanner: Arc<PatternScanner>,
+}
+
+impl FakeWorld {
+    pub fn new(visibility_timeout: Duration) -> Self {
+        Self::with_scanner(visibility_timeout, PatternScanner::default())
+    }
+
+    pub fn with_scanner(visibility_timeout: Duration, scanner: PatternScanner) -> Self {
+        Self {
+            inbound: MemoryQueue::new(visibility_timeout),
+            outbound: Arc::default(),
+            rejected: Arc::default(),
+            store: MemoryStore::new(),
+            notifier: Arc::default(),
+            scanner: Arc::new(scanner),
+        }
+    }
+
+    pub fn ports(&self) -> crate::PipelinePorts {
+        crate::PipelinePorts {
+            inbound: self.inbound.clone(),
+            outbound: self.outbound.clone(),
+            rejected: Some(self.rejected.clone()),
+            store: self.store.clone(),
+            notifier: self.notifier.clone(),
+            scanner: self.scanner.clone(),
+        }
+    }
+
+    /// Puts an object in `bucket` and queues its S3 ObjectCreated event; returns the message id.
+    pub fn upload(&self, bucket: &str, key: &str, body: impl Into<Bytes>) -> String {
+        let body = body.into();
+        let size = body.len();
+        let etag = self.store.put_object(bucket, key, body);
+        self.inbound.push(s3_event(bucket, key, size as u64, &etag))
+    }
+}
+
+/// An S3 ObjectCreated notification body for one object, key form-encoded like S3 does.
+pub fn s3_event(bucket: &str, key: &str, size: u64, etag: &str) -> String {
+    serde_json::json!({ "Records": [s3_record(bucket, key, size, etag)] }).to_string()
+}
+
+/// Encodes a key the way S3 writes it into events: URL-encoding with `+` for spaces.
+pub fn encode_event_key(key: &str) -> String {
+    const KEEP: &percent_encoding::AsciiSet =
+        &percent_encoding::NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~').remove(b'/');
+    percent_encoding::utf8_percent_encode(key, KEEP).to_string().replace("%20", "+")
+}
+
+pub fn s3_record(bucket: &str, key: &str, size: u64, etag: &str) -> serde_json::Value {
+    let encoded = encode_event_key(key);
+    serde_json::json!({
+        "eventVersion": "2.1", "eventSource": "aws:s3", "awsRegion": "us-east-1",
+        "eventTime": "2026-11-29T12:00:00.000Z", "eventName": "ObjectCreated:Put",
+        "s3": { "s3SchemaVersion": "1.0", "bucket": { "name": bucket, "arn": format!("arn:aws:s3:::{bucket}") },
+                "object": { "key": encoded, "size": size, "eTag": etag, "sequencer": "00" } }
+    })
+}

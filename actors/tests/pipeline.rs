@@ -1,0 +1,196 @@
+//! Pipeline behaviour on the in-memory fakes: routing, acknowledgement, backpressure and
+//! supervision. Outcomes are read back from the fakes (queue, store, sinks), not from counters
+//! of the pipeline.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use avscan_actors::report::QuarantineReport;
+use avscan_actors::restart::RestartPolicy;
+use avscan_actors::testsuite::{FakeWorld, PatternScanner, FAKE_VIRUS};
+use avscan_actors::{Pipeline, PipelineConfig};
+
+const UNPROCESSED: &str = "unprocessed";
+const QUARANTINE: &str = "quarantine";
+
+fn config() -> PipelineConfig {
+    let mut config = PipelineConfig::new(UNPROCESSED, QUARANTINE);
+    config.visibility_timeout = Duration::from_secs(2);
+    config.retry_base = Duration::from_millis(50);
+    config.retry_max = Duration::from_millis(200);
+    config.restart_policy = RestartPolicy { base_backoff: Duration::from_millis(10), ..RestartPolicy::default() };
+    config
+}
+
+async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !condition() {
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn clean_is_forwarded_and_infected_is_quarantined_with_report_and_notification() {
+    let world = FakeWorld::new(Duration::from_secs(2));
+    world.upload(UNPROCESSED, "guid/clean.txt", &b"hello"[..]);
+    world.upload(UNPROCESSED, "guid/evil file.bin", [b"xx".as_slice(), FAKE_VIRUS].concat());
+    let pipeline = Pipeline::start(config(), world.ports()).await.unwrap();
+
+    eventually("both messages deleted", || world.inbound.is_empty()).await;
+    let forwarded = world.outbound.messages();
+    assert_eq!(forwarded.len(), 1);
+    assert!(forwarded[0].body.contains("guid/clean.txt"));
+    assert!(forwarded[0].attributes.contains(&("verdict".into(), "clean".into())));
+
+    assert_eq!(world.store.keys(UNPROCESSED), vec!["guid/clean.txt"]);
+    assert_eq!(world.store.keys(QUARANTINE), vec!["guid/evil file.bin", "guid/evil file.bin.report.json"]);
+    let report_object = world.store.object(QUARANTINE, "guid/evil file.bin.report.json").unwrap();
+    assert_eq!(report_object.content_type.as_deref(), Some("application/json"));
+    let report: QuarantineReport = serde_json::from_slice(&report_object.body).unwrap();
+    assert_eq!(report.reason, "virus detected");
+    assert_eq!(report.signature.as_deref(), Some("Fake.Virus"));
+    let notifications = world.notifier.notifications();
+    assert_eq!(notifications.len(), 1);
+    assert_eq!(serde_json::from_str::<QuarantineReport>(&notifications[0].message).unwrap(), report);
+
+    assert!(pipeline.shutdown(Duration::from_secs(1)).await.drained);
+}
+
+#[tokio::test]
+async fn too_large_objects_are_quarantined_without_being_scanned() {
+    let world = FakeWorld::new(Duration::from_secs(2));
+    world.upload(UNPROCESSED, "guid/big.bin", vec![0u8; 2048]);
+    let mut config = config();
+    config.max_file_size = 1024;
+    let pipeline = Pipeline::start(config, world.ports()).await.unwrap();
+    eventually("message deleted", || world.inbound.is_empty()).await;
+    assert_eq!(world.scanner.connections.load(Ordering::SeqCst), 0, "nothing may be scanned");
+    let report: QuarantineReport =
+        serde_json::from_slice(&world.store.object(QUARANTINE, "guid/big.bin.report.json").unwrap().body).unwrap();
+    assert_eq!(report.reason, "file too large");
+    assert!(world.outbound.messages().is_empty());
+    pipeline.shutdown(Duration::from_secs(1)).await;
+}
+
+#[tokio::test]
+async fn invalid_events_are_rejected_kept_and_deleted() {
+    let world = FakeWorld::new(Duration::from_secs(2));
+    world.inbound.push("{not json");
+    world.inbound.push(avscan_actors::testsuite::s3_event(UNPROCESSED, "no-folder.txt", 1, "e"));
+    let pipeline = Pipeline::start(config(), world.ports()).await.unwrap();
+    eventually("both deleted", || world.inbound.is_empty()).await;
+    let rejected = world.rejected.messages();
+    assert_eq!(rejected.len(), 2);
+    assert_eq!(rejected[0].body, "{not json");
+    assert!(world.outbound.messages().is_empty());
+    pipeline.shutdown(Duration::from_secs(1)).await;
+}
+
+#[tokio::test]
+async fn never_more_than_max_in_flight_messages_are_received() {
+    let scanner = PatternScanner { delay: Duration::from_millis(5), ..Default::default() };
+    let world = FakeWorld::with_scanner(Duration::from_secs(5), scanner);
+    for i in 0..60 {
+        world.upload(UNPROCESSED, &format!("guid/{i}.txt"), format!("body {i}"));
+    }
+    let mut config = config();
+    config.max_in_flight = 4;
+    config.fetch_concurrency = 8;
+    config.scanner_connections = 8;
+    let pipeline = Pipeline::start(config, world.ports()).await.unwrap();
+    eventually("all deleted", || world.inbound.is_empty()).await;
+    assert_eq!(world.outbound.messages().len(), 60);
+    assert!(world.inbound.peak_in_flight() <= 4, "peak in flight {}", world.inbound.peak_in_flight());
+    assert!(world.scanner.peak_active.load(Ordering::SeqCst) <= 4);
+    pipeline.shutdown(Duration::from_secs(1)).await;
+}
+
+#[tokio::test]
+async fn a_message_is_not_deleted_before_its_scan_finished() {
+    let scanner = PatternScanner { delay: Duration::from_millis(400), ..Default::default() };
+    let world = FakeWorld::with_scanner(Duration::from_secs(5), scanner);
+    let id = world.upload(UNPROCESSED, "guid/slow.txt", &b"slow"[..]);
+    let pipeline = Pipeline::start(config(), world.ports()).await.unwrap();
+    eventually("received", || world.inbound.receive_count(&id) == Some(1)).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(world.inbound.len(), 1, "acked before the verdict");
+    assert!(world.outbound.messages().is_empty());
+    eventually("deleted", || world.inbound.is_empty()).await;
+    assert_eq!(world.outbound.messages().len(), 1);
+    pipeline.shutdown(Duration::from_secs(1)).await;
+}
+
+#[tokio::test]
+async fn a_panicking_scanner_is_restarted_and_the_message_redelivered_and_finished() {
+    let world = FakeWorld::new(Duration::from_secs(2));
+    world.scanner.panic_on_scan.arm(1);
+    let id = world.upload(UNPROCESSED, "guid/a.txt", &b"clean"[..]);
+    let pipeline = Pipeline::start(config(), world.ports()).await.unwrap();
+    eventually("received twice", || world.inbound.receive_count(&id) >= Some(2) || world.inbound.is_empty()).await;
+    eventually("deleted", || world.inbound.is_empty()).await;
+    assert_eq!(world.outbound.messages().len(), 1);
+    assert!(world.scanner.connections.load(Ordering::SeqCst) >= 2, "the restarted scanner opened a new connection");
+    pipeline.shutdown(Duration::from_secs(1)).await;
+}
+
+#[tokio::test]
+async fn a_panicking_fetcher_is_restarted_and_the_message_finished() {
+    let world = FakeWorld::new(Duration::from_secs(2));
+    world.store.panic_on_get.arm(2);
+    world.upload(UNPROCESSED, "guid/a.txt", &b"clean"[..]);
+    let pipeline = Pipeline::start(config(), world.ports()).await.unwrap();
+    eventually("deleted", || world.inbound.is_empty()).await;
+    assert_eq!(world.outbound.messages().len(), 1);
+    pipeline.shutdown(Duration::from_secs(1)).await;
+}
+
+#[tokio::test]
+async fn a_panicking_quarantiner_is_restarted_and_the_quarantine_finished_once() {
+    let world = FakeWorld::new(Duration::from_secs(2));
+    world.notifier.panic_on_publish.arm(1);
+    world.upload(UNPROCESSED, "guid/v.bin", FAKE_VIRUS);
+    let pipeline = Pipeline::start(config(), world.ports()).await.unwrap();
+    eventually("deleted", || world.inbound.is_empty()).await;
+    assert_eq!(world.store.keys(QUARANTINE), vec!["guid/v.bin", "guid/v.bin.report.json"]);
+    assert!(world.store.keys(UNPROCESSED).is_empty());
+    assert_eq!(world.notifier.notifications().len(), 1);
+    pipeline.shutdown(Duration::from_secs(1)).await;
+}
+
+#[tokio::test]
+async fn a_restart_storm_fails_the_pipeline() {
+    let world = FakeWorld::new(Duration::from_secs(2));
+    world.scanner.panic_on_scan.arm(usize::MAX);
+    world.upload(UNPROCESSED, "guid/a.txt", &b"x"[..]);
+    let mut config = config();
+    config.retry_base = Duration::from_millis(1);
+    config.retry_max = Duration::from_millis(1);
+    config.restart_policy = RestartPolicy {
+        max_restarts: 3,
+        window: Duration::from_secs(60),
+        base_backoff: Duration::from_millis(1),
+        max_backoff: Duration::from_millis(5),
+    };
+    let mut pipeline = Pipeline::start(config, world.ports()).await.unwrap();
+    let reason = tokio::time::timeout(Duration::from_secs(10), pipeline.failed()).await.expect("pipeline gave up");
+    assert!(reason.contains("restart storm"), "{reason}");
+    assert_eq!(world.inbound.len(), 1, "the message is still on the queue");
+    assert!(world.outbound.messages().is_empty());
+}
+
+#[tokio::test]
+async fn shutdown_releases_what_did_not_finish_within_the_grace_period() {
+    let scanner = PatternScanner { delay: Duration::from_secs(30), ..Default::default() };
+    let world = FakeWorld::with_scanner(Duration::from_secs(60), scanner);
+    let id = world.upload(UNPROCESSED, "guid/a.txt", &b"x"[..]);
+    let pipeline = Pipeline::start(config(), world.ports()).await.unwrap();
+    eventually("received", || world.inbound.receive_count(&id) == Some(1)).await;
+    let report = pipeline.shutdown(Duration::from_millis(200)).await;
+    assert!(!report.drained);
+    assert_eq!(report.released, 1);
+    // Visible again at once: a new receive gets it.
+    let again = avscan_actors::ports::InboundQueue::receive(world.inbound.as_ref(), 10).await.unwrap();
+    assert_eq!(again.len(), 1);
+    assert!(world.outbound.messages().is_empty());
+}

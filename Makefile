@@ -1,0 +1,28 @@
+# avscan's two set-up commands (see README): `make run` and `make test`. Both install and start
+# the local stack (clamd + moto on loopback) first; compose/stack.sh is idempotent.
+
+CARGO ?= cargo
+STACK_ENV := .stack/avscan.env
+
+.PHONY: stack stack-down run test lint bench-e2e
+
+stack:
+	bash compose/stack.sh up
+
+stack-down:
+	bash compose/stack.sh down
+
+# Runs avscan in the foreground on the local stack and drops one clean and one EICAR object, so
+# both routes show in the log within seconds. Ctrl-C stops it gracefully.
+run: stack
+	$(CARGO) build --bin avscan
+	.venv/bin/python compose/demo.py --delay 3 &
+	set -a && . ./$(STACK_ENV) && set +a && exec ./target/debug/avscan run
+
+# The whole suite: unit, actor and integration tests against the real clamd and emulator.
+test: stack
+	$(CARGO) test --workspace --all-targets
+
+lint:
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings

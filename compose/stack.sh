@@ -1,0 +1,101 @@
+#!/usr/bin/env bash
+# avscan's local stack on loopback, without Docker: clamd (Debian's clamav-daemon) with the
+# project's test signatures, and moto's server as S3/SQS/SNS on 127.0.0.1:4566, with the buckets,
+# queues, topic and notifications created. Idempotent: installs what is missing, starts what is
+# not running.
+#
+#   compose/stack.sh up      install + start + create resources (writes .stack/avscan.env)
+#   compose/stack.sh down    stop clamd and moto
+#   compose/stack.sh status
+set -euo pipefail
+
+repo=$(cd "$(dirname "$0")/.." && pwd)
+state="$repo/.stack"
+venv="$repo/.venv"
+moto_port="${AVSCAN_MOTO_PORT:-4566}"
+mkdir -p "$state"
+
+log() { printf 'stack: %s\n' "$*" >&2; }
+
+install_clamd() {
+    if command -v clamd >/dev/null 2>&1 || [ -x /usr/sbin/clamd ]; then return; fi
+    log "installing clamav-daemon (apt)"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends clamav-daemon >/dev/null
+}
+
+install_moto() {
+    if [ -x "$venv/bin/moto_server" ]; then return; fi
+    log "installing moto[server] into .venv (pip)"
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install -q --disable-pip-version-check 'moto[server]>=5.1,<6'
+}
+
+clamd_ping() {
+    python3 - "$@" <<'PY'
+import socket, sys
+try:
+    s = socket.create_connection(("127.0.0.1", 3310), timeout=1)
+    s.sendall(b"zPING\0")
+    sys.exit(0 if s.recv(16).startswith(b"PONG") else 1)
+except OSError:
+    sys.exit(1)
+PY
+}
+
+start_clamd() {
+    if clamd_ping; then return; fi
+    log "starting clamd on 127.0.0.1:3310"
+    sed -e "s|@STATE@|$state|g" -e "s|@DB@|$repo/compose/clamav/db|g" \
+        "$repo/compose/clamav/clamd.conf" > "$state/clamd.conf"
+    local clamd_bin
+    clamd_bin=$(command -v clamd || echo /usr/sbin/clamd)
+    "$clamd_bin" --config-file="$state/clamd.conf"
+    for _ in $(seq 1 100); do
+        clamd_ping && return
+        sleep 0.2
+    done
+    log "clamd did not answer PING; see $state/clamd.log"
+    exit 1
+}
+
+moto_up() { curl -fsS -o /dev/null "http://127.0.0.1:$moto_port/moto-api/data.json"; }
+
+start_moto() {
+    if moto_up 2>/dev/null; then return; fi
+    log "starting moto server on 127.0.0.1:$moto_port"
+    nohup "$venv/bin/moto_server" -H 127.0.0.1 -p "$moto_port" > "$state/moto.log" 2>&1 &
+    echo $! > "$state/moto.pid"
+    for _ in $(seq 1 100); do
+        moto_up 2>/dev/null && return
+        sleep 0.1
+    done
+    log "moto did not start; see $state/moto.log"
+    exit 1
+}
+
+case "${1:-up}" in
+    up)
+        install_clamd
+        install_moto
+        start_clamd
+        start_moto
+        "$venv/bin/python" "$repo/compose/resources.py" --endpoint "http://127.0.0.1:$moto_port" --env-file "$state/avscan.env"
+        log "up: clamd tcp://127.0.0.1:3310, moto http://127.0.0.1:$moto_port"
+        ;;
+    down)
+        [ -f "$state/clamd.pid" ] && kill "$(cat "$state/clamd.pid")" 2>/dev/null || true
+        [ -f "$state/moto.pid" ] && kill "$(cat "$state/moto.pid")" 2>/dev/null || true
+        rm -f "$state/clamd.pid" "$state/moto.pid"
+        log "down"
+        ;;
+    status)
+        clamd_ping && log "clamd: up" || log "clamd: down"
+        moto_up 2>/dev/null && log "moto: up" || log "moto: down"
+        ;;
+    *)
+        echo "usage: $0 up|down|status" >&2
+        exit 2
+        ;;
+esac

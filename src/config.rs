@@ -1,0 +1,284 @@
+//! avscan's configuration: environment variables (also read from `.env`), each also a flag of
+//! `avscan run`. The old Python worker's variable names are kept so its `.env` works as is.
+//! Nothing else in avscan reads the environment.
+
+use std::time::Duration;
+
+use avscan_actors::restart::RestartPolicy;
+use avscan_actors::PipelineConfig;
+use clap::{Args, Parser, Subcommand};
+
+use crate::clamd::ClamdAddress;
+
+#[derive(Debug, Parser)]
+#[command(name = "avscan", version, about = "Virus-scans every object uploaded to an S3 bucket with clamd")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the scanner until SIGTERM or SIGINT.
+    Run(Box<RunArgs>),
+}
+
+/// One AWS service's connection overrides (`AWS_<SERVICE>_*`); unset ones fall back to the
+/// SDK's own variables and credential chain.
+#[derive(Debug, Clone, Default)]
+pub struct ServiceEndpoint {
+    pub endpoint_url: Option<String>,
+    pub region: Option<String>,
+    pub access_key_id: Option<String>,
+    pub secret_access_key: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Bucket the uploads land in; events for other buckets are rejected.
+    #[arg(long, env = "UNPROCESSED_BUCKET_NAME")]
+    pub unprocessed_bucket_name: Option<String>,
+    /// Bucket infected and unscannable objects are moved to.
+    #[arg(long, env = "QUARANTINE_BUCKET_NAME")]
+    pub quarantine_bucket_name: Option<String>,
+    /// Inbound queue with the S3 events: a name (resolved with GetQueueUrl) or a URL.
+    #[arg(long, env = "VIRUS_SCANNING_QUEUE_NAME")]
+    pub virus_scanning_queue_name: Option<String>,
+    /// Outbound queue clean events go to: a name or a URL.
+    #[arg(long, env = "VALIDATION_QUEUE_NAME")]
+    pub validation_queue_name: Option<String>,
+    /// SNS topic that gets a notification per quarantined object.
+    #[arg(long, env = "VIRUS_NOTIFICATION_TOPIC_ARN")]
+    pub virus_notification_topic_arn: Option<String>,
+    /// Optional queue (name or URL) that keeps the raw body of every rejected event.
+    #[arg(long, env = "REJECTED_EVENTS_QUEUE_NAME")]
+    pub rejected_events_queue_name: Option<String>,
+    /// Objects larger than this many MB are quarantined unscanned ("file too large").
+    #[arg(long, env = "MAX_FILE_SIZE", default_value_t = 400, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_file_size: u64,
+    /// Long-poll wait of each receive, seconds (0 to 20).
+    #[arg(long, env = "VIRUS_SCANNER_WORKER_MSG_WAIT_TIME", default_value_t = 20, value_parser = clap::value_parser!(u64).range(0..=20))]
+    pub virus_scanner_worker_msg_wait_time: u64,
+    /// Visibility timeout of received messages, seconds; extended while a message is in flight.
+    #[arg(long, env = "VIRUS_SCANNER_WORKER_MSG_VISIBILITY_TIMEOUT", default_value_t = 120, value_parser = clap::value_parser!(u64).range(2..=43200))]
+    pub virus_scanner_worker_msg_visibility_timeout: u64,
+
+    #[arg(long, env = "AWS_S3_ENDPOINT_URL")]
+    pub aws_s3_endpoint_url: Option<String>,
+    #[arg(long, env = "AWS_S3_REGION")]
+    pub aws_s3_region: Option<String>,
+    #[arg(long, env = "AWS_S3_ACCESS_KEY_ID")]
+    pub aws_s3_access_key_id: Option<String>,
+    #[arg(long, env = "AWS_S3_SECRET_ACCESS_KEY", hide_env_values = true)]
+    pub aws_s3_secret_access_key: Option<String>,
+    #[arg(long, env = "AWS_SQS_ENDPOINT_URL")]
+    pub aws_sqs_endpoint_url: Option<String>,
+    #[arg(long, env = "AWS_SQS_REGION")]
+    pub aws_sqs_region: Option<String>,
+    #[arg(long, env = "AWS_SQS_ACCESS_KEY_ID")]
+    pub aws_sqs_access_key_id: Option<String>,
+    #[arg(long, env = "AWS_SQS_SECRET_ACCESS_KEY", hide_env_values = true)]
+    pub aws_sqs_secret_access_key: Option<String>,
+    #[arg(long, env = "AWS_SNS_ENDPOINT_URL")]
+    pub aws_sns_endpoint_url: Option<String>,
+    #[arg(long, env = "AWS_SNS_REGION")]
+    pub aws_sns_region: Option<String>,
+    #[arg(long, env = "AWS_SNS_ACCESS_KEY_ID")]
+    pub aws_sns_access_key_id: Option<String>,
+    #[arg(long, env = "AWS_SNS_SECRET_ACCESS_KEY", hide_env_values = true)]
+    pub aws_sns_secret_access_key: Option<String>,
+
+    /// clamd's address: tcp://host:port or unix:///path.
+    #[arg(long, env = "CLAMD_ADDRESS", default_value = "tcp://127.0.0.1:3310")]
+    pub clamd_address: ClamdAddress,
+    /// Pooled clamd connections (concurrent scans); keep at or below clamd's MaxThreads.
+    #[arg(long, env = "CLAMD_CONNECTIONS", default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=256))]
+    pub clamd_connections: u64,
+    /// INSTREAM chunk size in bytes.
+    #[arg(long, env = "CLAMD_CHUNK_SIZE", default_value_t = 128 * 1024, value_parser = clap::value_parser!(u64).range(4096..=16 * 1024 * 1024))]
+    pub clamd_chunk_size: u64,
+    /// Longest wait for one clamd read or write, seconds; a stall beyond it is retried.
+    #[arg(long, env = "CLAMD_TIMEOUT", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+    pub clamd_timeout: u64,
+    /// How long to wait at start for clamd to answer PING, seconds.
+    #[arg(long, env = "CLAMD_READY_TIMEOUT", default_value_t = 120)]
+    pub clamd_ready_timeout: u64,
+    /// Concurrent S3 GETs; each streams into a clamd connection.
+    #[arg(long, env = "FETCH_CONCURRENCY", default_value_t = 6, value_parser = clap::value_parser!(u64).range(1..=1024))]
+    pub fetch_concurrency: u64,
+    /// SQS messages in flight at once; bounds all buffering inside avscan.
+    #[arg(long, env = "MAX_IN_FLIGHT", default_value_t = 32, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pub max_in_flight: u64,
+    /// Messages asked for per receive (1 to 10).
+    #[arg(long, env = "RECEIVE_BATCH_SIZE", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=10))]
+    pub receive_batch_size: u64,
+    /// First retry delay of a failed message, seconds; doubles per receive up to the max.
+    #[arg(long, env = "RETRY_BACKOFF_BASE", default_value_t = 5)]
+    pub retry_backoff_base: u64,
+    #[arg(long, env = "RETRY_BACKOFF_MAX", default_value_t = 300)]
+    pub retry_backoff_max: u64,
+    /// More actor restarts than this within RESTART_WINDOW seconds stops avscan (exit 1).
+    #[arg(long, env = "RESTART_LIMIT", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    pub restart_limit: u64,
+    #[arg(long, env = "RESTART_WINDOW", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+    pub restart_window: u64,
+    /// Seconds in-flight work may take to finish after SIGTERM before it is released.
+    #[arg(long, env = "SHUTDOWN_GRACE", default_value_t = 30)]
+    pub shutdown_grace: u64,
+}
+
+/// A configuration problem, reported as one line naming the variable; exit code 2.
+#[derive(Debug, thiserror::Error)]
+#[error("{variable}: {problem}")]
+pub struct ConfigError {
+    pub variable: &'static str,
+    pub problem: String,
+}
+
+/// Validated settings for `avscan run`.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub pipeline: PipelineConfig,
+    pub inbound_queue: String,
+    pub outbound_queue: String,
+    pub rejected_queue: Option<String>,
+    pub topic_arn: String,
+    pub wait_time: Duration,
+    pub s3: ServiceEndpoint,
+    pub sqs: ServiceEndpoint,
+    pub sns: ServiceEndpoint,
+    pub clamd_address: ClamdAddress,
+    pub clamd_chunk_size: usize,
+    pub clamd_timeout: Duration,
+    pub clamd_ready_timeout: Duration,
+    pub shutdown_grace: Duration,
+}
+
+fn required(value: &Option<String>, variable: &'static str) -> Result<String, ConfigError> {
+    match value.as_deref().map(str::trim) {
+        Some(value) if !value.is_empty() => Ok(value.to_owned()),
+        _ => Err(ConfigError { variable, problem: "is not set (environment, .env or its --flag)".into() }),
+    }
+}
+
+impl RunArgs {
+    pub fn settings(&self) -> Result<Settings, ConfigError> {
+        let unprocessed = required(&self.unprocessed_bucket_name, "UNPROCESSED_BUCKET_NAME")?;
+        let quarantine = required(&self.quarantine_bucket_name, "QUARANTINE_BUCKET_NAME")?;
+        let inbound_queue = required(&self.virus_scanning_queue_name, "VIRUS_SCANNING_QUEUE_NAME")?;
+        let outbound_queue = required(&self.validation_queue_name, "VALIDATION_QUEUE_NAME")?;
+        let topic_arn = required(&self.virus_notification_topic_arn, "VIRUS_NOTIFICATION_TOPIC_ARN")?;
+        if !topic_arn.starts_with("arn:") {
+            return Err(ConfigError { variable: "VIRUS_NOTIFICATION_TOPIC_ARN", problem: format!("{topic_arn:?} is not an ARN") });
+        }
+        if unprocessed == quarantine {
+            return Err(ConfigError {
+                variable: "QUARANTINE_BUCKET_NAME",
+                problem: "must differ from UNPROCESSED_BUCKET_NAME".into(),
+            });
+        }
+        if inbound_queue == outbound_queue {
+            return Err(ConfigError { variable: "VALIDATION_QUEUE_NAME", problem: "must differ from VIRUS_SCANNING_QUEUE_NAME".into() });
+        }
+        let visibility = Duration::from_secs(self.virus_scanner_worker_msg_visibility_timeout);
+        let clamd_timeout = Duration::from_secs(self.clamd_timeout);
+        if clamd_timeout >= visibility {
+            return Err(ConfigError {
+                variable: "CLAMD_TIMEOUT",
+                problem: "must be shorter than VIRUS_SCANNER_WORKER_MSG_VISIBILITY_TIMEOUT".into(),
+            });
+        }
+        let mut pipeline = PipelineConfig::new(unprocessed, quarantine);
+        pipeline.max_file_size = self.max_file_size.saturating_mul(1024 * 1024);
+        pipeline.max_in_flight = self.max_in_flight as usize;
+        pipeline.fetch_concurrency = self.fetch_concurrency as usize;
+        pipeline.scanner_connections = self.clamd_connections as usize;
+        pipeline.receive_batch = self.receive_batch_size as usize;
+        pipeline.visibility_timeout = visibility;
+        pipeline.retry_base = Duration::from_secs(self.retry_backoff_base);
+        pipeline.retry_max = Duration::from_secs(self.retry_backoff_max.max(self.retry_backoff_base));
+        pipeline.restart_policy = RestartPolicy {
+            max_restarts: self.restart_limit as usize,
+            window: Duration::from_secs(self.restart_window),
+            ..RestartPolicy::default()
+        };
+        Ok(Settings {
+            pipeline,
+            inbound_queue,
+            outbound_queue,
+            rejected_queue: self.rejected_events_queue_name.clone().filter(|queue| !queue.trim().is_empty()),
+            topic_arn,
+            wait_time: Duration::from_secs(self.virus_scanner_worker_msg_wait_time),
+            s3: ServiceEndpoint {
+                endpoint_url: self.aws_s3_endpoint_url.clone(),
+                region: self.aws_s3_region.clone(),
+                access_key_id: self.aws_s3_access_key_id.clone(),
+                secret_access_key: self.aws_s3_secret_access_key.clone(),
+            },
+            sqs: ServiceEndpoint {
+                endpoint_url: self.aws_sqs_endpoint_url.clone(),
+                region: self.aws_sqs_region.clone(),
+                access_key_id: self.aws_sqs_access_key_id.clone(),
+                secret_access_key: self.aws_sqs_secret_access_key.clone(),
+            },
+            sns: ServiceEndpoint {
+                endpoint_url: self.aws_sns_endpoint_url.clone(),
+                region: self.aws_sns_region.clone(),
+                access_key_id: self.aws_sns_access_key_id.clone(),
+                secret_access_key: self.aws_sns_secret_access_key.clone(),
+            },
+            clamd_address: self.clamd_address.clone(),
+            clamd_chunk_size: self.clamd_chunk_size as usize,
+            clamd_timeout,
+            clamd_ready_timeout: Duration::from_secs(self.clamd_ready_timeout),
+            shutdown_grace: Duration::from_secs(self.shutdown_grace),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Settings, String> {
+        let mut argv = vec!["avscan", "run"];
+        argv.extend_from_slice(args);
+        let cli = Cli::try_parse_from(argv).map_err(|e| e.to_string())?;
+        let Command::Run(run) = cli.command;
+        run.settings().map_err(|e| e.to_string())
+    }
+
+    const COMPLETE: [&str; 10] = [
+        "--unprocessed-bucket-name", "in", "--quarantine-bucket-name", "q", "--virus-scanning-queue-name", "scan",
+        "--validation-queue-name", "valid", "--virus-notification-topic-arn", "arn:aws:sns:us-east-1:0:t",
+    ];
+
+    #[test]
+    fn defaults_and_units() {
+        let settings = parse(&COMPLETE).unwrap();
+        assert_eq!(settings.pipeline.max_file_size, 400 * 1024 * 1024);
+        assert_eq!(settings.clamd_address, ClamdAddress::Tcp("127.0.0.1:3310".into()));
+        assert_eq!(settings.wait_time, Duration::from_secs(20));
+        assert_eq!(settings.pipeline.visibility_timeout, Duration::from_secs(120));
+        assert!(settings.rejected_queue.is_none());
+    }
+
+    #[test]
+    fn a_missing_variable_is_named() {
+        let err = parse(&COMPLETE[..8]).unwrap_err();
+        assert!(err.starts_with("VIRUS_NOTIFICATION_TOPIC_ARN: is not set"), "{err}");
+    }
+
+    #[test]
+    fn invalid_values_are_refused_with_the_variable_name() {
+        let mut args = COMPLETE.to_vec();
+        args.extend(["--max-file-size", "lots"]);
+        assert!(parse(&args).unwrap_err().contains("MAX_FILE_SIZE"));
+        let mut args = COMPLETE.to_vec();
+        args.extend(["--clamd-address", "localhost:3310"]);
+        assert!(parse(&args).unwrap_err().contains("CLAMD_ADDRESS"));
+        let mut args = COMPLETE.to_vec();
+        args.extend(["--clamd-timeout", "300"]);
+        assert!(parse(&args).unwrap_err().starts_with("CLAMD_TIMEOUT"));
+    }
+}

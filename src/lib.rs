@@ -1,0 +1,85 @@
+//! avscan's composition root and adapters: configuration, the AWS and clamd adapters that plug
+//! into the pipeline's ports, and [`run`], which wires them into a pipeline and runs it until a
+//! shutdown signal. The pipeline itself is the `avscan-actors` crate.
+
+pub mod aws;
+pub mod clamd;
+pub mod config;
+pub mod telemetry;
+
+use std::sync::Arc;
+
+use avscan_actors::{Pipeline, PipelinePorts};
+
+use crate::config::Settings;
+
+/// Why `run` ended early; the process exit code follows from it.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("clamd at {address} did not answer within {waited:?}: {detail}")]
+    ClamdNotReady { address: String, waited: std::time::Duration, detail: String },
+    #[error(transparent)]
+    Queue(#[from] avscan_actors::ports::QueueError),
+    #[error("pipeline failed to start: {0}")]
+    Start(String),
+    #[error("pipeline stopped: {0}")]
+    Failed(String),
+}
+
+/// Builds the real adapters from the settings; resolves the queues.
+pub async fn ports(settings: &Settings) -> Result<(PipelinePorts, clamd::Clamd), RunError> {
+    let sdk = aws::sdk_config(settings).await;
+    let sqs = aws::sqs_client(&sdk, &settings.sqs);
+    let inbound_url = aws::queue_url(&sqs, &settings.inbound_queue).await?;
+    let outbound_url = aws::queue_url(&sqs, &settings.outbound_queue).await?;
+    let rejected_url = match &settings.rejected_queue {
+        Some(queue) => Some(aws::queue_url(&sqs, queue).await?),
+        None => None,
+    };
+    let clamd = clamd::Clamd::new(settings.clamd_address.clone(), settings.clamd_chunk_size, settings.clamd_timeout);
+    let ports = PipelinePorts {
+        inbound: Arc::new(aws::SqsInbound {
+            client: sqs.clone(),
+            url: inbound_url,
+            wait_time: settings.wait_time,
+            visibility_timeout: settings.pipeline.visibility_timeout,
+        }),
+        outbound: Arc::new(aws::SqsSink { client: sqs.clone(), url: outbound_url }),
+        rejected: rejected_url.map(|url| Arc::new(aws::SqsSink { client: sqs.clone(), url }) as _),
+        store: Arc::new(aws::S3Store::new(aws::s3_client(&sdk, &settings.s3))),
+        notifier: Arc::new(aws::SnsNotifier { client: aws::sns_client(&sdk, &settings.sns), topic_arn: settings.topic_arn.clone() }),
+        scanner: Arc::new(clamd.clone()),
+    };
+    Ok((ports, clamd))
+}
+
+/// Runs avscan until `shutdown` resolves, then drains within the grace period.
+pub async fn run(settings: Settings, shutdown: impl std::future::Future<Output = ()>) -> Result<(), RunError> {
+    let (ports, clamd) = ports(&settings).await?;
+    clamd.wait_ready(settings.clamd_ready_timeout).await.map_err(|err| RunError::ClamdNotReady {
+        address: settings.clamd_address.to_string(),
+        waited: settings.clamd_ready_timeout,
+        detail: err.to_string(),
+    })?;
+    match clamd.command("VERSION").await {
+        Ok(version) => tracing::info!(address = %settings.clamd_address, %version, "clamd ready"),
+        Err(err) => tracing::warn!(error = %err, "clamd answered PING but not VERSION"),
+    }
+    let mut pipeline = Pipeline::start(settings.pipeline.clone(), ports).await.map_err(|err| RunError::Start(err.to_string()))?;
+    tracing::info!(
+        inbound = %settings.inbound_queue,
+        max_in_flight = settings.pipeline.max_in_flight,
+        clamd_connections = settings.pipeline.scanner_connections,
+        fetch_concurrency = settings.pipeline.fetch_concurrency,
+        "avscan running"
+    );
+    tokio::select! {
+        () = shutdown => {
+            tracing::info!(grace = ?settings.shutdown_grace, in_flight = pipeline.in_flight(), "shutting down");
+            let report = pipeline.shutdown(settings.shutdown_grace).await;
+            tracing::info!(drained = report.drained, released = report.released, "stopped");
+            Ok(())
+        }
+        reason = pipeline.failed() => Err(RunError::Failed(reason)),
+    }
+}

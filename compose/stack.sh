@@ -60,7 +60,10 @@ start_clamd() {
     exit 1
 }
 
-moto_up() { curl -fsS -o /dev/null "http://127.0.0.1:$moto_port/moto-api/data.json"; }
+moto_up() {
+    python3 -c "import urllib.request,sys; urllib.request.urlopen(sys.argv[1], timeout=1)" \
+        "http://127.0.0.1:$moto_port/moto-api/data.json" >/dev/null 2>&1
+}
 
 start_moto() {
     if moto_up 2>/dev/null; then return; fi

@@ -25,7 +25,10 @@ use crate::config::{ServiceEndpoint, Settings};
 /// region chain (which would otherwise probe instance metadata).
 pub async fn sdk_config(settings: &Settings) -> SdkConfig {
     let mut loader = aws_config::defaults(BehaviorVersion::latest());
-    if let Some(region) = [&settings.sqs, &settings.s3, &settings.sns].iter().find_map(|s| s.region.clone()) {
+    if let Some(region) = [&settings.sqs, &settings.s3, &settings.sns]
+        .iter()
+        .find_map(|s| s.region.clone())
+    {
         loader = loader.region(Region::new(region));
     }
     loader.load().await
@@ -33,7 +36,13 @@ pub async fn sdk_config(settings: &Settings) -> SdkConfig {
 
 fn credentials(service: &ServiceEndpoint) -> Option<aws_sdk_s3::config::Credentials> {
     match (&service.access_key_id, &service.secret_access_key) {
-        (Some(key), Some(secret)) => Some(aws_sdk_s3::config::Credentials::new(key, secret, None, None, "avscan-service-env")),
+        (Some(key), Some(secret)) => Some(aws_sdk_s3::config::Credentials::new(
+            key,
+            secret,
+            None,
+            None,
+            "avscan-service-env",
+        )),
         _ => None,
     }
 }
@@ -90,12 +99,21 @@ pub async fn queue_url(client: &aws_sdk_sqs::Client, name_or_url: &str) -> Resul
     if name_or_url.starts_with("https://") || name_or_url.starts_with("http://") {
         return Ok(name_or_url.to_owned());
     }
-    let output = client.get_queue_url().queue_name(name_or_url).send().await.map_err(|err| QueueError {
+    let output = client
+        .get_queue_url()
+        .queue_name(name_or_url)
+        .send()
+        .await
+        .map_err(|err| QueueError {
+            operation: "GetQueueUrl",
+            queue: name_or_url.to_owned(),
+            detail: detail(err),
+        })?;
+    output.queue_url.ok_or_else(|| QueueError {
         operation: "GetQueueUrl",
         queue: name_or_url.to_owned(),
-        detail: detail(err),
-    })?;
-    output.queue_url.ok_or_else(|| QueueError { operation: "GetQueueUrl", queue: name_or_url.to_owned(), detail: "no url in reply".into() })
+        detail: "no url in reply".into(),
+    })
 }
 
 /// The inbound queue.
@@ -108,7 +126,11 @@ pub struct SqsInbound {
 
 impl SqsInbound {
     fn error(&self, operation: &'static str, err: impl std::error::Error + 'static) -> QueueError {
-        QueueError { operation, queue: self.url.clone(), detail: detail(err) }
+        QueueError {
+            operation,
+            queue: self.url.clone(),
+            detail: detail(err),
+        }
     }
 }
 
@@ -180,8 +202,16 @@ pub struct SqsSink {
 #[async_trait]
 impl MessageSink for SqsSink {
     async fn send(&self, message: OutboundMessage) -> Result<(), QueueError> {
-        let error = |detail: String| QueueError { operation: "SendMessage", queue: self.url.clone(), detail };
-        let mut request = self.client.send_message().queue_url(&self.url).message_body(message.body);
+        let error = |detail: String| QueueError {
+            operation: "SendMessage",
+            queue: self.url.clone(),
+            detail,
+        };
+        let mut request = self
+            .client
+            .send_message()
+            .queue_url(&self.url)
+            .message_body(message.body);
         for (name, value) in message.attributes {
             let attribute = aws_sdk_sqs::types::MessageAttributeValue::builder()
                 .data_type("String")
@@ -203,7 +233,10 @@ pub struct SnsNotifier {
 #[async_trait]
 impl Notifier for SnsNotifier {
     async fn publish(&self, notification: &Notification) -> Result<(), NotifyError> {
-        let error = |detail: String| NotifyError { topic: self.topic_arn.clone(), detail };
+        let error = |detail: String| NotifyError {
+            topic: self.topic_arn.clone(),
+            detail,
+        };
         let mut request = self
             .client
             .publish()
@@ -235,7 +268,11 @@ pub struct S3Store {
 
 impl S3Store {
     pub fn new(client: aws_sdk_s3::Client) -> Self {
-        Self { client, multipart_threshold: MAX_SINGLE_COPY, part_size: 512 * 1024 * 1024 }
+        Self {
+            client,
+            multipart_threshold: MAX_SINGLE_COPY,
+            part_size: 512 * 1024 * 1024,
+        }
     }
 }
 
@@ -258,7 +295,11 @@ impl HasStatus for aws_sdk_s3::config::http::HttpResponse {
 }
 
 /// Maps an S3 error: 404 and 412 are the port's typed cases, everything else is retryable.
-fn store_error<E>(operation: &'static str, object: (&str, &str), err: SdkError<E, aws_sdk_s3::config::http::HttpResponse>) -> StoreError
+fn store_error<E>(
+    operation: &'static str,
+    object: (&str, &str),
+    err: SdkError<E, aws_sdk_s3::config::http::HttpResponse>,
+) -> StoreError
 where
     E: std::error::Error + 'static,
 {
@@ -266,12 +307,22 @@ where
     match status_of(&err) {
         Some(404) => StoreError::NotFound { bucket, key },
         Some(412) => StoreError::PreconditionFailed { bucket, key },
-        _ => StoreError::Failed { operation, bucket, key, detail: detail(err) },
+        _ => StoreError::Failed {
+            operation,
+            bucket,
+            key,
+            detail: detail(err),
+        },
     }
 }
 
 /// S3 wants the copy source URL-encoded, slashes kept.
-const COPY_SOURCE: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~').remove(b'/');
+const COPY_SOURCE: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~')
+    .remove(b'/');
 
 fn copy_source(object: &ObjectRef) -> String {
     let mut source = format!("{}/{}", object.bucket, utf8_percent_encode(&object.key, COPY_SOURCE));
@@ -287,14 +338,20 @@ fn quoted(etag: &str) -> String {
 }
 
 impl S3Store {
-    async fn head_pinned(&self, object: &ObjectRef) -> Result<aws_sdk_s3::operation::head_object::HeadObjectOutput, StoreError> {
+    async fn head_pinned(
+        &self,
+        object: &ObjectRef,
+    ) -> Result<aws_sdk_s3::operation::head_object::HeadObjectOutput, StoreError> {
         let mut request = self.client.head_object().bucket(&object.bucket).key(&object.key);
         request = match (&object.version_id, &object.etag) {
             (Some(version), _) => request.version_id(version),
             (None, Some(etag)) => request.if_match(quoted(etag)),
             (None, None) => request,
         };
-        request.send().await.map_err(|err| store_error("HeadObject", (&object.bucket, &object.key), err))
+        request
+            .send()
+            .await
+            .map_err(|err| store_error("HeadObject", (&object.bucket, &object.key), err))
     }
 
     async fn copy_in_parts(
@@ -305,7 +362,12 @@ impl S3Store {
         content_type: Option<String>,
         metadata: HashMap<String, String>,
     ) -> Result<(), StoreError> {
-        let fail = |operation, detail| StoreError::Failed { operation, bucket: dest.0.to_owned(), key: dest.1.to_owned(), detail };
+        let fail = |operation, detail| StoreError::Failed {
+            operation,
+            bucket: dest.0.to_owned(),
+            key: dest.1.to_owned(),
+            detail,
+        };
         let upload = self
             .client
             .create_multipart_upload()
@@ -316,7 +378,9 @@ impl S3Store {
             .send()
             .await
             .map_err(|err| store_error("CreateMultipartUpload", dest, err))?;
-        let upload_id = upload.upload_id.ok_or_else(|| fail("CreateMultipartUpload", "no upload id".into()))?;
+        let upload_id = upload
+            .upload_id
+            .ok_or_else(|| fail("CreateMultipartUpload", "no upload id".into()))?;
         let result = async {
             let mut parts = Vec::new();
             let mut start = 0u64;
@@ -335,8 +399,14 @@ impl S3Store {
                 if let (None, Some(etag)) = (&source.version_id, &source.etag) {
                     request = request.copy_source_if_match(quoted(etag));
                 }
-                let part = request.send().await.map_err(|err| store_error("UploadPartCopy", (&source.bucket, &source.key), err))?;
-                let etag = part.copy_part_result.and_then(|r| r.e_tag).ok_or_else(|| fail("UploadPartCopy", "no part etag".into()))?;
+                let part = request
+                    .send()
+                    .await
+                    .map_err(|err| store_error("UploadPartCopy", (&source.bucket, &source.key), err))?;
+                let etag = part
+                    .copy_part_result
+                    .and_then(|r| r.e_tag)
+                    .ok_or_else(|| fail("UploadPartCopy", "no part etag".into()))?;
                 parts.push(CompletedPart::builder().e_tag(etag).part_number(part_number).build());
                 start = end + 1;
             }
@@ -353,7 +423,14 @@ impl S3Store {
         }
         .await;
         if result.is_err() {
-            let _ = self.client.abort_multipart_upload().bucket(dest.0).key(dest.1).upload_id(&upload_id).send().await;
+            let _ = self
+                .client
+                .abort_multipart_upload()
+                .bucket(dest.0)
+                .key(dest.1)
+                .upload_id(&upload_id)
+                .send()
+                .await;
         }
         result
     }
@@ -368,7 +445,10 @@ impl ObjectStore for S3Store {
             (None, Some(etag)) => request.if_match(quoted(etag)),
             (None, None) => request,
         };
-        let output = request.send().await.map_err(|err| store_error("GetObject", (&object.bucket, &object.key), err))?;
+        let output = request
+            .send()
+            .await
+            .map_err(|err| store_error("GetObject", (&object.bucket, &object.key), err))?;
         let content_length = output.content_length.unwrap_or_default().max(0) as u64;
         let (bucket, key) = (object.bucket.clone(), object.key.clone());
         let chunks = futures::stream::unfold(Some(output.body), move |body: Option<ByteStream>| {
@@ -378,11 +458,22 @@ impl ObjectStore for S3Store {
                 match body.next().await? {
                     Ok(bytes) => Some((Ok(bytes), Some(body))),
                     // End the stream after its first error.
-                    Err(err) => Some((Err(StoreError::Failed { operation: "GetObject body", bucket, key, detail: detail(err) }), None)),
+                    Err(err) => Some((
+                        Err(StoreError::Failed {
+                            operation: "GetObject body",
+                            bucket,
+                            key,
+                            detail: detail(err),
+                        }),
+                        None,
+                    )),
                 }
             }
         });
-        Ok(ObjectBody { content_length, chunks: chunks.boxed() })
+        Ok(ObjectBody {
+            content_length,
+            chunks: chunks.boxed(),
+        })
     }
 
     async fn head(&self, bucket: &str, key: &str) -> Result<Option<ObjectMeta>, StoreError> {
@@ -400,14 +491,22 @@ impl ObjectStore for S3Store {
         }
     }
 
-    async fn copy(&self, source: &ObjectRef, dest_bucket: &str, dest_key: &str, metadata: &[(String, String)]) -> Result<(), StoreError> {
+    async fn copy(
+        &self,
+        source: &ObjectRef,
+        dest_bucket: &str,
+        dest_key: &str,
+        metadata: &[(String, String)],
+    ) -> Result<(), StoreError> {
         // The source's own content type and size: REPLACE would drop the former, and the latter
         // decides between one CopyObject and a multipart copy.
         let head = self.head_pinned(source).await?;
         let size = head.content_length.unwrap_or_default().max(0) as u64;
         let metadata: HashMap<String, String> = metadata.iter().cloned().collect();
         if size > self.multipart_threshold {
-            return self.copy_in_parts(source, size, (dest_bucket, dest_key), head.content_type, metadata).await;
+            return self
+                .copy_in_parts(source, size, (dest_bucket, dest_key), head.content_type, metadata)
+                .await;
         }
         let mut request = self
             .client
@@ -421,7 +520,11 @@ impl ObjectStore for S3Store {
         if let (None, Some(etag)) = (&source.version_id, &source.etag) {
             request = request.copy_source_if_match(quoted(etag));
         }
-        request.send().await.map(|_| ()).map_err(|err| store_error("CopyObject", (&source.bucket, &source.key), err))
+        request
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|err| store_error("CopyObject", (&source.bucket, &source.key), err))
     }
 
     async fn put(&self, bucket: &str, key: &str, body: Bytes, content_type: &str) -> Result<(), StoreError> {
@@ -444,7 +547,11 @@ impl ObjectStore for S3Store {
             (None, Some(etag)) => request.if_match(quoted(etag)),
             (None, None) => request,
         };
-        request.send().await.map(|_| ()).map_err(|err| store_error("DeleteObject", (&object.bucket, &object.key), err))
+        request
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|err| store_error("DeleteObject", (&object.bucket, &object.key), err))
     }
 }
 

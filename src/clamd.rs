@@ -31,11 +31,21 @@ impl FromStr for ClamdAddress {
 
     fn from_str(address: &str) -> Result<Self, Self::Err> {
         if let Some(host_port) = address.strip_prefix("tcp://") {
-            let valid = host_port.rsplit_once(':').is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
-            return if valid { Ok(Self::Tcp(host_port.to_owned())) } else { Err(format!("expected tcp://host:port, got {address:?}")) };
+            let valid = host_port
+                .rsplit_once(':')
+                .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+            return if valid {
+                Ok(Self::Tcp(host_port.to_owned()))
+            } else {
+                Err(format!("expected tcp://host:port, got {address:?}"))
+            };
         }
         if let Some(path) = address.strip_prefix("unix://") {
-            return if path.starts_with('/') { Ok(Self::Unix(path.into())) } else { Err(format!("expected unix:///absolute/path, got {address:?}")) };
+            return if path.starts_with('/') {
+                Ok(Self::Unix(path.into()))
+            } else {
+                Err(format!("expected unix:///absolute/path, got {address:?}"))
+            };
         }
         Err(format!("expected tcp://host:port or unix:///path, got {address:?}"))
     }
@@ -145,7 +155,12 @@ const MAX_REPLY: usize = 4096;
 
 impl Clamd {
     pub fn new(address: ClamdAddress, chunk_size: usize, io_timeout: Duration) -> Self {
-        Self { address, chunk_size: chunk_size.max(1024), io_timeout, next_connection_id: Default::default() }
+        Self {
+            address,
+            chunk_size: chunk_size.max(1024),
+            io_timeout,
+            next_connection_id: Default::default(),
+        }
     }
 
     async fn open(&self) -> Result<ClamdStream, ScanError> {
@@ -159,7 +174,12 @@ impl Clamd {
     /// One command outside a session (`zPING`, `zVERSION`); returns the reply.
     pub async fn command(&self, command: &str) -> Result<String, ScanError> {
         let mut stream = self.open().await?;
-        with_timeout(self.io_timeout, "writing command", stream.write_all(format!("z{command}\0").as_bytes())).await?;
+        with_timeout(
+            self.io_timeout,
+            "writing command",
+            stream.write_all(format!("z{command}\0").as_bytes()),
+        )
+        .await?;
         read_reply(&mut stream, self.io_timeout).await
     }
 
@@ -208,7 +228,10 @@ async fn read_reply(stream: &mut ClamdStream, limit: Duration) -> Result<String,
         let mut byte = [0u8; 1];
         loop {
             if stream.read(&mut byte).await? == 0 {
-                return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "clamd closed the connection"));
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "clamd closed the connection",
+                ));
             }
             if byte[0] == 0 || byte[0] == b'\n' || reply.len() >= MAX_REPLY {
                 return Ok(());
@@ -237,13 +260,19 @@ pub fn parse_scan_reply(reply: &str, session_id: Option<u64>) -> Result<Verdict,
     if body == "stream: OK" {
         return Ok(Verdict::Clean);
     }
-    if let Some(signature) = body.strip_prefix("stream: ").and_then(|rest| rest.strip_suffix(" FOUND")) {
+    if let Some(signature) = body
+        .strip_prefix("stream: ")
+        .and_then(|rest| rest.strip_suffix(" FOUND"))
+    {
         if !signature.is_empty() && !signature.contains(['\0', '\n']) {
             return Ok(Verdict::from_signature(signature));
         }
     }
     if body.starts_with("INSTREAM size limit exceeded") {
-        return Ok(Verdict::Unscannable { reason: QuarantineReason::FileTooLarge, signature: None });
+        return Ok(Verdict::Unscannable {
+            reason: QuarantineReason::FileTooLarge,
+            signature: None,
+        });
     }
     Err(unexpected())
 }
@@ -273,11 +302,23 @@ pub struct ClamdSession {
 impl ScanEngine for Clamd {
     async fn connect(&self) -> Result<Box<dyn ScanSession>, ScanError> {
         let mut stream = self.open().await?;
-        with_timeout(self.io_timeout, "opening session", stream.write_all(b"zIDSESSION\0zVERSION\0")).await?;
+        with_timeout(
+            self.io_timeout,
+            "opening session",
+            stream.write_all(b"zIDSESSION\0zVERSION\0"),
+        )
+        .await?;
         let engine = parse_version_reply(&read_reply(&mut stream, self.io_timeout).await?, 1)?;
         let id = self.next_connection_id.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(connection = id, %engine, "clamd session opened");
-        Ok(Box::new(ClamdSession { stream, id, next_command: 2, engine, chunk_size: self.chunk_size, io_timeout: self.io_timeout }))
+        Ok(Box::new(ClamdSession {
+            stream,
+            id,
+            next_command: 2,
+            engine,
+            chunk_size: self.chunk_size,
+            io_timeout: self.io_timeout,
+        }))
     }
 }
 
@@ -293,7 +334,12 @@ impl ClamdSession {
     async fn reply_after_failed_write(&mut self, command: u64, write_error: ScanError) -> Result<Verdict, ScanError> {
         match read_reply(&mut self.stream, Duration::from_secs(2).min(self.io_timeout)).await {
             Ok(reply) => match parse_scan_reply(&reply, Some(command)) {
-                Ok(verdict @ Verdict::Unscannable { reason: QuarantineReason::FileTooLarge, .. }) => Ok(verdict),
+                Ok(
+                    verdict @ Verdict::Unscannable {
+                        reason: QuarantineReason::FileTooLarge,
+                        ..
+                    },
+                ) => Ok(verdict),
                 _ => Err(write_error),
             },
             Err(_) => Err(write_error),
@@ -301,7 +347,12 @@ impl ClamdSession {
     }
 
     async fn instream(&mut self, mut body: ObjectBody, command: u64) -> Result<Verdict, ScanError> {
-        with_timeout(self.io_timeout, "starting INSTREAM", self.stream.write_all(b"zINSTREAM\0")).await?;
+        with_timeout(
+            self.io_timeout,
+            "starting INSTREAM",
+            self.stream.write_all(b"zINSTREAM\0"),
+        )
+        .await?;
         let mut pending = BytesMut::with_capacity(self.chunk_size);
         let mut streamed: u64 = 0;
         while let Some(piece) = body.chunks.next().await {
@@ -309,7 +360,10 @@ impl ClamdSession {
             let piece = piece.map_err(ScanError::Source)?;
             streamed += piece.len() as u64;
             if streamed > body.content_length {
-                return Err(ScanError::LengthMismatch { expected: body.content_length, streamed });
+                return Err(ScanError::LengthMismatch {
+                    expected: body.content_length,
+                    streamed,
+                });
             }
             pending.extend_from_slice(&piece);
             while pending.len() >= self.chunk_size {
@@ -320,7 +374,10 @@ impl ClamdSession {
             }
         }
         if streamed != body.content_length {
-            return Err(ScanError::LengthMismatch { expected: body.content_length, streamed });
+            return Err(ScanError::LengthMismatch {
+                expected: body.content_length,
+                streamed,
+            });
         }
         if !pending.is_empty() {
             if let Err(err) = self.write_chunk(&pending).await {
@@ -341,7 +398,10 @@ impl ScanSession for ClamdSession {
         let command = self.next_command;
         self.next_command += 1;
         let verdict = self.instream(body, command).await?;
-        Ok(ScanOutcome { verdict, engine: Some(self.engine.clone()) })
+        Ok(ScanOutcome {
+            verdict,
+            engine: Some(self.engine.clone()),
+        })
     }
 
     fn is_reusable(&mut self) -> bool {
@@ -362,8 +422,14 @@ mod tests {
 
     #[test]
     fn addresses_parse() {
-        assert_eq!("tcp://127.0.0.1:3310".parse(), Ok(ClamdAddress::Tcp("127.0.0.1:3310".into())));
-        assert_eq!("unix:///run/clamd.sock".parse(), Ok(ClamdAddress::Unix("/run/clamd.sock".into())));
+        assert_eq!(
+            "tcp://127.0.0.1:3310".parse(),
+            Ok(ClamdAddress::Tcp("127.0.0.1:3310".into()))
+        );
+        assert_eq!(
+            "unix:///run/clamd.sock".parse(),
+            Ok(ClamdAddress::Unix("/run/clamd.sock".into()))
+        );
         assert!("127.0.0.1:3310".parse::<ClamdAddress>().is_err());
         assert!("tcp://host".parse::<ClamdAddress>().is_err());
         assert!("tcp://host:99999".parse::<ClamdAddress>().is_err());
@@ -376,11 +442,20 @@ mod tests {
         assert_eq!(parse_scan_reply("stream: OK", None).unwrap(), Verdict::Clean);
         assert_eq!(
             parse_scan_reply("3: stream: Eicar-Test-Signature.UNOFFICIAL FOUND", Some(3)).unwrap(),
-            Verdict::Infected { signature: "Eicar-Test-Signature.UNOFFICIAL".into() }
+            Verdict::Infected {
+                signature: "Eicar-Test-Signature.UNOFFICIAL".into()
+            }
         );
-        assert_eq!(parse_scan_reply("2: stream: Heuristics.Encrypted.Zip FOUND", Some(2)).unwrap().label(), "unscannable");
         assert_eq!(
-            parse_scan_reply("2: INSTREAM size limit exceeded. ERROR", Some(2)).unwrap().quarantine_reason(),
+            parse_scan_reply("2: stream: Heuristics.Encrypted.Zip FOUND", Some(2))
+                .unwrap()
+                .label(),
+            "unscannable"
+        );
+        assert_eq!(
+            parse_scan_reply("2: INSTREAM size limit exceeded. ERROR", Some(2))
+                .unwrap()
+                .quarantine_reason(),
             Some(QuarantineReason::FileTooLarge)
         );
         for bad in [
@@ -399,7 +474,10 @@ mod tests {
     }
 
     fn body(parts: Vec<&'static [u8]>, content_length: u64) -> ObjectBody {
-        ObjectBody { content_length, chunks: futures::stream::iter(parts.into_iter().map(|p| Ok(Bytes::from_static(p)))).boxed() }
+        ObjectBody {
+            content_length,
+            chunks: futures::stream::iter(parts.into_iter().map(|p| Ok(Bytes::from_static(p)))).boxed(),
+        }
     }
 
     /// A fake clamd on 127.0.0.1:0 that records what it reads and answers with `reply`.
@@ -435,7 +513,10 @@ mod tests {
         let (clamd, server) = fake_clamd("2: stream: OK\0").await;
         let mut session = clamd.connect().await.unwrap();
         let payload: &'static [u8] = Box::leak(vec![7u8; 2500].into_boxed_slice());
-        let outcome = session.scan(body(vec![&payload[..100], &payload[100..]], 2500)).await.unwrap();
+        let outcome = session
+            .scan(body(vec![&payload[..100], &payload[100..]], 2500))
+            .await
+            .unwrap();
         assert_eq!(outcome.verdict, Verdict::Clean);
         assert_eq!(outcome.engine.as_deref(), Some("ClamAV 1.4.6/1/today"));
         let wire = server.await.unwrap();
@@ -453,7 +534,16 @@ mod tests {
         let (clamd, _server) = fake_clamd("2: stream: OK\0").await;
         let mut session = clamd.connect().await.unwrap();
         let result = session.scan(body(vec![b"abc"], 10)).await;
-        assert!(matches!(result, Err(ScanError::LengthMismatch { expected: 10, streamed: 3 })), "{result:?}");
+        assert!(
+            matches!(
+                result,
+                Err(ScanError::LengthMismatch {
+                    expected: 10,
+                    streamed: 3
+                })
+            ),
+            "{result:?}"
+        );
     }
 
     #[tokio::test]

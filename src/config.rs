@@ -11,7 +11,11 @@ use clap::{Args, Parser, Subcommand};
 use crate::clamd::ClamdAddress;
 
 #[derive(Debug, Parser)]
-#[command(name = "avscan", version, about = "Virus-scans every object uploaded to an S3 bucket with clamd")]
+#[command(
+    name = "avscan",
+    version,
+    about = "Virus-scans every object uploaded to an S3 bucket with clamd"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -157,7 +161,10 @@ pub struct Settings {
 fn required(value: &Option<String>, variable: &'static str) -> Result<String, ConfigError> {
     match value.as_deref().map(str::trim) {
         Some(value) if !value.is_empty() => Ok(value.to_owned()),
-        _ => Err(ConfigError { variable, problem: "is not set (environment, .env or its --flag)".into() }),
+        _ => Err(ConfigError {
+            variable,
+            problem: "is not set (environment, .env or its --flag)".into(),
+        }),
     }
 }
 
@@ -169,7 +176,10 @@ impl RunArgs {
         let outbound_queue = required(&self.validation_queue_name, "VALIDATION_QUEUE_NAME")?;
         let topic_arn = required(&self.virus_notification_topic_arn, "VIRUS_NOTIFICATION_TOPIC_ARN")?;
         if !topic_arn.starts_with("arn:") {
-            return Err(ConfigError { variable: "VIRUS_NOTIFICATION_TOPIC_ARN", problem: format!("{topic_arn:?} is not an ARN") });
+            return Err(ConfigError {
+                variable: "VIRUS_NOTIFICATION_TOPIC_ARN",
+                problem: format!("{topic_arn:?} is not an ARN"),
+            });
         }
         if unprocessed == quarantine {
             return Err(ConfigError {
@@ -178,7 +188,10 @@ impl RunArgs {
             });
         }
         if inbound_queue == outbound_queue {
-            return Err(ConfigError { variable: "VALIDATION_QUEUE_NAME", problem: "must differ from VIRUS_SCANNING_QUEUE_NAME".into() });
+            return Err(ConfigError {
+                variable: "VALIDATION_QUEUE_NAME",
+                problem: "must differ from VIRUS_SCANNING_QUEUE_NAME".into(),
+            });
         }
         let visibility = Duration::from_secs(self.virus_scanner_worker_msg_visibility_timeout);
         let clamd_timeout = Duration::from_secs(self.clamd_timeout);
@@ -206,7 +219,10 @@ impl RunArgs {
             pipeline,
             inbound_queue,
             outbound_queue,
-            rejected_queue: self.rejected_events_queue_name.clone().filter(|queue| !queue.trim().is_empty()),
+            rejected_queue: self
+                .rejected_events_queue_name
+                .clone()
+                .filter(|queue| !queue.trim().is_empty()),
             topic_arn,
             wait_time: Duration::from_secs(self.virus_scanner_worker_msg_wait_time),
             s3: ServiceEndpoint {
@@ -249,8 +265,16 @@ mod tests {
     }
 
     const COMPLETE: [&str; 10] = [
-        "--unprocessed-bucket-name", "in", "--quarantine-bucket-name", "q", "--virus-scanning-queue-name", "scan",
-        "--validation-queue-name", "valid", "--virus-notification-topic-arn", "arn:aws:sns:us-east-1:0:t",
+        "--unprocessed-bucket-name",
+        "in",
+        "--quarantine-bucket-name",
+        "q",
+        "--virus-scanning-queue-name",
+        "scan",
+        "--validation-queue-name",
+        "valid",
+        "--virus-notification-topic-arn",
+        "arn:aws:sns:us-east-1:0:t",
     ];
 
     #[test]

@@ -17,7 +17,11 @@ use crate::config::Settings;
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
     #[error("clamd at {address} did not answer within {waited:?}: {detail}")]
-    ClamdNotReady { address: String, waited: std::time::Duration, detail: String },
+    ClamdNotReady {
+        address: String,
+        waited: std::time::Duration,
+        detail: String,
+    },
     #[error(transparent)]
     Queue(#[from] avscan_actors::ports::QueueError),
     #[error("pipeline failed to start: {0}")]
@@ -36,7 +40,11 @@ pub async fn ports(settings: &Settings) -> Result<(PipelinePorts, clamd::Clamd),
         Some(queue) => Some(aws::queue_url(&sqs, queue).await?),
         None => None,
     };
-    let clamd = clamd::Clamd::new(settings.clamd_address.clone(), settings.clamd_chunk_size, settings.clamd_timeout);
+    let clamd = clamd::Clamd::new(
+        settings.clamd_address.clone(),
+        settings.clamd_chunk_size,
+        settings.clamd_timeout,
+    );
     let ports = PipelinePorts {
         inbound: Arc::new(aws::SqsInbound {
             client: sqs.clone(),
@@ -44,10 +52,21 @@ pub async fn ports(settings: &Settings) -> Result<(PipelinePorts, clamd::Clamd),
             wait_time: settings.wait_time,
             visibility_timeout: settings.pipeline.visibility_timeout,
         }),
-        outbound: Arc::new(aws::SqsSink { client: sqs.clone(), url: outbound_url }),
-        rejected: rejected_url.map(|url| Arc::new(aws::SqsSink { client: sqs.clone(), url }) as _),
+        outbound: Arc::new(aws::SqsSink {
+            client: sqs.clone(),
+            url: outbound_url,
+        }),
+        rejected: rejected_url.map(|url| {
+            Arc::new(aws::SqsSink {
+                client: sqs.clone(),
+                url,
+            }) as _
+        }),
         store: Arc::new(aws::S3Store::new(aws::s3_client(&sdk, &settings.s3))),
-        notifier: Arc::new(aws::SnsNotifier { client: aws::sns_client(&sdk, &settings.sns), topic_arn: settings.topic_arn.clone() }),
+        notifier: Arc::new(aws::SnsNotifier {
+            client: aws::sns_client(&sdk, &settings.sns),
+            topic_arn: settings.topic_arn.clone(),
+        }),
         scanner: Arc::new(clamd.clone()),
     };
     Ok((ports, clamd))
@@ -56,16 +75,21 @@ pub async fn ports(settings: &Settings) -> Result<(PipelinePorts, clamd::Clamd),
 /// Runs avscan until `shutdown` resolves, then drains within the grace period.
 pub async fn run(settings: Settings, shutdown: impl std::future::Future<Output = ()>) -> Result<(), RunError> {
     let (ports, clamd) = ports(&settings).await?;
-    clamd.wait_ready(settings.clamd_ready_timeout).await.map_err(|err| RunError::ClamdNotReady {
-        address: settings.clamd_address.to_string(),
-        waited: settings.clamd_ready_timeout,
-        detail: err.to_string(),
-    })?;
+    clamd
+        .wait_ready(settings.clamd_ready_timeout)
+        .await
+        .map_err(|err| RunError::ClamdNotReady {
+            address: settings.clamd_address.to_string(),
+            waited: settings.clamd_ready_timeout,
+            detail: err.to_string(),
+        })?;
     match clamd.command("VERSION").await {
         Ok(version) => tracing::info!(address = %settings.clamd_address, %version, "clamd ready"),
         Err(err) => tracing::warn!(error = %err, "clamd answered PING but not VERSION"),
     }
-    let mut pipeline = Pipeline::start(settings.pipeline.clone(), ports).await.map_err(|err| RunError::Start(err.to_string()))?;
+    let mut pipeline = Pipeline::start(settings.pipeline.clone(), ports)
+        .await
+        .map_err(|err| RunError::Start(err.to_string()))?;
     tracing::info!(
         inbound = %settings.inbound_queue,
         max_in_flight = settings.pipeline.max_in_flight,

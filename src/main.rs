@@ -21,7 +21,14 @@ fn main() -> ExitCode {
         Err(err) => {
             // One line naming the variable, not clap's whole usage text.
             let rendered = err.render().to_string();
-            eprintln!("avscan: {}", rendered.lines().next().unwrap_or("invalid arguments").trim_start_matches("error: "));
+            eprintln!(
+                "avscan: {}",
+                rendered
+                    .lines()
+                    .next()
+                    .unwrap_or("invalid arguments")
+                    .trim_start_matches("error: ")
+            );
             return ExitCode::from(2);
         }
     };
@@ -34,7 +41,10 @@ fn main() -> ExitCode {
         }
     };
     avscan::telemetry::init();
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
     match runtime.block_on(avscan::run(settings, shutdown_signal())) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
@@ -45,7 +55,8 @@ fn main() -> ExitCode {
 }
 
 async fn shutdown_signal() {
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+    let mut terminate =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = terminate.recv() => {}

@@ -103,7 +103,10 @@ fn parse_value(value: Value, unprocessed_bucket: &str, may_unwrap_sns: bool) -> 
             return ParsedMessage::Invalid(Rejection::NoRecords);
         }
         return ParsedMessage::Records(
-            records.iter().map(|record| parse_s3_record(record, unprocessed_bucket)).collect(),
+            records
+                .iter()
+                .map(|record| parse_s3_record(record, unprocessed_bucket))
+                .collect(),
         );
     }
     if value.get("source").and_then(Value::as_str) == Some("aws.s3") && value.get("detail-type").is_some() {
@@ -113,11 +116,18 @@ fn parse_value(value: Value, unprocessed_bucket: &str, may_unwrap_sns: bool) -> 
 }
 
 fn str_at<'a>(value: &'a Value, pointer: &str, field: &'static str) -> Result<&'a str, Rejection> {
-    value.pointer(pointer).and_then(Value::as_str).ok_or(Rejection::MissingField(field))
+    value
+        .pointer(pointer)
+        .and_then(Value::as_str)
+        .ok_or(Rejection::MissingField(field))
 }
 
 fn optional_str(value: &Value, pointer: &str) -> Option<String> {
-    value.pointer(pointer).and_then(Value::as_str).filter(|s| !s.is_empty()).map(str::to_owned)
+    value
+        .pointer(pointer)
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
 }
 
 fn parse_s3_record(record: &Value, unprocessed_bucket: &str) -> Result<ObjectRecord, Rejection> {
@@ -132,7 +142,10 @@ fn parse_s3_record(record: &Value, unprocessed_bucket: &str) -> Result<ObjectRec
     }
     let key = decode_event_key(str_at(record, "/s3/object/key", "s3.object.key")?)?;
     validate_key(&key)?;
-    let size = record.pointer("/s3/object/size").and_then(Value::as_u64).ok_or(Rejection::MissingField("s3.object.size"))?;
+    let size = record
+        .pointer("/s3/object/size")
+        .and_then(Value::as_u64)
+        .ok_or(Rejection::MissingField("s3.object.size"))?;
     let event_time = str_at(record, "/eventTime", "eventTime")?.to_owned();
     Ok(ObjectRecord {
         object: ObjectRef {
@@ -159,8 +172,10 @@ fn parse_eventbridge(event: Value, unprocessed_bucket: &str) -> Result<ObjectRec
     }
     let key = str_at(&event, "/detail/object/key", "detail.object.key")?.to_owned();
     validate_key(&key)?;
-    let size =
-        event.pointer("/detail/object/size").and_then(Value::as_u64).ok_or(Rejection::MissingField("detail.object.size"))?;
+    let size = event
+        .pointer("/detail/object/size")
+        .and_then(Value::as_u64)
+        .ok_or(Rejection::MissingField("detail.object.size"))?;
     Ok(ObjectRecord {
         object: ObjectRef {
             bucket: bucket.to_owned(),
@@ -178,7 +193,10 @@ fn parse_eventbridge(event: Value, unprocessed_bucket: &str) -> Result<ObjectRec
 /// `a+b%2Bc`).
 pub fn decode_event_key(encoded: &str) -> Result<String, KeyProblem> {
     let spaced = encoded.replace('+', " ");
-    percent_decode_str(&spaced).decode_utf8().map(|key| key.into_owned()).map_err(|_| KeyProblem::NotUtf8)
+    percent_decode_str(&spaced)
+        .decode_utf8()
+        .map(|key| key.into_owned())
+        .map_err(|_| KeyProblem::NotUtf8)
 }
 
 /// Accepts `<submission_guid>/<filename>` keys: two or more segments, none empty, none `.` or
@@ -253,7 +271,10 @@ mod tests {
     #[test]
     fn slashes_encoded_as_percent_2f_are_decoded() {
         let body = json!({ "Records": [s3_record("guid%2Fsub%2Ffile.bin")] }).to_string();
-        assert_eq!(only_record(parse_message(&body, BUCKET)).unwrap().object.key, "guid/sub/file.bin");
+        assert_eq!(
+            only_record(parse_message(&body, BUCKET)).unwrap().object.key,
+            "guid/sub/file.bin"
+        );
     }
 
     #[test]
@@ -261,10 +282,15 @@ mod tests {
         let mut wrong = s3_record("g/x");
         wrong["eventName"] = json!("ObjectRemoved:Delete");
         let body = json!({ "Records": [s3_record("g/one"), wrong, s3_record("g/two")] }).to_string();
-        let ParsedMessage::Records(records) = parse_message(&body, BUCKET) else { panic!("records expected") };
+        let ParsedMessage::Records(records) = parse_message(&body, BUCKET) else {
+            panic!("records expected")
+        };
         assert_eq!(records.len(), 3);
         assert_eq!(records[0].as_ref().unwrap().object.key, "g/one");
-        assert_eq!(records[1], Err(Rejection::NotObjectCreated("ObjectRemoved:Delete".into())));
+        assert_eq!(
+            records[1],
+            Err(Rejection::NotObjectCreated("ObjectRemoved:Delete".into()))
+        );
         assert_eq!(records[2].as_ref().unwrap().object.key, "g/two");
     }
 
@@ -274,7 +300,10 @@ mod tests {
         let body = json!({ "Type": "Notification", "MessageId": "m", "TopicArn": "arn", "Message": inner }).to_string();
         assert_eq!(only_record(parse_message(&body, BUCKET)).unwrap().object.key, "g/f");
         let nested = json!({ "Type": "Notification", "Message": body }).to_string();
-        assert_eq!(parse_message(&nested, BUCKET), ParsedMessage::Invalid(Rejection::NotAnEvent));
+        assert_eq!(
+            parse_message(&nested, BUCKET),
+            ParsedMessage::Invalid(Rejection::NotAnEvent)
+        );
     }
 
     #[test]
@@ -305,11 +334,26 @@ mod tests {
 
     #[test]
     fn malformed_and_shapeless_bodies_are_invalid() {
-        assert!(matches!(parse_message("{not json", BUCKET), ParsedMessage::Invalid(Rejection::MalformedJson(_))));
-        assert_eq!(parse_message("{}", BUCKET), ParsedMessage::Invalid(Rejection::NotAnEvent));
-        assert_eq!(parse_message("[1,2]", BUCKET), ParsedMessage::Invalid(Rejection::NotAnEvent));
-        assert_eq!(parse_message(r#"{"Records":[]}"#, BUCKET), ParsedMessage::Invalid(Rejection::NoRecords));
-        assert_eq!(parse_message(r#"{"Records":{}}"#, BUCKET), ParsedMessage::Invalid(Rejection::MissingField("Records")));
+        assert!(matches!(
+            parse_message("{not json", BUCKET),
+            ParsedMessage::Invalid(Rejection::MalformedJson(_))
+        ));
+        assert_eq!(
+            parse_message("{}", BUCKET),
+            ParsedMessage::Invalid(Rejection::NotAnEvent)
+        );
+        assert_eq!(
+            parse_message("[1,2]", BUCKET),
+            ParsedMessage::Invalid(Rejection::NotAnEvent)
+        );
+        assert_eq!(
+            parse_message(r#"{"Records":[]}"#, BUCKET),
+            ParsedMessage::Invalid(Rejection::NoRecords)
+        );
+        assert_eq!(
+            parse_message(r#"{"Records":{}}"#, BUCKET),
+            ParsedMessage::Invalid(Rejection::MissingField("Records"))
+        );
     }
 
     #[test]
@@ -321,7 +365,9 @@ mod tests {
         let mut string_size = s3_record("g/f");
         string_size["s3"]["object"]["size"] = json!("68");
         let body = json!({ "Records": [other_bucket, no_size, string_size] }).to_string();
-        let ParsedMessage::Records(records) = parse_message(&body, BUCKET) else { panic!("records expected") };
+        let ParsedMessage::Records(records) = parse_message(&body, BUCKET) else {
+            panic!("records expected")
+        };
         assert_eq!(records[0], Err(Rejection::WrongBucket("elsewhere".into())));
         assert_eq!(records[1], Err(Rejection::MissingField("s3.object.size")));
         assert_eq!(records[2], Err(Rejection::MissingField("s3.object.size")));

@@ -72,8 +72,13 @@ impl QuarantineReason {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
     Clean,
-    Infected { signature: String },
-    Unscannable { reason: QuarantineReason, signature: Option<String> },
+    Infected {
+        signature: String,
+    },
+    Unscannable {
+        reason: QuarantineReason,
+        signature: Option<String>,
+    },
 }
 
 /// Signatures clamd reports when it could not look at everything (limits, encryption): the file
@@ -83,10 +88,18 @@ const UNSCANNABLE_SIGNATURE_PREFIXES: [&str; 2] = ["Heuristics.Limits.Exceeded",
 impl Verdict {
     /// The verdict for a `<signature> FOUND` reply.
     pub fn from_signature(signature: &str) -> Verdict {
-        if UNSCANNABLE_SIGNATURE_PREFIXES.iter().any(|prefix| signature.starts_with(prefix)) {
-            Verdict::Unscannable { reason: QuarantineReason::Unscannable, signature: Some(signature.to_owned()) }
+        if UNSCANNABLE_SIGNATURE_PREFIXES
+            .iter()
+            .any(|prefix| signature.starts_with(prefix))
+        {
+            Verdict::Unscannable {
+                reason: QuarantineReason::Unscannable,
+                signature: Some(signature.to_owned()),
+            }
         } else {
-            Verdict::Infected { signature: signature.to_owned() }
+            Verdict::Infected {
+                signature: signature.to_owned(),
+            }
         }
     }
 
@@ -165,10 +178,15 @@ mod tests {
                 signature: Some("Heuristics.Limits.Exceeded.MaxFileSize".into())
             }
         );
-        assert_eq!(Verdict::from_signature("Heuristics.Encrypted.Zip").label(), "unscannable");
+        assert_eq!(
+            Verdict::from_signature("Heuristics.Encrypted.Zip").label(),
+            "unscannable"
+        );
         assert_eq!(
             Verdict::from_signature("Eicar-Test-Signature.UNOFFICIAL"),
-            Verdict::Infected { signature: "Eicar-Test-Signature.UNOFFICIAL".into() }
+            Verdict::Infected {
+                signature: "Eicar-Test-Signature.UNOFFICIAL".into()
+            }
         );
         // A heuristic that is about content, not limits, is an infection.
         assert_eq!(Verdict::from_signature("Heuristics.Phishing.Email").label(), "infected");
@@ -176,7 +194,13 @@ mod tests {
 
     #[test]
     fn reasons_keep_the_old_workers_strings() {
-        assert_eq!(Verdict::Infected { signature: "x".into() }.quarantine_reason().unwrap().as_str(), "virus detected");
+        assert_eq!(
+            Verdict::Infected { signature: "x".into() }
+                .quarantine_reason()
+                .unwrap()
+                .as_str(),
+            "virus detected"
+        );
         assert_eq!(QuarantineReason::FileTooLarge.as_str(), "file too large");
         assert_eq!(Verdict::Clean.quarantine_reason(), None);
     }
@@ -185,7 +209,13 @@ mod tests {
     fn s3_records_are_forwarded_alone_in_a_records_array() {
         let raw = serde_json::json!({"eventName": "ObjectCreated:Put", "s3": {}});
         let record = ObjectRecord {
-            object: ObjectRef { bucket: "b".into(), key: "g/f".into(), version_id: None, etag: None, size: 1 },
+            object: ObjectRef {
+                bucket: "b".into(),
+                key: "g/f".into(),
+                version_id: None,
+                etag: None,
+                size: 1,
+            },
             event_time: "t".into(),
             shape: EventShape::S3Record(raw.clone()),
         };

@@ -138,7 +138,13 @@ impl Pipeline {
             fatal: fatal_tx,
         });
         let (supervisor, supervisor_done) = Actor::spawn(None, Supervisor, Arc::clone(&wiring)).await?;
-        Ok(Pipeline { supervisor, supervisor_done, wiring, shutdown, fatal })
+        Ok(Pipeline {
+            supervisor,
+            supervisor_done,
+            wiring,
+            shutdown,
+            fatal,
+        })
     }
 
     /// Messages currently in flight.
@@ -159,12 +165,18 @@ impl Pipeline {
     pub async fn shutdown(self, grace: Duration) -> ShutdownReport {
         let _ = self.shutdown.send(true);
         let max_in_flight = self.wiring.config.max_in_flight as u32;
-        let drained = tokio::time::timeout(grace, self.wiring.permits.acquire_many(max_in_flight)).await.is_ok();
+        let drained = tokio::time::timeout(grace, self.wiring.permits.acquire_many(max_in_flight))
+            .await
+            .is_ok();
         let mut released = 0;
         if !drained {
             let (reply, count) = oneshot::channel();
             if self.wiring.addresses.acker.send(AckerMsg::ReleaseAll(reply)).is_ok() {
-                released = tokio::time::timeout(Duration::from_secs(10), count).await.ok().and_then(Result::ok).unwrap_or(0);
+                released = tokio::time::timeout(Duration::from_secs(10), count)
+                    .await
+                    .ok()
+                    .and_then(Result::ok)
+                    .unwrap_or(0);
             }
         }
         self.supervisor.stop(Some("shutdown".into()));

@@ -66,7 +66,12 @@ pub enum StoreError {
     PreconditionFailed { bucket: String, key: String },
     /// Anything else: network, 5xx, throttling, a broken body stream. Retried.
     #[error("{operation} s3://{bucket}/{key} failed: {detail}")]
-    Failed { operation: &'static str, bucket: String, key: String, detail: String },
+    Failed {
+        operation: &'static str,
+        bucket: String,
+        key: String,
+        detail: String,
+    },
 }
 
 /// A streaming object body. Chunks come as the network delivers them; the scanner regroups them.

@@ -63,10 +63,18 @@ impl InflightMessage {
             receipt_handle: message.receipt_handle.clone(),
             receive_count: message.receive_count,
             received_at: Instant::now(),
-            progress: Mutex::new(Progress { pending: records, retry_reason: None, permit: Some(permit) }),
+            progress: Mutex::new(Progress {
+                pending: records,
+                retry_reason: None,
+                permit: Some(permit),
+            }),
             acker,
         });
-        let tickets = (0..records).map(|_| RecordTicket { message: Some(Arc::clone(&inflight)) }).collect();
+        let tickets = (0..records)
+            .map(|_| RecordTicket {
+                message: Some(Arc::clone(&inflight)),
+            })
+            .collect();
         (inflight, tickets)
     }
 
@@ -93,7 +101,11 @@ impl InflightMessage {
                 None => SettleOutcome::Delete,
                 Some(reason) => SettleOutcome::Release { reason },
             };
-            Settlement { message: Arc::clone(&self), outcome, permit: progress.permit.take() }
+            Settlement {
+                message: Arc::clone(&self),
+                outcome,
+                permit: progress.permit.take(),
+            }
         };
         if let Err(AckerMsg::Settle(lost)) = self.acker.send(AckerMsg::Settle(settlement)) {
             tracing::warn!(
@@ -171,10 +183,19 @@ mod tests {
         type Msg = AckerMsg;
         type State = mpsc::UnboundedSender<(String, SettleOutcome, bool)>;
         type Arguments = mpsc::UnboundedSender<(String, SettleOutcome, bool)>;
-        async fn pre_start(&self, _: ActorRef<AckerMsg>, tx: Self::Arguments) -> Result<Self::State, ActorProcessingErr> {
+        async fn pre_start(
+            &self,
+            _: ActorRef<AckerMsg>,
+            tx: Self::Arguments,
+        ) -> Result<Self::State, ActorProcessingErr> {
             Ok(tx)
         }
-        async fn handle(&self, _: ActorRef<AckerMsg>, msg: AckerMsg, tx: &mut Self::State) -> Result<(), ActorProcessingErr> {
+        async fn handle(
+            &self,
+            _: ActorRef<AckerMsg>,
+            msg: AckerMsg,
+            tx: &mut Self::State,
+        ) -> Result<(), ActorProcessingErr> {
             if let AckerMsg::Settle(s) = msg {
                 let _ = tx.send((s.message.message_id.clone(), s.outcome, s.permit.is_some()));
             }
@@ -182,7 +203,10 @@ mod tests {
         }
     }
 
-    async fn probe() -> (Address<AckerMsg>, mpsc::UnboundedReceiver<(String, SettleOutcome, bool)>) {
+    async fn probe() -> (
+        Address<AckerMsg>,
+        mpsc::UnboundedReceiver<(String, SettleOutcome, bool)>,
+    ) {
         let (tx, rx) = mpsc::unbounded_channel();
         let (actor, _) = Actor::spawn(None, Probe, tx).await.unwrap();
         let address = Address::new("acker");
@@ -191,31 +215,47 @@ mod tests {
     }
 
     fn message(id: &str) -> QueueMessage {
-        QueueMessage { message_id: id.into(), receipt_handle: format!("rh-{id}"), body: String::new(), receive_count: 1 }
+        QueueMessage {
+            message_id: id.into(),
+            receipt_handle: format!("rh-{id}"),
+            body: String::new(),
+            receive_count: 1,
+        }
     }
 
     #[tokio::test]
     async fn message_is_deleted_only_after_every_ticket_is_done() {
         let (acker, mut settled) = probe().await;
         let permits = Arc::new(Semaphore::new(1));
-        let (_, mut tickets) = InflightMessage::open(&message("m1"), 2, permits.clone().try_acquire_owned().unwrap(), acker);
+        let (_, mut tickets) =
+            InflightMessage::open(&message("m1"), 2, permits.clone().try_acquire_owned().unwrap(), acker);
         tickets.pop().unwrap().done();
         tokio::time::sleep(Duration::from_millis(20)).await;
         assert!(settled.try_recv().is_err(), "settled before the second record finished");
         tickets.pop().unwrap().reject();
-        assert_eq!(settled.recv().await.unwrap(), ("m1".into(), SettleOutcome::Delete, true));
+        assert_eq!(
+            settled.recv().await.unwrap(),
+            ("m1".into(), SettleOutcome::Delete, true)
+        );
     }
 
     #[tokio::test]
     async fn one_retry_releases_the_whole_message() {
         let (acker, mut settled) = probe().await;
         let permits = Arc::new(Semaphore::new(1));
-        let (_, mut tickets) = InflightMessage::open(&message("m2"), 2, permits.clone().try_acquire_owned().unwrap(), acker);
+        let (_, mut tickets) =
+            InflightMessage::open(&message("m2"), 2, permits.clone().try_acquire_owned().unwrap(), acker);
         tickets.pop().unwrap().retry("clamd down");
         tickets.pop().unwrap().done();
         assert_eq!(
             settled.recv().await.unwrap(),
-            ("m2".into(), SettleOutcome::Release { reason: "clamd down".into() }, true)
+            (
+                "m2".into(),
+                SettleOutcome::Release {
+                    reason: "clamd down".into()
+                },
+                true
+            )
         );
     }
 
@@ -223,7 +263,8 @@ mod tests {
     async fn a_dropped_ticket_counts_as_retry() {
         let (acker, mut settled) = probe().await;
         let permits = Arc::new(Semaphore::new(1));
-        let (_, tickets) = InflightMessage::open(&message("m3"), 1, permits.clone().try_acquire_owned().unwrap(), acker);
+        let (_, tickets) =
+            InflightMessage::open(&message("m3"), 1, permits.clone().try_acquire_owned().unwrap(), acker);
         drop(tickets);
         let (_, outcome, _) = settled.recv().await.unwrap();
         assert!(matches!(outcome, SettleOutcome::Release { .. }));
@@ -232,8 +273,12 @@ mod tests {
     #[tokio::test]
     async fn with_the_acker_down_the_permit_still_comes_back() {
         let permits = Arc::new(Semaphore::new(1));
-        let (_, tickets) =
-            InflightMessage::open(&message("m4"), 1, permits.clone().try_acquire_owned().unwrap(), Address::new("acker"));
+        let (_, tickets) = InflightMessage::open(
+            &message("m4"),
+            1,
+            permits.clone().try_acquire_owned().unwrap(),
+            Address::new("acker"),
+        );
         assert_eq!(permits.available_permits(), 0);
         for ticket in tickets {
             ticket.done();

@@ -43,7 +43,11 @@ impl QuarantineReport {
         Self {
             key: object.key.clone(),
             time: record.event_time.clone(),
-            reason: verdict.quarantine_reason().unwrap_or(QuarantineReason::Unscannable).as_str().to_owned(),
+            reason: verdict
+                .quarantine_reason()
+                .unwrap_or(QuarantineReason::Unscannable)
+                .as_str()
+                .to_owned(),
             bucket: object.bucket.clone(),
             version_id: object.version_id.clone(),
             etag: object.etag.clone(),
@@ -108,8 +112,16 @@ mod tests {
             event_time: "2026-11-29T12:00:00.000Z".into(),
             shape: EventShape::S3Record(json!({})),
         };
-        let verdict = Verdict::Infected { signature: "Eicar-Test-Signature.UNOFFICIAL".into() };
-        let report = QuarantineReport::new(&record, &verdict, Some("ClamAV 1.4.6".into()), "2026-11-29T12:00:01.000Z".into(), "quarantine");
+        let verdict = Verdict::Infected {
+            signature: "Eicar-Test-Signature.UNOFFICIAL".into(),
+        };
+        let report = QuarantineReport::new(
+            &record,
+            &verdict,
+            Some("ClamAV 1.4.6".into()),
+            "2026-11-29T12:00:01.000Z".into(),
+            "quarantine",
+        );
         let value: serde_json::Value = serde_json::from_str(&report.to_json()).unwrap();
         assert_eq!(
             value,

@@ -42,7 +42,10 @@ pub struct RestartBudget {
 
 impl RestartBudget {
     pub fn new(policy: RestartPolicy) -> Self {
-        Self { policy, recent: Arc::default() }
+        Self {
+            policy,
+            recent: Arc::default(),
+        }
     }
 
     /// Records a restart now; returns how long to wait before it, or the storm.
@@ -52,15 +55,25 @@ impl RestartBudget {
 
     fn charge_at(&self, now: Instant) -> Result<Duration, RestartStorm> {
         let mut recent = self.recent.lock().unwrap_or_else(|poison| poison.into_inner());
-        while recent.front().is_some_and(|at| now.duration_since(*at) > self.policy.window) {
+        while recent
+            .front()
+            .is_some_and(|at| now.duration_since(*at) > self.policy.window)
+        {
             recent.pop_front();
         }
         if recent.len() >= self.policy.max_restarts {
-            return Err(RestartStorm { max_restarts: self.policy.max_restarts, window: self.policy.window });
+            return Err(RestartStorm {
+                max_restarts: self.policy.max_restarts,
+                window: self.policy.window,
+            });
         }
         let doublings = recent.len().min(16) as u32;
         recent.push_back(now);
-        Ok(self.policy.base_backoff.saturating_mul(1 << doublings).min(self.policy.max_backoff))
+        Ok(self
+            .policy
+            .base_backoff
+            .saturating_mul(1 << doublings)
+            .min(self.policy.max_backoff))
     }
 }
 
@@ -81,6 +94,9 @@ mod tests {
         assert_eq!(budget.charge_at(start), Ok(Duration::from_millis(200)));
         assert_eq!(budget.charge_at(start), Ok(Duration::from_millis(250)));
         assert!(budget.charge_at(start + Duration::from_secs(1)).is_err());
-        assert_eq!(budget.charge_at(start + Duration::from_secs(11)), Ok(Duration::from_millis(100)));
+        assert_eq!(
+            budget.charge_at(start + Duration::from_secs(11)),
+            Ok(Duration::from_millis(100))
+        );
     }
 }

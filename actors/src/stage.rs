@@ -13,7 +13,10 @@ pub struct Address<M> {
 
 impl<M> Clone for Address<M> {
     fn clone(&self) -> Self {
-        Self { stage: self.stage, current: Arc::clone(&self.current) }
+        Self {
+            stage: self.stage,
+            current: Arc::clone(&self.current),
+        }
     }
 }
 
@@ -25,7 +28,10 @@ impl<M> std::fmt::Debug for Address<M> {
 
 impl<M: Message> Address<M> {
     pub fn new(stage: &'static str) -> Self {
-        Self { stage, current: Arc::new(RwLock::new(None)) }
+        Self {
+            stage,
+            current: Arc::new(RwLock::new(None)),
+        }
     }
 
     pub fn stage(&self) -> &'static str {

@@ -30,7 +30,11 @@ impl PanicSwitch {
     }
 
     fn check(&self, what: &str) {
-        if self.0.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok() {
+        if self
+            .0
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+        {
             panic!("injected panic in {what}");
         }
     }
@@ -54,6 +58,8 @@ pub struct MemoryQueue {
     /// How long an empty receive waits, like SQS' WaitTimeSeconds.
     wait: Duration,
     next_id: AtomicU64,
+    /// How often each message was received, kept after it is deleted.
+    receive_history: Mutex<HashMap<String, u32>>,
     /// Most messages ever received and not yet deleted or made visible again.
     peak_in_flight: AtomicUsize,
     pub deletes: AtomicUsize,
@@ -67,6 +73,7 @@ impl MemoryQueue {
             visibility_timeout,
             wait: Duration::from_millis(20),
             next_id: AtomicU64::new(1),
+            receive_history: Mutex::default(),
             peak_in_flight: AtomicUsize::new(0),
             deletes: AtomicUsize::new(0),
             receives: AtomicUsize::new(0),
@@ -96,7 +103,15 @@ impl MemoryQueue {
 
     /// How often the message with this id was received.
     pub fn receive_count(&self, id: &str) -> Option<u32> {
-        lock(&self.messages).iter().find(|m| m.id == id).map(|m| m.receive_count)
+        lock(&self.messages)
+            .iter()
+            .find(|m| m.id == id)
+            .map(|m| m.receive_count)
+    }
+
+    /// How often the message with this id was received, also after it was deleted.
+    pub fn receives_of(&self, id: &str) -> u32 {
+        lock(&self.receive_history).get(id).copied().unwrap_or(0)
     }
 
     pub fn peak_in_flight(&self) -> usize {
@@ -104,7 +119,10 @@ impl MemoryQueue {
     }
 
     fn in_flight(messages: &[QueuedMessage], now: Instant) -> usize {
-        messages.iter().filter(|m| m.receive_count > 0 && m.visible_at > now).count()
+        messages
+            .iter()
+            .filter(|m| m.receive_count > 0 && m.visible_at > now)
+            .count()
     }
 }
 
@@ -120,6 +138,7 @@ impl InboundQueue for MemoryQueue {
                 message.receive_count += 1;
                 message.visible_at = now + self.visibility_timeout;
                 message.receipt_handle = format!("{}#{}", message.id, message.receive_count);
+                lock(&self.receive_history).insert(message.id.clone(), message.receive_count);
                 received.push(QueueMessage {
                     message_id: message.id.clone(),
                     receipt_handle: message.receipt_handle.clone(),
@@ -127,7 +146,8 @@ impl InboundQueue for MemoryQueue {
                     receive_count: message.receive_count,
                 });
             }
-            self.peak_in_flight.fetch_max(Self::in_flight(&messages, now), Ordering::SeqCst);
+            self.peak_in_flight
+                .fetch_max(Self::in_flight(&messages, now), Ordering::SeqCst);
             received
         };
         if received.is_empty() {
@@ -141,7 +161,11 @@ impl InboundQueue for MemoryQueue {
         let before = messages.len();
         messages.retain(|m| m.receipt_handle != receipt_handle);
         if messages.len() == before {
-            return Err(QueueError { operation: "delete", queue: "memory".into(), detail: "stale receipt handle".into() });
+            return Err(QueueError {
+                operation: "delete",
+                queue: "memory".into(),
+                detail: "stale receipt handle".into(),
+            });
         }
         self.deletes.fetch_add(1, Ordering::SeqCst);
         Ok(())
@@ -154,7 +178,11 @@ impl InboundQueue for MemoryQueue {
                 message.visible_at = Instant::now() + timeout;
                 Ok(())
             }
-            None => Err(QueueError { operation: "set_visibility", queue: "memory".into(), detail: "stale receipt handle".into() }),
+            None => Err(QueueError {
+                operation: "set_visibility",
+                queue: "memory".into(),
+                detail: "stale receipt handle".into(),
+            }),
         }
     }
 }
@@ -199,13 +227,21 @@ pub struct MemoryStore {
 
 impl MemoryStore {
     pub fn new() -> Arc<Self> {
-        Arc::new(Self { chunk: 64 * 1024, ..Default::default() })
+        Arc::new(Self {
+            chunk: 64 * 1024,
+            ..Default::default()
+        })
     }
 
     /// Stores an object; returns its ETag.
     pub fn put_object(&self, bucket: &str, key: &str, body: impl Into<Bytes>) -> String {
         let etag = format!("etag-{}", self.next_etag.fetch_add(1, Ordering::SeqCst));
-        let object = StoredObject { body: body.into(), etag: etag.clone(), content_type: None, metadata: HashMap::new() };
+        let object = StoredObject {
+            body: body.into(),
+            etag: etag.clone(),
+            content_type: None,
+            metadata: HashMap::new(),
+        };
         lock(&self.objects).insert((bucket.into(), key.into()), object);
         etag
     }
@@ -215,19 +251,27 @@ impl MemoryStore {
     }
 
     pub fn keys(&self, bucket: &str) -> Vec<String> {
-        let mut keys: Vec<String> =
-            lock(&self.objects).keys().filter(|(b, _)| b == bucket).map(|(_, k)| k.clone()).collect();
+        let mut keys: Vec<String> = lock(&self.objects)
+            .keys()
+            .filter(|(b, _)| b == bucket)
+            .map(|(_, k)| k.clone())
+            .collect();
         keys.sort();
         keys
     }
 
     fn pinned(&self, object: &ObjectRef) -> Result<StoredObject, StoreError> {
-        let stored = self.object(&object.bucket, &object.key).ok_or_else(|| StoreError::NotFound {
-            bucket: object.bucket.clone(),
-            key: object.key.clone(),
-        })?;
+        let stored = self
+            .object(&object.bucket, &object.key)
+            .ok_or_else(|| StoreError::NotFound {
+                bucket: object.bucket.clone(),
+                key: object.key.clone(),
+            })?;
         if object.etag.as_ref().is_some_and(|etag| *etag != stored.etag) {
-            return Err(StoreError::PreconditionFailed { bucket: object.bucket.clone(), key: object.key.clone() });
+            return Err(StoreError::PreconditionFailed {
+                bucket: object.bucket.clone(),
+                key: object.key.clone(),
+            });
         }
         Ok(stored)
     }
@@ -240,8 +284,12 @@ impl ObjectStore for MemoryStore {
         let stored = self.pinned(object)?;
         let chunk = self.chunk.max(1);
         let len = stored.body.len();
-        let chunks = (0..len.div_ceil(chunk)).map(move |i| Ok(stored.body.slice(i * chunk..((i + 1) * chunk).min(len))));
-        Ok(ObjectBody { content_length: len as u64, chunks: futures::stream::iter(chunks.collect::<Vec<_>>()).boxed() })
+        let chunks =
+            (0..len.div_ceil(chunk)).map(move |i| Ok(stored.body.slice(i * chunk..((i + 1) * chunk).min(len))));
+        Ok(ObjectBody {
+            content_length: len as u64,
+            chunks: futures::stream::iter(chunks.collect::<Vec<_>>()).boxed(),
+        })
     }
 
     async fn head(&self, bucket: &str, key: &str) -> Result<Option<ObjectMeta>, StoreError> {
@@ -253,7 +301,13 @@ impl ObjectStore for MemoryStore {
         }))
     }
 
-    async fn copy(&self, source: &ObjectRef, dest_bucket: &str, dest_key: &str, metadata: &[(String, String)]) -> Result<(), StoreError> {
+    async fn copy(
+        &self,
+        source: &ObjectRef,
+        dest_bucket: &str,
+        dest_key: &str,
+        metadata: &[(String, String)],
+    ) -> Result<(), StoreError> {
         let mut stored = self.pinned(source)?;
         stored.metadata = metadata.iter().cloned().collect();
         lock(&self.objects).insert((dest_bucket.into(), dest_key.into()), stored);
@@ -262,7 +316,12 @@ impl ObjectStore for MemoryStore {
 
     async fn put(&self, bucket: &str, key: &str, body: Bytes, content_type: &str) -> Result<(), StoreError> {
         let etag = format!("etag-{}", self.next_etag.fetch_add(1, Ordering::SeqCst));
-        let object = StoredObject { body, etag, content_type: Some(content_type.into()), metadata: HashMap::new() };
+        let object = StoredObject {
+            body,
+            etag,
+            content_type: Some(content_type.into()),
+            metadata: HashMap::new(),
+        };
         lock(&self.objects).insert((bucket.into(), key.into()), object);
         Ok(())
     }
@@ -353,8 +412,17 @@ impl ScanSession for PatternSession {
             tokio::time::sleep(self.delay).await;
         }
         let infected = content.windows(FAKE_VIRUS.len()).any(|w| w == FAKE_VIRUS);
-        let verdict = if infected { Verdict::Infected { signature: "Fake.Virus".into() } } else { Verdict::Clean };
-        Ok(ScanOutcome { verdict, engine: Some("pattern-scanner".into()) })
+        let verdict = if infected {
+            Verdict::Infected {
+                signature: "Fake.Virus".into(),
+            }
+        } else {
+            Verdict::Clean
+        };
+        Ok(ScanOutcome {
+            verdict,
+            engine: Some("pattern-scanner".into()),
+        })
     }
 
     fn is_reusable(&mut self) -> bool {
@@ -419,9 +487,15 @@ pub fn s3_event(bucket: &str, key: &str, size: u64, etag: &str) -> String {
 
 /// Encodes a key the way S3 writes it into events: URL-encoding with `+` for spaces.
 pub fn encode_event_key(key: &str) -> String {
-    const KEEP: &percent_encoding::AsciiSet =
-        &percent_encoding::NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~').remove(b'/');
-    percent_encoding::utf8_percent_encode(key, KEEP).to_string().replace("%20", "+")
+    const KEEP: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'_')
+        .remove(b'.')
+        .remove(b'~')
+        .remove(b'/');
+    percent_encoding::utf8_percent_encode(key, KEEP)
+        .to_string()
+        .replace("%20", "+")
 }
 
 pub fn s3_record(bucket: &str, key: &str, size: u64, etag: &str) -> serde_json::Value {

@@ -18,7 +18,10 @@ fn config() -> PipelineConfig {
     config.visibility_timeout = Duration::from_secs(2);
     config.retry_base = Duration::from_millis(50);
     config.retry_max = Duration::from_millis(200);
-    config.restart_policy = RestartPolicy { base_backoff: Duration::from_millis(10), ..RestartPolicy::default() };
+    config.restart_policy = RestartPolicy {
+        base_backoff: Duration::from_millis(10),
+        ..RestartPolicy::default()
+    };
     config
 }
 
@@ -34,7 +37,11 @@ async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
 async fn clean_is_forwarded_and_infected_is_quarantined_with_report_and_notification() {
     let world = FakeWorld::new(Duration::from_secs(2));
     world.upload(UNPROCESSED, "guid/clean.txt", &b"hello"[..]);
-    world.upload(UNPROCESSED, "guid/evil file.bin", [b"xx".as_slice(), FAKE_VIRUS].concat());
+    world.upload(
+        UNPROCESSED,
+        "guid/evil file.bin",
+        [b"xx".as_slice(), FAKE_VIRUS].concat(),
+    );
     let pipeline = Pipeline::start(config(), world.ports()).await.unwrap();
 
     eventually("both messages deleted", || world.inbound.is_empty()).await;
@@ -44,15 +51,24 @@ async fn clean_is_forwarded_and_infected_is_quarantined_with_report_and_notifica
     assert!(forwarded[0].attributes.contains(&("verdict".into(), "clean".into())));
 
     assert_eq!(world.store.keys(UNPROCESSED), vec!["guid/clean.txt"]);
-    assert_eq!(world.store.keys(QUARANTINE), vec!["guid/evil file.bin", "guid/evil file.bin.report.json"]);
-    let report_object = world.store.object(QUARANTINE, "guid/evil file.bin.report.json").unwrap();
+    assert_eq!(
+        world.store.keys(QUARANTINE),
+        vec!["guid/evil file.bin", "guid/evil file.bin.report.json"]
+    );
+    let report_object = world
+        .store
+        .object(QUARANTINE, "guid/evil file.bin.report.json")
+        .unwrap();
     assert_eq!(report_object.content_type.as_deref(), Some("application/json"));
     let report: QuarantineReport = serde_json::from_slice(&report_object.body).unwrap();
     assert_eq!(report.reason, "virus detected");
     assert_eq!(report.signature.as_deref(), Some("Fake.Virus"));
     let notifications = world.notifier.notifications();
     assert_eq!(notifications.len(), 1);
-    assert_eq!(serde_json::from_str::<QuarantineReport>(&notifications[0].message).unwrap(), report);
+    assert_eq!(
+        serde_json::from_str::<QuarantineReport>(&notifications[0].message).unwrap(),
+        report
+    );
 
     assert!(pipeline.shutdown(Duration::from_secs(1)).await.drained);
 }
@@ -65,7 +81,11 @@ async fn too_large_objects_are_quarantined_without_being_scanned() {
     config.max_file_size = 1024;
     let pipeline = Pipeline::start(config, world.ports()).await.unwrap();
     eventually("message deleted", || world.inbound.is_empty()).await;
-    assert_eq!(world.scanner.connections.load(Ordering::SeqCst), 0, "nothing may be scanned");
+    assert_eq!(
+        world.scanner.connections.load(Ordering::SeqCst),
+        0,
+        "nothing may be scanned"
+    );
     let report: QuarantineReport =
         serde_json::from_slice(&world.store.object(QUARANTINE, "guid/big.bin.report.json").unwrap().body).unwrap();
     assert_eq!(report.reason, "file too large");
@@ -77,7 +97,9 @@ async fn too_large_objects_are_quarantined_without_being_scanned() {
 async fn invalid_events_are_rejected_kept_and_deleted() {
     let world = FakeWorld::new(Duration::from_secs(2));
     world.inbound.push("{not json");
-    world.inbound.push(avscan_actors::testsuite::s3_event(UNPROCESSED, "no-folder.txt", 1, "e"));
+    world
+        .inbound
+        .push(avscan_actors::testsuite::s3_event(UNPROCESSED, "no-folder.txt", 1, "e"));
     let pipeline = Pipeline::start(config(), world.ports()).await.unwrap();
     eventually("both deleted", || world.inbound.is_empty()).await;
     let rejected = world.rejected.messages();
@@ -89,7 +111,10 @@ async fn invalid_events_are_rejected_kept_and_deleted() {
 
 #[tokio::test]
 async fn never_more_than_max_in_flight_messages_are_received() {
-    let scanner = PatternScanner { delay: Duration::from_millis(5), ..Default::default() };
+    let scanner = PatternScanner {
+        delay: Duration::from_millis(5),
+        ..Default::default()
+    };
     let world = FakeWorld::with_scanner(Duration::from_secs(5), scanner);
     for i in 0..60 {
         world.upload(UNPROCESSED, &format!("guid/{i}.txt"), format!("body {i}"));
@@ -101,14 +126,21 @@ async fn never_more_than_max_in_flight_messages_are_received() {
     let pipeline = Pipeline::start(config, world.ports()).await.unwrap();
     eventually("all deleted", || world.inbound.is_empty()).await;
     assert_eq!(world.outbound.messages().len(), 60);
-    assert!(world.inbound.peak_in_flight() <= 4, "peak in flight {}", world.inbound.peak_in_flight());
+    assert!(
+        world.inbound.peak_in_flight() <= 4,
+        "peak in flight {}",
+        world.inbound.peak_in_flight()
+    );
     assert!(world.scanner.peak_active.load(Ordering::SeqCst) <= 4);
     pipeline.shutdown(Duration::from_secs(1)).await;
 }
 
 #[tokio::test]
 async fn a_message_is_not_deleted_before_its_scan_finished() {
-    let scanner = PatternScanner { delay: Duration::from_millis(400), ..Default::default() };
+    let scanner = PatternScanner {
+        delay: Duration::from_millis(400),
+        ..Default::default()
+    };
     let world = FakeWorld::with_scanner(Duration::from_secs(5), scanner);
     let id = world.upload(UNPROCESSED, "guid/slow.txt", &b"slow"[..]);
     let pipeline = Pipeline::start(config(), world.ports()).await.unwrap();
@@ -127,10 +159,16 @@ async fn a_panicking_scanner_is_restarted_and_the_message_redelivered_and_finish
     world.scanner.panic_on_scan.arm(1);
     let id = world.upload(UNPROCESSED, "guid/a.txt", &b"clean"[..]);
     let pipeline = Pipeline::start(config(), world.ports()).await.unwrap();
-    eventually("received twice", || world.inbound.receive_count(&id) >= Some(2) || world.inbound.is_empty()).await;
+    eventually("received twice", || {
+        world.inbound.receive_count(&id) >= Some(2) || world.inbound.is_empty()
+    })
+    .await;
     eventually("deleted", || world.inbound.is_empty()).await;
     assert_eq!(world.outbound.messages().len(), 1);
-    assert!(world.scanner.connections.load(Ordering::SeqCst) >= 2, "the restarted scanner opened a new connection");
+    assert!(
+        world.scanner.connections.load(Ordering::SeqCst) >= 2,
+        "the restarted scanner opened a new connection"
+    );
     pipeline.shutdown(Duration::from_secs(1)).await;
 }
 
@@ -152,7 +190,10 @@ async fn a_panicking_quarantiner_is_restarted_and_the_quarantine_finished_once()
     world.upload(UNPROCESSED, "guid/v.bin", FAKE_VIRUS);
     let pipeline = Pipeline::start(config(), world.ports()).await.unwrap();
     eventually("deleted", || world.inbound.is_empty()).await;
-    assert_eq!(world.store.keys(QUARANTINE), vec!["guid/v.bin", "guid/v.bin.report.json"]);
+    assert_eq!(
+        world.store.keys(QUARANTINE),
+        vec!["guid/v.bin", "guid/v.bin.report.json"]
+    );
     assert!(world.store.keys(UNPROCESSED).is_empty());
     assert_eq!(world.notifier.notifications().len(), 1);
     pipeline.shutdown(Duration::from_secs(1)).await;
@@ -173,7 +214,9 @@ async fn a_restart_storm_fails_the_pipeline() {
         max_backoff: Duration::from_millis(5),
     };
     let mut pipeline = Pipeline::start(config, world.ports()).await.unwrap();
-    let reason = tokio::time::timeout(Duration::from_secs(10), pipeline.failed()).await.expect("pipeline gave up");
+    let reason = tokio::time::timeout(Duration::from_secs(10), pipeline.failed())
+        .await
+        .expect("pipeline gave up");
     assert!(reason.contains("restart storm"), "{reason}");
     assert_eq!(world.inbound.len(), 1, "the message is still on the queue");
     assert!(world.outbound.messages().is_empty());
@@ -181,7 +224,10 @@ async fn a_restart_storm_fails_the_pipeline() {
 
 #[tokio::test]
 async fn shutdown_releases_what_did_not_finish_within_the_grace_period() {
-    let scanner = PatternScanner { delay: Duration::from_secs(30), ..Default::default() };
+    let scanner = PatternScanner {
+        delay: Duration::from_secs(30),
+        ..Default::default()
+    };
     let world = FakeWorld::with_scanner(Duration::from_secs(60), scanner);
     let id = world.upload(UNPROCESSED, "guid/a.txt", &b"x"[..]);
     let pipeline = Pipeline::start(config(), world.ports()).await.unwrap();
@@ -190,7 +236,29 @@ async fn shutdown_releases_what_did_not_finish_within_the_grace_period() {
     assert!(!report.drained);
     assert_eq!(report.released, 1);
     // Visible again at once: a new receive gets it.
-    let again = avscan_actors::ports::InboundQueue::receive(world.inbound.as_ref(), 10).await.unwrap();
+    let again = avscan_actors::ports::InboundQueue::receive(world.inbound.as_ref(), 10)
+        .await
+        .unwrap();
     assert_eq!(again.len(), 1);
     assert!(world.outbound.messages().is_empty());
+}
+
+#[tokio::test]
+async fn the_heartbeat_keeps_a_long_scan_invisible_to_other_workers() {
+    // The scan takes several visibility timeouts; without extensions the message would be
+    // received again mid-scan.
+    let scanner = PatternScanner {
+        delay: Duration::from_millis(2500),
+        ..Default::default()
+    };
+    let world = FakeWorld::with_scanner(Duration::from_secs(1), scanner);
+    let id = world.upload(UNPROCESSED, "guid/slow.txt", &b"slow"[..]);
+    let mut config = config();
+    config.visibility_timeout = Duration::from_secs(1);
+    let pipeline = Pipeline::start(config, world.ports()).await.unwrap();
+    eventually("received", || world.inbound.receive_count(&id) == Some(1)).await;
+    eventually("deleted", || world.inbound.is_empty()).await;
+    assert_eq!(world.outbound.messages().len(), 1, "scanned and forwarded once");
+    assert_eq!(world.inbound.receives_of(&id), 1, "received again while in flight");
+    pipeline.shutdown(Duration::from_secs(1)).await;
 }

@@ -46,7 +46,9 @@ impl AckerState {
         match &settlement.outcome {
             SettleOutcome::Delete => match self.args.queue.delete(&message.receipt_handle).await {
                 Ok(()) => tracing::debug!(message_id = %message.message_id, "message deleted"),
-                Err(err) => tracing::warn!(message_id = %message.message_id, error = %err, "delete failed; the message will be handled again"),
+                Err(err) => {
+                    tracing::warn!(message_id = %message.message_id, error = %err, "delete failed; the message will be handled again")
+                }
             },
             SettleOutcome::Release { reason } => {
                 let delay = retry_delay(message.receive_count, self.args.retry_base, self.args.retry_max);
@@ -63,18 +65,26 @@ impl AckerState {
     async fn heartbeat(&mut self) {
         let now = Instant::now();
         let due_after = self.args.visibility_timeout / 2;
-        self.tracked.retain(|_, (message, _)| message.upgrade().is_some_and(|message| message.is_pending()));
+        self.tracked
+            .retain(|_, (message, _)| message.upgrade().is_some_and(|message| message.is_pending()));
         for (receipt_handle, (message, last_set)) in self.tracked.iter_mut() {
             if now.duration_since(*last_set) < due_after {
                 continue;
             }
             let Some(message) = message.upgrade() else { continue };
-            match self.args.queue.set_visibility(receipt_handle, self.args.visibility_timeout).await {
+            match self
+                .args
+                .queue
+                .set_visibility(receipt_handle, self.args.visibility_timeout)
+                .await
+            {
                 Ok(()) => {
                     *last_set = now;
                     tracing::debug!(message_id = %message.message_id, "visibility extended");
                 }
-                Err(err) => tracing::warn!(message_id = %message.message_id, error = %err, "visibility extension failed"),
+                Err(err) => {
+                    tracing::warn!(message_id = %message.message_id, error = %err, "visibility extension failed")
+                }
             }
         }
     }
@@ -82,10 +92,14 @@ impl AckerState {
     async fn release_all(&mut self) -> usize {
         let mut released = 0;
         for (receipt_handle, (message, _)) in self.tracked.drain() {
-            let Some(message) = message.upgrade().filter(|message| message.is_pending()) else { continue };
+            let Some(message) = message.upgrade().filter(|message| message.is_pending()) else {
+                continue;
+            };
             match self.args.queue.set_visibility(&receipt_handle, Duration::ZERO).await {
                 Ok(()) => released += 1,
-                Err(err) => tracing::warn!(message_id = %message.message_id, error = %err, "release at shutdown failed; message returns after its visibility timeout"),
+                Err(err) => {
+                    tracing::warn!(message_id = %message.message_id, error = %err, "release at shutdown failed; message returns after its visibility timeout")
+                }
             }
         }
         released
@@ -101,14 +115,24 @@ impl Actor for Acker {
         // Often enough that every message is extended well before it would reappear.
         let tick = (args.visibility_timeout / 4).max(Duration::from_millis(250));
         myself.send_interval(tick, || AckerMsg::Heartbeat);
-        Ok(AckerState { args, tracked: HashMap::new() })
+        Ok(AckerState {
+            args,
+            tracked: HashMap::new(),
+        })
     }
 
-    async fn handle(&self, _: ActorRef<AckerMsg>, message: AckerMsg, state: &mut AckerState) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        _: ActorRef<AckerMsg>,
+        message: AckerMsg,
+        state: &mut AckerState,
+    ) -> Result<(), ActorProcessingErr> {
         match message {
             AckerMsg::Track(message) => {
                 if let Some(inflight) = message.upgrade() {
-                    state.tracked.insert(inflight.receipt_handle.clone(), (message, inflight.received_at));
+                    state
+                        .tracked
+                        .insert(inflight.receipt_handle.clone(), (message, inflight.received_at));
                 }
             }
             AckerMsg::Settle(settlement) => state.settle(settlement).await,

@@ -38,7 +38,9 @@ impl FetcherArgs {
         };
         // The event's size is only a claim: the stored object decides.
         if body.content_length > self.max_file_size {
-            return Ok(Inspection::TooLarge { size: body.content_length });
+            return Ok(Inspection::TooLarge {
+                size: body.content_length,
+            });
         }
         let (reply, verdict) = oneshot::channel();
         if self.scan_pool.send(PoolMsg::Submit(ScanJob { body, reply })).is_err() {
@@ -60,7 +62,12 @@ impl Actor for Fetcher {
         Ok(args)
     }
 
-    async fn handle(&self, _: ActorRef<RecordJob>, job: RecordJob, state: &mut FetcherArgs) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        _: ActorRef<RecordJob>,
+        job: RecordJob,
+        state: &mut FetcherArgs,
+    ) -> Result<(), ActorProcessingErr> {
         let inspection = state.inspect(&job.record).await;
         if let Err(RouterMsg::Route { job, .. }) = state.router.send(RouterMsg::Route { job, inspection }) {
             job.ticket.retry("router is restarting");

@@ -14,7 +14,11 @@ pub enum ForwarderMsg {
     /// A clean record for the validator.
     Forward { job: RecordJob, engine: Option<String> },
     /// An event that will not be processed; kept for inspection when a rejected queue exists.
-    Reject { body: String, reason: String, ticket: RecordTicket },
+    Reject {
+        body: String,
+        reason: String,
+        ticket: RecordTicket,
+    },
 }
 
 pub struct Forwarder;
@@ -31,7 +35,10 @@ pub fn clean_message(job: &RecordJob, engine: Option<&str>) -> OutboundMessage {
     if let Some(engine) = engine {
         attributes.push(("engine".to_owned(), engine.to_owned()));
     }
-    OutboundMessage { body: job.record.outbound_body(), attributes }
+    OutboundMessage {
+        body: job.record.outbound_body(),
+        attributes,
+    }
 }
 
 impl Actor for Forwarder {
@@ -39,19 +46,30 @@ impl Actor for Forwarder {
     type State = ForwarderArgs;
     type Arguments = ForwarderArgs;
 
-    async fn pre_start(&self, _: ActorRef<ForwarderMsg>, args: ForwarderArgs) -> Result<ForwarderArgs, ActorProcessingErr> {
+    async fn pre_start(
+        &self,
+        _: ActorRef<ForwarderMsg>,
+        args: ForwarderArgs,
+    ) -> Result<ForwarderArgs, ActorProcessingErr> {
         Ok(args)
     }
 
-    async fn handle(&self, _: ActorRef<ForwarderMsg>, message: ForwarderMsg, state: &mut ForwarderArgs) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        _: ActorRef<ForwarderMsg>,
+        message: ForwarderMsg,
+        state: &mut ForwarderArgs,
+    ) -> Result<(), ActorProcessingErr> {
         match message {
-            ForwarderMsg::Forward { job, engine } => match state.outbound.send(clean_message(&job, engine.as_deref())).await {
-                Ok(()) => job.ticket.done(),
-                Err(err) => {
-                    tracing::warn!(key = %job.record.object.key, message_id = job.ticket.message_id(), error = %err, "forwarding failed; message will be retried");
-                    job.ticket.retry(err);
+            ForwarderMsg::Forward { job, engine } => {
+                match state.outbound.send(clean_message(&job, engine.as_deref())).await {
+                    Ok(()) => job.ticket.done(),
+                    Err(err) => {
+                        tracing::warn!(key = %job.record.object.key, message_id = job.ticket.message_id(), error = %err, "forwarding failed; message will be retried");
+                        job.ticket.retry(err);
+                    }
                 }
-            },
+            }
             ForwarderMsg::Reject { body, reason, ticket } => {
                 let Some(rejected) = &state.rejected else {
                     ticket.reject();

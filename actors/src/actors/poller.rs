@@ -50,7 +50,9 @@ pub struct PollerState {
 impl PollerState {
     /// Waits for at least one permit, then takes as many more as are free, up to the batch.
     async fn take_permits(&self) -> Vec<OwnedSemaphorePermit> {
-        let Ok(first) = self.args.permits.clone().acquire_owned().await else { return Vec::new() };
+        let Ok(first) = self.args.permits.clone().acquire_owned().await else {
+            return Vec::new();
+        };
         let mut permits = vec![first];
         while permits.len() < self.args.receive_batch {
             match self.args.permits.clone().try_acquire_owned() {
@@ -94,14 +96,23 @@ impl PollerState {
 
     fn reject(&self, message: &QueueMessage, rejection: Rejection, ticket: RecordTicket) {
         tracing::warn!(message_id = %message.message_id, reason = rejection.label(), detail = %rejection, "invalid event rejected");
-        let reject = ForwarderMsg::Reject { body: message.body.clone(), reason: rejection.to_string(), ticket };
+        let reject = ForwarderMsg::Reject {
+            body: message.body.clone(),
+            reason: rejection.to_string(),
+            ticket,
+        };
         let _ = self.args.forwarder.send(reject);
     }
 
     /// Makes messages received during shutdown visible again at once.
     async fn hand_back(&self, messages: Vec<QueueMessage>) {
         for message in messages {
-            if let Err(err) = self.args.queue.set_visibility(&message.receipt_handle, Duration::ZERO).await {
+            if let Err(err) = self
+                .args
+                .queue
+                .set_visibility(&message.receipt_handle, Duration::ZERO)
+                .await
+            {
                 tracing::warn!(message_id = %message.message_id, error = %err, "could not hand back message at shutdown");
             }
         }
@@ -113,12 +124,24 @@ impl Actor for Poller {
     type State = PollerState;
     type Arguments = PollerArgs;
 
-    async fn pre_start(&self, myself: ActorRef<PollerMsg>, args: PollerArgs) -> Result<PollerState, ActorProcessingErr> {
+    async fn pre_start(
+        &self,
+        myself: ActorRef<PollerMsg>,
+        args: PollerArgs,
+    ) -> Result<PollerState, ActorProcessingErr> {
         myself.cast(PollerMsg::Poll)?;
-        Ok(PollerState { args, receive_failures: 0 })
+        Ok(PollerState {
+            args,
+            receive_failures: 0,
+        })
     }
 
-    async fn handle(&self, myself: ActorRef<PollerMsg>, _: PollerMsg, state: &mut PollerState) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        myself: ActorRef<PollerMsg>,
+        _: PollerMsg,
+        state: &mut PollerState,
+    ) -> Result<(), ActorProcessingErr> {
         let mut shutdown = state.args.shutdown.clone();
         if *shutdown.borrow() {
             myself.stop(Some("shutdown".into()));

@@ -43,7 +43,9 @@ pub struct Pool<J> {
 
 impl<J> Default for Pool<J> {
     fn default() -> Self {
-        Self { _job: std::marker::PhantomData }
+        Self {
+            _job: std::marker::PhantomData,
+        }
     }
 }
 
@@ -65,7 +67,10 @@ pub struct PoolState<J> {
 
 impl<J: Message> PoolState<J> {
     async fn spawn(&mut self, index: usize, pool: &ActorRef<PoolMsg<J>>) -> Result<(), SpawnErr> {
-        let slot = WorkerSlot { pool: pool.clone(), index };
+        let slot = WorkerSlot {
+            pool: pool.clone(),
+            index,
+        };
         let worker = (self.args.spawn)(slot, pool.get_cell()).await?;
         self.by_id.insert(worker.get_id(), index);
         self.workers[index] = Some(worker);
@@ -74,14 +79,15 @@ impl<J: Message> PoolState<J> {
 
     /// Gives worker `index` the next backlog job, or marks it idle.
     fn worker_free(&mut self, index: usize) {
-        let Some(worker) = self.workers[index].clone() else { return };
+        let Some(worker) = self.workers[index].clone() else {
+            return;
+        };
         match self.backlog.pop_front() {
             Some(job) => {
-                if let Err(err) = worker.cast(job) {
-                    // The worker died between its last job and now; the job goes back to the front.
-                    if let ractor::MessagingErr::SendErr(job) = err {
-                        self.backlog.push_front(job);
-                    }
+                // The worker died between its last job and now: the job goes back to the front,
+                // and the worker's replacement will ask for it.
+                if let Err(ractor::MessagingErr::SendErr(job)) = worker.cast(job) {
+                    self.backlog.push_front(job);
                 }
             }
             None => self.idle.push_back(index),
@@ -90,7 +96,9 @@ impl<J: Message> PoolState<J> {
 
     fn submit(&mut self, mut job: J) {
         while let Some(index) = self.idle.pop_front() {
-            let Some(worker) = self.workers[index].clone() else { continue };
+            let Some(worker) = self.workers[index].clone() else {
+                continue;
+            };
             match worker.cast(job) {
                 Ok(()) => return,
                 Err(ractor::MessagingErr::SendErr(returned)) => job = returned,
@@ -106,7 +114,11 @@ impl<J: Message> Actor for Pool<J> {
     type State = PoolState<J>;
     type Arguments = PoolArgs<J>;
 
-    async fn pre_start(&self, myself: ActorRef<Self::Msg>, args: PoolArgs<J>) -> Result<Self::State, ActorProcessingErr> {
+    async fn pre_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        args: PoolArgs<J>,
+    ) -> Result<Self::State, ActorProcessingErr> {
         let size = args.size.max(1);
         let mut state = PoolState {
             args,
@@ -122,7 +134,12 @@ impl<J: Message> Actor for Pool<J> {
         Ok(state)
     }
 
-    async fn handle(&self, myself: ActorRef<Self::Msg>, message: Self::Msg, state: &mut Self::State) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        message: Self::Msg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
         match message {
             PoolMsg::Submit(job) => state.submit(job),
             PoolMsg::Idle(index) => state.worker_free(index),
@@ -151,7 +168,9 @@ impl<J: Message> Actor for Pool<J> {
             SupervisionEvent::ActorTerminated(cell, _, reason) => (cell, reason.unwrap_or_else(|| "stopped".into())),
             _ => return Ok(()),
         };
-        let Some(index) = state.by_id.remove(&cell.get_id()) else { return Ok(()) };
+        let Some(index) = state.by_id.remove(&cell.get_id()) else {
+            return Ok(());
+        };
         state.workers[index] = None;
         state.idle.retain(|idle| *idle != index);
         // A storm fails the pool, which its own supervisor sees and accounts for.

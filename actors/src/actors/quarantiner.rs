@@ -71,14 +71,24 @@ fn copy_metadata(report: &QuarantineReport) -> Vec<(String, String)> {
         (META_SIGNATURE, &report.signature),
         (META_ENGINE, &report.engine),
     ];
-    metadata.extend(optional.into_iter().filter_map(|(name, value)| value.clone().map(|value| (name.to_owned(), value))));
+    metadata.extend(
+        optional
+            .into_iter()
+            .filter_map(|(name, value)| value.clone().map(|value| (name.to_owned(), value))),
+    );
     metadata
 }
 
 /// True when `copy` is the quarantined copy of exactly `object`.
 fn is_copy_of(copy: &ObjectMeta, object: &ObjectRef) -> bool {
-    let etag_matches = object.etag.as_ref().map(|etag| copy.metadata.get(META_SOURCE_ETAG) == Some(etag));
-    let version_matches = object.version_id.as_ref().map(|v| copy.metadata.get(META_SOURCE_VERSION) == Some(v));
+    let etag_matches = object
+        .etag
+        .as_ref()
+        .map(|etag| copy.metadata.get(META_SOURCE_ETAG) == Some(etag));
+    let version_matches = object
+        .version_id
+        .as_ref()
+        .map(|v| copy.metadata.get(META_SOURCE_VERSION) == Some(v));
     match (etag_matches, version_matches) {
         (None, None) => false,
         (etag, version) => etag.unwrap_or(true) && version.unwrap_or(true),
@@ -89,23 +99,46 @@ fn is_copy_of(copy: &ObjectMeta, object: &ObjectRef) -> bool {
 /// "unscannable": the object stays quarantined either way.
 fn verdict_from_metadata(metadata: &HashMap<String, String>) -> Verdict {
     let signature = metadata.get(META_SIGNATURE).cloned();
-    match (metadata.get(META_VERDICT).map(String::as_str), metadata.get(META_REASON).map(String::as_str)) {
-        (Some("infected"), _) => Verdict::Infected { signature: signature.unwrap_or_default() },
-        (_, Some(reason)) if reason == QuarantineReason::FileTooLarge.as_str() => {
-            Verdict::Unscannable { reason: QuarantineReason::FileTooLarge, signature }
-        }
-        _ => Verdict::Unscannable { reason: QuarantineReason::Unscannable, signature },
+    match (
+        metadata.get(META_VERDICT).map(String::as_str),
+        metadata.get(META_REASON).map(String::as_str),
+    ) {
+        (Some("infected"), _) => Verdict::Infected {
+            signature: signature.unwrap_or_default(),
+        },
+        (_, Some(reason)) if reason == QuarantineReason::FileTooLarge.as_str() => Verdict::Unscannable {
+            reason: QuarantineReason::FileTooLarge,
+            signature,
+        },
+        _ => Verdict::Unscannable {
+            reason: QuarantineReason::Unscannable,
+            signature,
+        },
     }
 }
 
 impl QuarantinerArgs {
     async fn quarantine(&self, record: &ObjectRecord, outcome: ScanOutcome) -> Result<(), QuarantineError> {
         let object = &record.object;
-        let report =
-            QuarantineReport::new(record, &outcome.verdict, outcome.engine, now_rfc3339(), &self.quarantine_bucket);
+        let report = QuarantineReport::new(
+            record,
+            &outcome.verdict,
+            outcome.engine,
+            now_rfc3339(),
+            &self.quarantine_bucket,
+        );
         let existing = self.store.head(&self.quarantine_bucket, &report.quarantine_key).await?;
         if !existing.as_ref().is_some_and(|copy| is_copy_of(copy, object)) {
-            match self.store.copy(object, &self.quarantine_bucket, &report.quarantine_key, &copy_metadata(&report)).await {
+            match self
+                .store
+                .copy(
+                    object,
+                    &self.quarantine_bucket,
+                    &report.quarantine_key,
+                    &copy_metadata(&report),
+                )
+                .await
+            {
                 Ok(()) => {}
                 Err(StoreError::NotFound { .. } | StoreError::PreconditionFailed { .. }) => {
                     // Gone between the scan and the copy: maybe another worker finished it.
@@ -122,7 +155,14 @@ impl QuarantinerArgs {
         let report_key = report.report_key();
         if self.store.head(&self.quarantine_bucket, &report_key).await?.is_none() {
             self.notifier.publish(&report.notification()).await?;
-            self.store.put(&self.quarantine_bucket, &report_key, Bytes::from(report.to_json()), "application/json").await?;
+            self.store
+                .put(
+                    &self.quarantine_bucket,
+                    &report_key,
+                    Bytes::from(report.to_json()),
+                    "application/json",
+                )
+                .await?;
         }
         match self.store.delete(object).await {
             Ok(()) | Err(StoreError::NotFound { .. } | StoreError::PreconditionFailed { .. }) => Ok(()),
@@ -157,11 +197,20 @@ impl Actor for Quarantiner {
     type State = QuarantinerArgs;
     type Arguments = QuarantinerArgs;
 
-    async fn pre_start(&self, _: ActorRef<QuarantinerMsg>, args: QuarantinerArgs) -> Result<QuarantinerArgs, ActorProcessingErr> {
+    async fn pre_start(
+        &self,
+        _: ActorRef<QuarantinerMsg>,
+        args: QuarantinerArgs,
+    ) -> Result<QuarantinerArgs, ActorProcessingErr> {
         Ok(args)
     }
 
-    async fn handle(&self, _: ActorRef<QuarantinerMsg>, message: QuarantinerMsg, state: &mut QuarantinerArgs) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        _: ActorRef<QuarantinerMsg>,
+        message: QuarantinerMsg,
+        state: &mut QuarantinerArgs,
+    ) -> Result<(), ActorProcessingErr> {
         match message {
             QuarantinerMsg::Quarantine { job, outcome } => match state.quarantine(&job.record, outcome).await {
                 Ok(()) => {
@@ -207,7 +256,10 @@ mod tests {
     }
 
     fn copy_with(pairs: &[(&str, &str)]) -> ObjectMeta {
-        ObjectMeta { metadata: pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(), ..Default::default() }
+        ObjectMeta {
+            metadata: pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            ..Default::default()
+        }
     }
 
     #[test]
@@ -224,9 +276,17 @@ mod tests {
     #[test]
     fn stored_verdicts_round_trip_and_unknown_ones_fail_closed() {
         let infected = copy_with(&[(META_VERDICT, "infected"), (META_SIGNATURE, "Eicar")]);
-        assert_eq!(verdict_from_metadata(&infected.metadata), Verdict::Infected { signature: "Eicar".into() });
+        assert_eq!(
+            verdict_from_metadata(&infected.metadata),
+            Verdict::Infected {
+                signature: "Eicar".into()
+            }
+        );
         let too_large = copy_with(&[(META_VERDICT, "unscannable"), (META_REASON, "file too large")]);
-        assert_eq!(verdict_from_metadata(&too_large.metadata).quarantine_reason(), Some(QuarantineReason::FileTooLarge));
+        assert_eq!(
+            verdict_from_metadata(&too_large.metadata).quarantine_reason(),
+            Some(QuarantineReason::FileTooLarge)
+        );
         let garbage = copy_with(&[(META_VERDICT, "clean")]);
         assert_eq!(verdict_from_metadata(&garbage.metadata).label(), "unscannable");
     }

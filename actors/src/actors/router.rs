@@ -11,13 +11,18 @@ use crate::model::{InspectError, Inspection, QuarantineReason, RecordJob, ScanOu
 use crate::stage::Address;
 
 pub enum RouterMsg {
-    Route { job: RecordJob, inspection: Result<Inspection, InspectError> },
+    Route {
+        job: RecordJob,
+        inspection: Result<Inspection, InspectError>,
+    },
 }
 
 /// Where a record goes next.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Route {
-    Forward { engine: Option<String> },
+    Forward {
+        engine: Option<String>,
+    },
     Quarantine(ScanOutcome),
     /// The object is gone: finish a quarantine a previous attempt started, or drop a stale event.
     CheckQuarantined,
@@ -27,10 +32,16 @@ pub enum Route {
 /// The one place that maps an inspection (or its failure) to a route.
 pub fn route(inspection: Result<Inspection, InspectError>) -> Route {
     match inspection {
-        Ok(Inspection::Scanned(ScanOutcome { verdict: Verdict::Clean, engine })) => Route::Forward { engine },
+        Ok(Inspection::Scanned(ScanOutcome {
+            verdict: Verdict::Clean,
+            engine,
+        })) => Route::Forward { engine },
         Ok(Inspection::Scanned(outcome)) => Route::Quarantine(outcome),
         Ok(Inspection::TooLarge { .. }) => Route::Quarantine(ScanOutcome {
-            verdict: Verdict::Unscannable { reason: QuarantineReason::FileTooLarge, signature: None },
+            verdict: Verdict::Unscannable {
+                reason: QuarantineReason::FileTooLarge,
+                signature: None,
+            },
             engine: None,
         }),
         Ok(Inspection::Gone) => Route::CheckQuarantined,
@@ -54,7 +65,12 @@ impl Actor for Router {
         Ok(args)
     }
 
-    async fn handle(&self, _: ActorRef<RouterMsg>, message: RouterMsg, state: &mut RouterArgs) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        _: ActorRef<RouterMsg>,
+        message: RouterMsg,
+        state: &mut RouterArgs,
+    ) -> Result<(), ActorProcessingErr> {
         let RouterMsg::Route { job, inspection } = message;
         let object = &job.record.object;
         match route(inspection) {
@@ -92,23 +108,42 @@ mod tests {
     use crate::ports::{ScanError, StoreError};
 
     fn scanned(verdict: Verdict) -> Result<Inspection, InspectError> {
-        Ok(Inspection::Scanned(ScanOutcome { verdict, engine: Some("e".into()) }))
+        Ok(Inspection::Scanned(ScanOutcome {
+            verdict,
+            engine: Some("e".into()),
+        }))
     }
 
     #[test]
     fn only_a_clean_verdict_is_forwarded() {
-        assert_eq!(route(scanned(Verdict::Clean)), Route::Forward { engine: Some("e".into()) });
-        assert!(matches!(route(scanned(Verdict::Infected { signature: "x".into() })), Route::Quarantine(_)));
+        assert_eq!(
+            route(scanned(Verdict::Clean)),
+            Route::Forward {
+                engine: Some("e".into())
+            }
+        );
         assert!(matches!(
-            route(scanned(Verdict::Unscannable { reason: QuarantineReason::Unscannable, signature: None })),
+            route(scanned(Verdict::Infected { signature: "x".into() })),
+            Route::Quarantine(_)
+        ));
+        assert!(matches!(
+            route(scanned(Verdict::Unscannable {
+                reason: QuarantineReason::Unscannable,
+                signature: None
+            })),
             Route::Quarantine(_)
         ));
     }
 
     #[test]
     fn too_large_is_quarantined_as_file_too_large() {
-        let Route::Quarantine(outcome) = route(Ok(Inspection::TooLarge { size: 1 << 40 })) else { panic!("quarantine expected") };
-        assert_eq!(outcome.verdict.quarantine_reason(), Some(QuarantineReason::FileTooLarge));
+        let Route::Quarantine(outcome) = route(Ok(Inspection::TooLarge { size: 1 << 40 })) else {
+            panic!("quarantine expected")
+        };
+        assert_eq!(
+            outcome.verdict.quarantine_reason(),
+            Some(QuarantineReason::FileTooLarge)
+        );
     }
 
     #[test]

@@ -35,7 +35,11 @@ impl ScannerState {
     async fn scan(&mut self, body: ObjectBody) -> Result<ScanOutcome, ScanError> {
         if let Some(session) = self.session.as_mut() {
             if !session.is_reusable() {
-                tracing::debug!(scanner = self.slot.index, connection = session.id(), "scanner connection closed by peer; reconnecting");
+                tracing::debug!(
+                    scanner = self.slot.index,
+                    connection = session.id(),
+                    "scanner connection closed by peer; reconnecting"
+                );
                 self.session = None;
             }
         }
@@ -58,10 +62,19 @@ impl Actor for Scanner {
     type Arguments = ScannerArgs;
 
     async fn pre_start(&self, _: ActorRef<ScanJob>, args: ScannerArgs) -> Result<ScannerState, ActorProcessingErr> {
-        Ok(ScannerState { engine: args.engine, slot: args.slot, session: None })
+        Ok(ScannerState {
+            engine: args.engine,
+            slot: args.slot,
+            session: None,
+        })
     }
 
-    async fn handle(&self, _: ActorRef<ScanJob>, job: ScanJob, state: &mut ScannerState) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        _: ActorRef<ScanJob>,
+        job: ScanJob,
+        state: &mut ScannerState,
+    ) -> Result<(), ActorProcessingErr> {
         let result = state.scan(job.body).await;
         // The fetcher may have given up waiting; nothing else to do then.
         let _ = job.reply.send(result);

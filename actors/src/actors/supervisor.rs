@@ -32,8 +32,15 @@ pub enum Stage {
 }
 
 impl Stage {
-    pub const START_ORDER: [Stage; 7] =
-        [Stage::Acker, Stage::Forwarder, Stage::Quarantiner, Stage::Router, Stage::ScanPool, Stage::FetchPool, Stage::Poller];
+    pub const START_ORDER: [Stage; 7] = [
+        Stage::Acker,
+        Stage::Forwarder,
+        Stage::Quarantiner,
+        Stage::Router,
+        Stage::ScanPool,
+        Stage::FetchPool,
+        Stage::Poller,
+    ];
 }
 
 pub enum SupervisorMsg {
@@ -63,7 +70,10 @@ impl SupervisorState {
                 actor.get_id()
             }
             Stage::Forwarder => {
-                let args = ForwarderArgs { outbound: w.ports.outbound.clone(), rejected: w.ports.rejected.clone() };
+                let args = ForwarderArgs {
+                    outbound: w.ports.outbound.clone(),
+                    rejected: w.ports.rejected.clone(),
+                };
                 let (actor, _) = Actor::spawn_linked(None, Forwarder, args, supervisor).await?;
                 w.addresses.forwarder.set(actor.clone());
                 actor.get_id()
@@ -79,8 +89,10 @@ impl SupervisorState {
                 actor.get_id()
             }
             Stage::Router => {
-                let args =
-                    RouterArgs { forwarder: w.addresses.forwarder.clone(), quarantiner: w.addresses.quarantiner.clone() };
+                let args = RouterArgs {
+                    forwarder: w.addresses.forwarder.clone(),
+                    quarantiner: w.addresses.quarantiner.clone(),
+                };
                 let (actor, _) = Actor::spawn_linked(None, Router, args, supervisor).await?;
                 w.addresses.router.set(actor.clone());
                 actor.get_id()
@@ -88,7 +100,10 @@ impl SupervisorState {
             Stage::ScanPool => {
                 let engine = w.ports.scanner.clone();
                 let spawn: SpawnWorker<ScanJob> = Arc::new(move |slot, pool| {
-                    let args = ScannerArgs { engine: engine.clone(), slot };
+                    let args = ScannerArgs {
+                        engine: engine.clone(),
+                        slot,
+                    };
                     Box::pin(async move { Ok(Actor::spawn_linked(None, Scanner, args, pool).await?.0) })
                 });
                 let args = PoolArgs {
@@ -167,15 +182,27 @@ impl Actor for Supervisor {
     type State = SupervisorState;
     type Arguments = Arc<Wiring>;
 
-    async fn pre_start(&self, myself: ActorRef<SupervisorMsg>, wiring: Arc<Wiring>) -> Result<SupervisorState, ActorProcessingErr> {
-        let mut state = SupervisorState { wiring, stages: HashMap::new() };
+    async fn pre_start(
+        &self,
+        myself: ActorRef<SupervisorMsg>,
+        wiring: Arc<Wiring>,
+    ) -> Result<SupervisorState, ActorProcessingErr> {
+        let mut state = SupervisorState {
+            wiring,
+            stages: HashMap::new(),
+        };
         for stage in Stage::START_ORDER {
             state.spawn(stage, myself.get_cell()).await?;
         }
         Ok(state)
     }
 
-    async fn handle(&self, myself: ActorRef<SupervisorMsg>, message: SupervisorMsg, state: &mut SupervisorState) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        myself: ActorRef<SupervisorMsg>,
+        message: SupervisorMsg,
+        state: &mut SupervisorState,
+    ) -> Result<(), ActorProcessingErr> {
         let SupervisorMsg::Respawn(stage) = message;
         if state.shutting_down() {
             return Ok(());
@@ -202,7 +229,9 @@ impl Actor for Supervisor {
             SupervisionEvent::ActorTerminated(cell, _, reason) => (cell, reason.unwrap_or_else(|| "stopped".into())),
             _ => return Ok(()),
         };
-        let Some(stage) = state.stages.remove(&cell.get_id()) else { return Ok(()) };
+        let Some(stage) = state.stages.remove(&cell.get_id()) else {
+            return Ok(());
+        };
         if state.shutting_down() {
             return Ok(());
         }

@@ -1,0 +1,390 @@
+//! Shared set-up for the integration tests: per-test AWS resources on the local emulator (so
+//! tests run in parallel without seeing each other's messages), the real `avscan` binary started
+//! against them, and helpers that read outcomes back from the services.
+//!
+//! The stack comes from `make test` (compose/stack.sh). Endpoints can be overridden with
+//! AVSCAN_TEST_ENDPOINT and AVSCAN_TEST_CLAMD.
+
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_sqs::types::{Message, QueueAttributeName};
+
+pub const EICAR: &[u8] = br"X5O!P%@AP[4\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*";
+/// Matches the project's `.ndb` body signature `Avscan.Test.Marker` anywhere in a file.
+pub const TEST_MARKER: &[u8] = b"AVSCAN-TEST-MARKER-5d41402abc4b2a76";
+pub const REGION: &str = "us-east-1";
+
+pub fn endpoint() -> String {
+    std::env::var("AVSCAN_TEST_ENDPOINT").unwrap_or_else(|_| "http://127.0.0.1:4566".into())
+}
+
+pub fn clamd_address() -> String {
+    std::env::var("AVSCAN_TEST_CLAMD").unwrap_or_else(|_| "tcp://127.0.0.1:3310".into())
+}
+
+async fn sdk() -> aws_config::SdkConfig {
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new(REGION))
+        .credentials_provider(aws_sdk_s3::config::Credentials::new(
+            "test", "test", None, None, "tests",
+        ))
+        .endpoint_url(endpoint())
+        .load()
+        .await
+}
+
+/// One test's buckets, queues and topic.
+pub struct TestEnv {
+    pub s3: aws_sdk_s3::Client,
+    pub sqs: aws_sdk_sqs::Client,
+    pub sns: aws_sdk_sns::Client,
+    pub unprocessed: String,
+    pub quarantine: String,
+    pub inbound_url: String,
+    pub inbound_name: String,
+    pub validation_url: String,
+    pub validation_name: String,
+    pub rejected_url: String,
+    pub rejected_name: String,
+    pub notifications_url: String,
+    pub topic_arn: String,
+}
+
+impl TestEnv {
+    /// Creates fresh resources. With `notify`, the unprocessed bucket sends ObjectCreated events
+    /// to the inbound queue (S3 first sends its test event); without, tests queue events by hand.
+    pub async fn new(notify: bool) -> TestEnv {
+        let sdk = sdk().await;
+        let s3 = aws_sdk_s3::Client::from_conf(aws_sdk_s3::config::Builder::from(&sdk).force_path_style(true).build());
+        let sqs = aws_sdk_sqs::Client::new(&sdk);
+        let sns = aws_sdk_sns::Client::new(&sdk);
+        let id = uuid::Uuid::new_v4().simple().to_string()[..12].to_owned();
+        let unprocessed = format!("t{id}-unprocessed");
+        let quarantine = format!("t{id}-quarantine");
+        for bucket in [&unprocessed, &quarantine] {
+            s3.create_bucket()
+                .bucket(bucket)
+                .send()
+                .await
+                .expect("emulator reachable: run `make test`, which starts it");
+        }
+        let mut urls = Vec::new();
+        for suffix in ["scan", "validation", "rejected", "notifications"] {
+            let name = format!("t{id}-{suffix}");
+            let url = sqs
+                .create_queue()
+                .queue_name(&name)
+                .send()
+                .await
+                .unwrap()
+                .queue_url
+                .unwrap();
+            urls.push((name, url));
+        }
+        let topic_arn = sns
+            .create_topic()
+            .name(format!("t{id}-topic"))
+            .send()
+            .await
+            .unwrap()
+            .topic_arn
+            .unwrap();
+        let notifications_arn = queue_arn(&sqs, &urls[3].1).await;
+        sns.subscribe()
+            .topic_arn(&topic_arn)
+            .protocol("sqs")
+            .endpoint(notifications_arn)
+            .send()
+            .await
+            .unwrap();
+        if notify {
+            let inbound_arn = queue_arn(&sqs, &urls[0].1).await;
+            let config = aws_sdk_s3::types::NotificationConfiguration::builder()
+                .queue_configurations(
+                    aws_sdk_s3::types::QueueConfiguration::builder()
+                        .queue_arn(inbound_arn)
+                        .events(aws_sdk_s3::types::Event::from("s3:ObjectCreated:*"))
+                        .build()
+                        .unwrap(),
+                )
+                .build();
+            s3.put_bucket_notification_configuration()
+                .bucket(&unprocessed)
+                .notification_configuration(config)
+                .send()
+                .await
+                .unwrap();
+        }
+        let mut urls = urls.into_iter();
+        let (inbound_name, inbound_url) = urls.next().unwrap();
+        let (validation_name, validation_url) = urls.next().unwrap();
+        let (rejected_name, rejected_url) = urls.next().unwrap();
+        let (_, notifications_url) = urls.next().unwrap();
+        TestEnv {
+            s3,
+            sqs,
+            sns,
+            unprocessed,
+            quarantine,
+            inbound_url,
+            inbound_name,
+            validation_url,
+            validation_name,
+            rejected_url,
+            rejected_name,
+            notifications_url,
+            topic_arn,
+        }
+    }
+
+    /// The variables avscan reads, pointing at this test's resources.
+    pub fn avscan_env(&self) -> HashMap<String, String> {
+        let mut env: HashMap<String, String> = [
+            ("UNPROCESSED_BUCKET_NAME", self.unprocessed.clone()),
+            ("QUARANTINE_BUCKET_NAME", self.quarantine.clone()),
+            ("VIRUS_SCANNING_QUEUE_NAME", self.inbound_name.clone()),
+            ("VALIDATION_QUEUE_NAME", self.validation_name.clone()),
+            ("REJECTED_EVENTS_QUEUE_NAME", self.rejected_name.clone()),
+            ("VIRUS_NOTIFICATION_TOPIC_ARN", self.topic_arn.clone()),
+            ("VIRUS_SCANNER_WORKER_MSG_WAIT_TIME", "1".into()),
+            ("VIRUS_SCANNER_WORKER_MSG_VISIBILITY_TIMEOUT", "30".into()),
+            ("CLAMD_ADDRESS", clamd_address()),
+            ("CLAMD_TIMEOUT", "10".into()),
+            ("RETRY_BACKOFF_BASE", "1".into()),
+            ("RETRY_BACKOFF_MAX", "2".into()),
+            ("SHUTDOWN_GRACE", "10".into()),
+            ("RUST_LOG", "info,avscan=debug,avscan_actors=debug".into()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+        for service in ["S3", "SQS", "SNS"] {
+            env.insert(format!("AWS_{service}_ENDPOINT_URL"), endpoint());
+            env.insert(format!("AWS_{service}_REGION"), REGION.into());
+            env.insert(format!("AWS_{service}_ACCESS_KEY_ID"), "test".into());
+            env.insert(format!("AWS_{service}_SECRET_ACCESS_KEY"), "test".into());
+        }
+        env
+    }
+
+    pub fn start_avscan(&self) -> Avscan {
+        Avscan::start(&self.avscan_env())
+    }
+
+    pub async fn put(&self, key: &str, body: &[u8]) -> String {
+        let output = self
+            .s3
+            .put_object()
+            .bucket(&self.unprocessed)
+            .key(key)
+            .body(ByteStream::from(body.to_vec()))
+            .send()
+            .await
+            .unwrap();
+        output.e_tag.unwrap().trim_matches('"').to_owned()
+    }
+
+    pub async fn get(&self, bucket: &str, key: &str) -> Option<Vec<u8>> {
+        match self.s3.get_object().bucket(bucket).key(key).send().await {
+            Ok(output) => Some(output.body.collect().await.unwrap().to_vec()),
+            Err(_) => None,
+        }
+    }
+
+    pub async fn keys(&self, bucket: &str) -> Vec<String> {
+        let output = self.s3.list_objects_v2().bucket(bucket).send().await.unwrap();
+        let mut keys: Vec<String> = output
+            .contents
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|o| o.key)
+            .collect();
+        keys.sort();
+        keys
+    }
+
+    pub async fn send_inbound(&self, body: &str) {
+        self.sqs
+            .send_message()
+            .queue_url(&self.inbound_url)
+            .message_body(body)
+            .send()
+            .await
+            .unwrap();
+    }
+
+    /// Receives (and deletes) messages from `queue_url` until `count` arrived or `timeout` passed.
+    pub async fn receive(&self, queue_url: &str, count: usize, timeout: Duration) -> Vec<Message> {
+        let deadline = Instant::now() + timeout;
+        let mut messages = Vec::new();
+        while messages.len() < count && Instant::now() < deadline {
+            let output = self
+                .sqs
+                .receive_message()
+                .queue_url(queue_url)
+                .max_number_of_messages(10)
+                .wait_time_seconds(1)
+                .message_attribute_names("All")
+                .send()
+                .await
+                .unwrap();
+            for message in output.messages.unwrap_or_default() {
+                self.sqs
+                    .delete_message()
+                    .queue_url(queue_url)
+                    .receipt_handle(message.receipt_handle.clone().unwrap())
+                    .send()
+                    .await
+                    .unwrap();
+                messages.push(message);
+            }
+        }
+        messages
+    }
+
+    /// Messages on the queue, visible or in flight.
+    pub async fn queue_depth(&self, queue_url: &str) -> u64 {
+        let output = self
+            .sqs
+            .get_queue_attributes()
+            .queue_url(queue_url)
+            .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
+            .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
+            .send()
+            .await
+            .unwrap();
+        let attributes = output.attributes.unwrap_or_default();
+        [
+            QueueAttributeName::ApproximateNumberOfMessages,
+            QueueAttributeName::ApproximateNumberOfMessagesNotVisible,
+        ]
+        .iter()
+        .map(|name| attributes.get(name).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0))
+        .sum()
+    }
+
+    /// Waits until the inbound queue holds nothing, visible or in flight.
+    pub async fn wait_inbound_empty(&self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while self.queue_depth(&self.inbound_url).await > 0 {
+            assert!(
+                Instant::now() < deadline,
+                "inbound queue not emptied within {timeout:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Waits until `key` exists in `bucket`.
+    pub async fn wait_for_object(&self, bucket: &str, key: &str, timeout: Duration) -> Vec<u8> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(body) = self.get(bucket, key).await {
+                return body;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "s3://{bucket}/{key} did not appear within {timeout:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+async fn queue_arn(sqs: &aws_sdk_sqs::Client, url: &str) -> String {
+    let output = sqs
+        .get_queue_attributes()
+        .queue_url(url)
+        .attribute_names(QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .unwrap();
+    output.attributes.unwrap()[&QueueAttributeName::QueueArn].clone()
+}
+
+/// The S3 event record for an object, with the key encoded as S3 does.
+pub fn s3_record(bucket: &str, key: &str, size: u64, etag: &str) -> serde_json::Value {
+    avscan_actors::testsuite::s3_record(bucket, key, size, etag)
+}
+
+/// The real binary, with its log in a file.
+pub struct Avscan {
+    child: Option<Child>,
+    pub log: PathBuf,
+}
+
+impl Avscan {
+    pub fn start(env: &HashMap<String, String>) -> Avscan {
+        let dir = std::env::temp_dir().join(format!("avscan-test-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let log = dir.join("avscan.log");
+        let child = Command::new(env!("CARGO_BIN_EXE_avscan"))
+            .arg("run")
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .envs(env)
+            // No stray .env from the developer's checkout.
+            .current_dir(&dir)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        Avscan {
+            child: Some(child),
+            log,
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits for a log line containing `needle`.
+    pub async fn wait_for_log(&self, needle: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while !self.log_text().contains(needle) {
+            assert!(
+                Instant::now() < deadline,
+                "log never said {needle:?}:\n{}",
+                self.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    /// SIGTERM, then waits for the exit; returns the exit code.
+    pub async fn stop(mut self) -> Option<i32> {
+        let mut child = self.child.take().unwrap();
+        Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status.code();
+            }
+            assert!(Instant::now() < deadline, "avscan did not exit after SIGTERM");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for Avscan {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}

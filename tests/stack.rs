@@ -1,0 +1,418 @@
+//! End-to-end tests: the real `avscan` binary against the real clamd and the emulator's S3, SQS
+//! and SNS (started by `make test`). Every assertion reads back from the services.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use serde_json::{json, Value};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+fn attribute(message: &aws_sdk_sqs::types::Message, name: &str) -> Option<String> {
+    message.message_attributes.as_ref()?.get(name)?.string_value.clone()
+}
+
+fn body_json(message: &aws_sdk_sqs::types::Message) -> Value {
+    serde_json::from_str(message.body.as_deref().unwrap()).unwrap()
+}
+
+#[tokio::test]
+async fn clean_upload_is_forwarded_with_its_record_and_infected_upload_is_quarantined() {
+    let env = TestEnv::new(true).await;
+    let avscan = env.start_avscan();
+    let clean_key = "guid-1/hello world+1.txt";
+    let clean_etag = env.put(clean_key, b"just text\n").await;
+    let evil_key = "guid-1/nested/eicar.com";
+    let evil_etag = env.put(evil_key, EICAR).await;
+
+    let forwarded = env.receive(&env.validation_url, 1, WAIT).await;
+    assert_eq!(forwarded.len(), 1, "log:\n{}", avscan.log_text());
+    let body = body_json(&forwarded[0]);
+    let records = body["Records"].as_array().unwrap();
+    assert_eq!(records.len(), 1);
+    assert_eq!(
+        records[0]["s3"]["object"]["eTag"].as_str().unwrap().trim_matches('"'),
+        clean_etag
+    );
+    assert_eq!(attribute(&forwarded[0], "verdict").as_deref(), Some("clean"));
+    assert!(attribute(&forwarded[0], "engine").unwrap().starts_with("ClamAV "));
+
+    let report_key = format!("{evil_key}.report.json");
+    let report: Value = serde_json::from_slice(&env.wait_for_object(&env.quarantine, &report_key, WAIT).await).unwrap();
+    env.wait_inbound_empty(WAIT).await;
+
+    // The clean object stays; the infected one moved, byte for byte.
+    assert_eq!(env.keys(&env.unprocessed).await, vec![clean_key.to_owned()]);
+    assert_eq!(env.get(&env.quarantine, evil_key).await.as_deref(), Some(EICAR));
+    let head = env
+        .s3
+        .head_object()
+        .bucket(&env.quarantine)
+        .key(&report_key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(head.content_type.as_deref(), Some("application/json"));
+
+    assert_eq!(report["key"], evil_key);
+    assert_eq!(report["reason"], "virus detected");
+    assert_eq!(report["verdict"], "infected");
+    assert_eq!(report["signature"], "Eicar-Test-Signature.UNOFFICIAL");
+    assert_eq!(report["bucket"], json!(env.unprocessed));
+    assert_eq!(report["etag"], json!(evil_etag));
+    assert_eq!(report["size"], EICAR.len());
+    assert_eq!(report["quarantine_bucket"], json!(env.quarantine));
+    assert_eq!(report["quarantine_key"], evil_key);
+    assert!(report["engine"].as_str().unwrap().starts_with("ClamAV "));
+    for field in ["time", "scanned_at", "version_id"] {
+        assert!(report.get(field).is_some(), "report lacks {field}");
+    }
+
+    // The SNS notification is the same document, with a fixed subject and attributes.
+    let notifications = env.receive(&env.notifications_url, 1, WAIT).await;
+    assert_eq!(notifications.len(), 1);
+    let envelope = body_json(&notifications[0]);
+    assert_eq!(envelope["Subject"], "avscan: object quarantined");
+    let message: Value = serde_json::from_str(envelope["Message"].as_str().unwrap()).unwrap();
+    assert_eq!(message, report);
+    assert_eq!(envelope["MessageAttributes"]["verdict"]["Value"], "infected");
+    assert_eq!(envelope["MessageAttributes"]["reason"]["Value"], "virus detected");
+    assert_eq!(envelope["MessageAttributes"]["bucket"]["Value"], json!(env.unprocessed));
+
+    // Nothing else was forwarded or notified.
+    assert!(env
+        .receive(&env.validation_url, 1, Duration::from_secs(2))
+        .await
+        .is_empty());
+    assert_eq!(avscan.stop().await, Some(0));
+}
+
+#[tokio::test]
+async fn a_test_marker_deep_inside_a_file_is_found() {
+    let env = TestEnv::new(true).await;
+    let avscan = env.start_avscan();
+    let mut body = vec![b'a'; 3 * 1024 * 1024 + 17];
+    let at = body.len() - 1000;
+    body[at..at + TEST_MARKER.len()].copy_from_slice(TEST_MARKER);
+    env.put("guid/big.bin", &body).await;
+    let report: Value = serde_json::from_slice(
+        &env.wait_for_object(&env.quarantine, "guid/big.bin.report.json", WAIT)
+            .await,
+    )
+    .unwrap();
+    assert_eq!(report["signature"], "Avscan.Test.Marker.UNOFFICIAL");
+    env.wait_inbound_empty(WAIT).await;
+    assert!(env.keys(&env.unprocessed).await.is_empty());
+    avscan.stop().await;
+}
+
+#[tokio::test]
+async fn objects_over_max_file_size_are_quarantined_as_too_large() {
+    let env = TestEnv::new(true).await;
+    let mut vars = env.avscan_env();
+    vars.insert("MAX_FILE_SIZE".into(), "1".into());
+    let avscan = Avscan::start(&vars);
+    env.put("guid/large.bin", &vec![0u8; 1024 * 1024 + 1]).await;
+    let report: Value = serde_json::from_slice(
+        &env.wait_for_object(&env.quarantine, "guid/large.bin.report.json", WAIT)
+            .await,
+    )
+    .unwrap();
+    assert_eq!(report["reason"], "file too large");
+    assert_eq!(report["verdict"], "unscannable");
+    env.wait_inbound_empty(WAIT).await;
+    assert!(env
+        .receive(&env.validation_url, 1, Duration::from_secs(2))
+        .await
+        .is_empty());
+    avscan.stop().await;
+}
+
+#[tokio::test]
+async fn malformed_and_invalid_events_are_rejected_kept_and_never_block_the_queue() {
+    let env = TestEnv::new(false).await;
+    env.send_inbound("{this is not json").await;
+    env.send_inbound(&json!({ "Records": [s3_record(&env.unprocessed, "no-folder.txt", 1, "e")] }).to_string())
+        .await;
+    env.send_inbound(&json!({ "Records": [s3_record("someone-elses-bucket", "g/f.txt", 1, "e")] }).to_string())
+        .await;
+    let avscan = env.start_avscan();
+    let rejected = env.receive(&env.rejected_url, 3, WAIT).await;
+    assert_eq!(rejected.len(), 3);
+    assert!(rejected.iter().any(|m| m.body.as_deref() == Some("{this is not json")));
+    assert!(rejected.iter().all(|m| attribute(m, "reason").is_some()));
+    env.wait_inbound_empty(WAIT).await;
+    assert!(env
+        .receive(&env.validation_url, 1, Duration::from_secs(2))
+        .await
+        .is_empty());
+    assert!(env.keys(&env.quarantine).await.is_empty());
+    avscan.stop().await;
+}
+
+#[tokio::test]
+async fn every_record_of_a_message_is_handled_and_sns_wrapped_and_eventbridge_events_work() {
+    let env = TestEnv::new(false).await;
+    let clean_etag = env.put("guid/a.txt", b"clean").await;
+    let evil_etag = env.put("guid/b.com", EICAR).await;
+    let both = json!({ "Records": [
+        s3_record(&env.unprocessed, "guid/a.txt", 5, &clean_etag),
+        s3_record(&env.unprocessed, "guid/b.com", EICAR.len() as u64, &evil_etag),
+    ]});
+    env.send_inbound(&both.to_string()).await;
+    let wrapped_etag = env.put("guid/c d.txt", b"wrapped").await;
+    let inner = json!({ "Records": [s3_record(&env.unprocessed, "guid/c d.txt", 7, &wrapped_etag)] }).to_string();
+    env.send_inbound(&json!({ "Type": "Notification", "MessageId": "x", "TopicArn": "arn:aws:sns:us-east-1:123456789012:t", "Message": inner }).to_string()).await;
+    let bridge_etag = env.put("guid/e.txt", b"bridge").await;
+    let bridge = json!({
+        "version": "0", "id": "1", "detail-type": "Object Created", "source": "aws.s3", "time": "2026-11-29T12:00:00Z",
+        "detail": { "bucket": { "name": env.unprocessed }, "object": { "key": "guid/e.txt", "size": 6, "etag": bridge_etag } }
+    });
+    env.send_inbound(&bridge.to_string()).await;
+    env.send_inbound(r#"{"Service":"Amazon S3","Event":"s3:TestEvent","Bucket":"x"}"#)
+        .await;
+
+    let avscan = env.start_avscan();
+    let forwarded = env.receive(&env.validation_url, 3, WAIT).await;
+    env.wait_for_object(&env.quarantine, "guid/b.com.report.json", WAIT)
+        .await;
+    env.wait_inbound_empty(WAIT).await;
+    let mut keys: Vec<String> = forwarded
+        .iter()
+        .map(|m| {
+            let body = body_json(m);
+            if body["source"] == "aws.s3" {
+                assert_eq!(body, bridge, "EventBridge events are forwarded unchanged");
+                "guid/e.txt".to_owned()
+            } else {
+                body["Records"][0]["s3"]["object"]["key"].as_str().unwrap().to_owned()
+            }
+        })
+        .collect();
+    keys.sort();
+    assert_eq!(keys, vec!["guid/a.txt", "guid/c+d.txt", "guid/e.txt"]);
+    assert_eq!(
+        env.keys(&env.unprocessed).await,
+        vec!["guid/a.txt", "guid/c d.txt", "guid/e.txt"]
+    );
+    avscan.stop().await;
+}
+
+#[tokio::test]
+async fn an_object_overwritten_after_its_event_is_dropped_and_the_newer_one_scanned() {
+    let env = TestEnv::new(true).await;
+    // Both events are queued before avscan starts: the first names a version that is gone.
+    env.put("guid/doc.txt", EICAR).await;
+    let newer = env.put("guid/doc.txt", b"harmless now").await;
+    let avscan = env.start_avscan();
+    let forwarded = env.receive(&env.validation_url, 1, WAIT).await;
+    assert_eq!(forwarded.len(), 1);
+    assert_eq!(
+        body_json(&forwarded[0])["Records"][0]["s3"]["object"]["eTag"]
+            .as_str()
+            .unwrap()
+            .trim_matches('"'),
+        newer
+    );
+    env.wait_inbound_empty(WAIT).await;
+    assert!(
+        env.keys(&env.quarantine).await.is_empty(),
+        "the stale event must not quarantine the newer object"
+    );
+    assert_eq!(
+        env.get(&env.unprocessed, "guid/doc.txt").await.as_deref(),
+        Some(&b"harmless now"[..])
+    );
+    avscan.wait_for_log("a newer event exists", WAIT).await;
+    avscan.stop().await;
+}
+
+#[tokio::test]
+async fn a_scanner_error_keeps_the_message_on_the_queue() {
+    // A "clamd" that answers PING and then drops every session: no verdict is ever given.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        loop {
+            let Ok((mut socket, _)) = listener.accept().await else {
+                return;
+            };
+            let mut buf = [0u8; 64];
+            if let Ok(n) = socket.read(&mut buf).await {
+                if buf[..n].starts_with(b"zPING") {
+                    let _ = socket.write_all(b"PONG\0").await;
+                } else if buf[..n].starts_with(b"zVERSION") {
+                    let _ = socket.write_all(b"ClamAV 0.0.0\0").await;
+                }
+            }
+        }
+    });
+    let env = TestEnv::new(true).await;
+    let mut vars = env.avscan_env();
+    vars.insert("CLAMD_ADDRESS".into(), format!("tcp://{address}"));
+    let avscan = Avscan::start(&vars);
+    env.put("guid/x.txt", b"unscanned").await;
+    avscan.wait_for_log("message will be retried", WAIT).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let code = avscan.stop().await;
+    assert_eq!(code, Some(0));
+    // Still there (it may be invisible for its retry backoff), and nothing went anywhere.
+    let depth = env.queue_depth(&env.inbound_url).await;
+    assert!(depth >= 1, "the event must stay on the queue");
+    assert!(env
+        .receive(&env.validation_url, 1, Duration::from_secs(1))
+        .await
+        .is_empty());
+    assert!(env.keys(&env.quarantine).await.is_empty());
+    assert_eq!(env.keys(&env.unprocessed).await, vec!["guid/x.txt"]);
+}
+
+#[tokio::test]
+async fn redelivery_after_a_crash_between_quarantine_steps_finishes_without_double_effects() {
+    let env = TestEnv::new(false).await;
+    // State left by a crash after the copy: copy present (with avscan's metadata), no report,
+    // original still there.
+    let etag = env.put("guid/half.com", EICAR).await;
+    env.s3
+        .copy_object()
+        .bucket(&env.quarantine)
+        .key("guid/half.com")
+        .copy_source(format!("{}/guid/half.com", env.unprocessed))
+        .metadata_directive(aws_sdk_s3::types::MetadataDirective::Replace)
+        .metadata("avscan-source-etag", &etag)
+        .metadata("avscan-verdict", "infected")
+        .metadata("avscan-reason", "virus detected")
+        .metadata("avscan-signature", "Eicar-Test-Signature.UNOFFICIAL")
+        .send()
+        .await
+        .unwrap();
+    env.send_inbound(&json!({ "Records": [s3_record(&env.unprocessed, "guid/half.com", 68, &etag)] }).to_string())
+        .await;
+
+    // State left by a crash after the delete: original gone, copy and report present.
+    let done_etag = env.put("guid/done.com", EICAR).await;
+    env.s3
+        .copy_object()
+        .bucket(&env.quarantine)
+        .key("guid/done.com")
+        .copy_source(format!("{}/guid/done.com", env.unprocessed))
+        .metadata_directive(aws_sdk_s3::types::MetadataDirective::Replace)
+        .metadata("avscan-source-etag", &done_etag)
+        .metadata("avscan-verdict", "infected")
+        .send()
+        .await
+        .unwrap();
+    let earlier_report = br#"{"written":"by the earlier attempt"}"#;
+    env.s3
+        .put_object()
+        .bucket(&env.quarantine)
+        .key("guid/done.com.report.json")
+        .body(earlier_report.to_vec().into())
+        .send()
+        .await
+        .unwrap();
+    env.s3
+        .delete_object()
+        .bucket(&env.unprocessed)
+        .key("guid/done.com")
+        .send()
+        .await
+        .unwrap();
+    env.send_inbound(&json!({ "Records": [s3_record(&env.unprocessed, "guid/done.com", 68, &done_etag)] }).to_string())
+        .await;
+
+    let avscan = env.start_avscan();
+    let report: Value = serde_json::from_slice(
+        &env.wait_for_object(&env.quarantine, "guid/half.com.report.json", WAIT)
+            .await,
+    )
+    .unwrap();
+    assert_eq!(report["reason"], "virus detected");
+    env.wait_inbound_empty(WAIT).await;
+    assert!(env.keys(&env.unprocessed).await.is_empty());
+    // One notification: for the half-done one only.
+    let notifications = env.receive(&env.notifications_url, 2, Duration::from_secs(5)).await;
+    assert_eq!(notifications.len(), 1);
+    let message: Value = serde_json::from_str(body_json(&notifications[0])["Message"].as_str().unwrap()).unwrap();
+    assert_eq!(message["key"], "guid/half.com");
+    // The finished one's report is left as it was.
+    assert_eq!(
+        env.get(&env.quarantine, "guid/done.com.report.json").await.as_deref(),
+        Some(&earlier_report[..])
+    );
+    avscan.stop().await;
+}
+
+#[tokio::test]
+async fn avscan_waits_for_a_clamd_that_starts_after_it_and_talks_over_a_unix_socket() {
+    let dir = std::env::temp_dir().join(format!("avscan-clamd-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let socket = dir.join("clamd.sock");
+    let db = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("compose/clamav/db");
+    let conf = dir.join("clamd.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "LocalSocket {}\nDatabaseDirectory {}\nForeground yes\nLogFile {}\n",
+            socket.display(),
+            db.display(),
+            dir.join("clamd.log").display()
+        ),
+    )
+    .unwrap();
+    let env = TestEnv::new(true).await;
+    let mut vars = env.avscan_env();
+    vars.insert("CLAMD_ADDRESS".into(), format!("unix://{}", socket.display()));
+    let avscan = Avscan::start(&vars);
+    avscan.wait_for_log("waiting for clamd", WAIT).await;
+
+    let clamd_bin = if std::path::Path::new("/usr/sbin/clamd").exists() {
+        "/usr/sbin/clamd"
+    } else {
+        "clamd"
+    };
+    let mut clamd = std::process::Command::new(clamd_bin)
+        .arg(format!("--config-file={}", conf.display()))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    avscan.wait_for_log("clamd ready", WAIT).await;
+    env.put("guid/late.com", EICAR).await;
+    env.wait_for_object(&env.quarantine, "guid/late.com.report.json", WAIT)
+        .await;
+    avscan.stop().await;
+    let _ = clamd.kill();
+    let _ = clamd.wait();
+}
+
+#[tokio::test]
+async fn missing_configuration_exits_2_naming_the_variable() {
+    let mut vars = TestEnv::new(false).await.avscan_env();
+    vars.remove("QUARANTINE_BUCKET_NAME");
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_avscan"))
+        .arg("run")
+        .env_clear()
+        .envs(&vars)
+        .current_dir(std::env::temp_dir())
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("QUARANTINE_BUCKET_NAME"), "{stderr}");
+
+    vars.insert("QUARANTINE_BUCKET_NAME".into(), "q-bucket".into());
+    vars.insert("MAX_FILE_SIZE".into(), "big".into());
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_avscan"))
+        .arg("run")
+        .env_clear()
+        .envs(&vars)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("MAX_FILE_SIZE"));
+}

@@ -348,45 +348,118 @@ async fn redelivery_after_a_crash_between_quarantine_steps_finishes_without_doub
 
 #[tokio::test]
 async fn avscan_waits_for_a_clamd_that_starts_after_it_and_talks_over_a_unix_socket() {
-    let dir = std::env::temp_dir().join(format!("avscan-clamd-{}", uuid::Uuid::new_v4().simple()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let socket = dir.join("clamd.sock");
-    let db = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("compose/clamav/db");
-    let conf = dir.join("clamd.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "LocalSocket {}\nDatabaseDirectory {}\nForeground yes\nLogFile {}\n",
-            socket.display(),
-            db.display(),
-            dir.join("clamd.log").display()
-        ),
-    )
-    .unwrap();
+    let mut clamd = LocalClamd::configure("");
     let env = TestEnv::new(true).await;
     let mut vars = env.avscan_env();
-    vars.insert("CLAMD_ADDRESS".into(), format!("unix://{}", socket.display()));
+    vars.insert("CLAMD_ADDRESS".into(), clamd.address());
     let avscan = Avscan::start(&vars);
     avscan.wait_for_log("waiting for clamd", WAIT).await;
-
-    let clamd_bin = if std::path::Path::new("/usr/sbin/clamd").exists() {
-        "/usr/sbin/clamd"
-    } else {
-        "clamd"
-    };
-    let mut clamd = std::process::Command::new(clamd_bin)
-        .arg(format!("--config-file={}", conf.display()))
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    clamd.start();
     avscan.wait_for_log("clamd ready", WAIT).await;
     env.put("guid/late.com", EICAR).await;
     env.wait_for_object(&env.quarantine, "guid/late.com.report.json", WAIT)
         .await;
     avscan.stop().await;
-    let _ = clamd.kill();
-    let _ = clamd.wait();
+}
+
+#[tokio::test]
+async fn clamds_own_stream_limit_makes_an_object_unscannable_as_too_large_not_clean() {
+    // clamd cuts the stream at 1 MB and closes; avscan must read its reply after the failed write.
+    let mut clamd = LocalClamd::configure("StreamMaxLength 1M");
+    clamd.start();
+    let env = TestEnv::new(true).await;
+    let mut vars = env.avscan_env();
+    vars.insert("CLAMD_ADDRESS".into(), clamd.address());
+    vars.insert("CLAMD_CHUNK_SIZE".into(), "65536".into());
+    let avscan = Avscan::start(&vars);
+    env.put("guid/over-clamd-limit.bin", &vec![b'z'; 8 * 1024 * 1024]).await;
+    let report: Value = serde_json::from_slice(
+        &env.wait_for_object(&env.quarantine, "guid/over-clamd-limit.bin.report.json", WAIT)
+            .await,
+    )
+    .unwrap();
+    assert_eq!(report["reason"], "file too large");
+    assert_eq!(report["verdict"], "unscannable");
+    assert!(env
+        .receive(&env.validation_url, 1, Duration::from_secs(1))
+        .await
+        .is_empty());
+    avscan.stop().await;
+}
+
+#[tokio::test]
+async fn versioned_buckets_scan_quarantine_and_delete_exactly_the_announced_version() {
+    // moto leaves versionId out of its events, so the test sends them as S3 does.
+    let env = TestEnv::new(false).await;
+    env.s3
+        .put_bucket_versioning()
+        .bucket(&env.unprocessed)
+        .versioning_configuration(
+            aws_sdk_s3::types::VersioningConfiguration::builder()
+                .status(aws_sdk_s3::types::BucketVersioningStatus::Enabled)
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    // An infected version, then a clean one under the same key: both still exist.
+    for body in [EICAR, &b"fixed version"[..]] {
+        let put = env
+            .s3
+            .put_object()
+            .bucket(&env.unprocessed)
+            .key("guid/report.doc")
+            .body(body.to_vec().into())
+            .send()
+            .await
+            .unwrap();
+        let mut record = s3_record(
+            &env.unprocessed,
+            "guid/report.doc",
+            body.len() as u64,
+            put.e_tag().unwrap(),
+        );
+        record["s3"]["object"]["versionId"] = json!(put.version_id().unwrap());
+        env.send_inbound(&json!({ "Records": [record] }).to_string()).await;
+    }
+    let avscan = env.start_avscan();
+    let forwarded = env.receive(&env.validation_url, 1, WAIT).await;
+    assert_eq!(forwarded.len(), 1, "log:\n{}", avscan.log_text());
+    let report: Value = serde_json::from_slice(
+        &env.wait_for_object(&env.quarantine, "guid/report.doc.report.json", WAIT)
+            .await,
+    )
+    .unwrap();
+    env.wait_inbound_empty(WAIT).await;
+    assert!(
+        report["version_id"].is_string(),
+        "the report names the version: {report}"
+    );
+    assert_eq!(
+        env.get(&env.quarantine, "guid/report.doc").await.as_deref(),
+        Some(EICAR)
+    );
+    // The clean version is current and the infected one is gone from the history.
+    assert_eq!(
+        env.get(&env.unprocessed, "guid/report.doc").await.as_deref(),
+        Some(&b"fixed version"[..])
+    );
+    let versions = env
+        .s3
+        .list_object_versions()
+        .bucket(&env.unprocessed)
+        .send()
+        .await
+        .unwrap();
+    let remaining: Vec<_> = versions
+        .versions
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|v| v.version_id)
+        .collect();
+    assert_eq!(remaining.len(), 1);
+    assert_ne!(Some(remaining[0].as_str()), report["version_id"].as_str());
+    avscan.stop().await;
 }
 
 #[tokio::test]

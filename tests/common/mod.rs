@@ -388,3 +388,67 @@ impl Drop for Avscan {
         }
     }
 }
+
+/// A clamd of the test's own on a unix socket, with the project's signatures and extra config
+/// lines; started when asked (so a test can start it late) and killed on drop.
+pub struct LocalClamd {
+    dir: PathBuf,
+    pub socket: PathBuf,
+    conf: PathBuf,
+    child: Option<Child>,
+}
+
+impl LocalClamd {
+    pub fn configure(extra_config: &str) -> LocalClamd {
+        let dir = std::env::temp_dir().join(format!("avscan-clamd-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let socket = dir.join("clamd.sock");
+        let db = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("compose/clamav/db");
+        let conf = dir.join("clamd.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "LocalSocket {}\nDatabaseDirectory {}\nForeground yes\nLogFile {}\n{extra_config}\n",
+                socket.display(),
+                db.display(),
+                dir.join("clamd.log").display()
+            ),
+        )
+        .unwrap();
+        LocalClamd {
+            dir,
+            socket,
+            conf,
+            child: None,
+        }
+    }
+
+    pub fn address(&self) -> String {
+        format!("unix://{}", self.socket.display())
+    }
+
+    pub fn start(&mut self) {
+        let binary = if std::path::Path::new("/usr/sbin/clamd").exists() {
+            "/usr/sbin/clamd"
+        } else {
+            "clamd"
+        };
+        let child = Command::new(binary)
+            .arg(format!("--config-file={}", self.conf.display()))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("clamd installed: run `make test`, which installs it");
+        self.child = Some(child);
+    }
+}
+
+impl Drop for LocalClamd {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

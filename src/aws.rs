@@ -527,12 +527,20 @@ impl ObjectStore for S3Store {
             .map_err(|err| store_error("CopyObject", (&source.bucket, &source.key), err))
     }
 
-    async fn put(&self, bucket: &str, key: &str, body: Bytes, content_type: &str) -> Result<(), StoreError> {
+    async fn put(
+        &self,
+        bucket: &str,
+        key: &str,
+        body: Bytes,
+        content_type: &str,
+        metadata: &[(String, String)],
+    ) -> Result<(), StoreError> {
         self.client
             .put_object()
             .bucket(bucket)
             .key(key)
             .content_type(content_type)
+            .set_metadata(Some(metadata.iter().cloned().collect()))
             .body(ByteStream::from(body))
             .send()
             .await

@@ -310,6 +310,7 @@ async fn redelivery_after_a_crash_between_quarantine_steps_finishes_without_doub
         .put_object()
         .bucket(&env.quarantine)
         .key("guid/done.com.report.json")
+        .metadata("avscan-source-etag", &done_etag)
         .body(earlier_report.to_vec().into())
         .send()
         .await

@@ -110,7 +110,15 @@ pub trait ObjectStore: Send + Sync + 'static {
         dest_key: &str,
         metadata: &[(String, String)],
     ) -> Result<(), StoreError>;
-    async fn put(&self, bucket: &str, key: &str, body: Bytes, content_type: &str) -> Result<(), StoreError>;
+    /// Stores a small object with user metadata.
+    async fn put(
+        &self,
+        bucket: &str,
+        key: &str,
+        body: Bytes,
+        content_type: &str,
+        metadata: &[(String, String)],
+    ) -> Result<(), StoreError>;
     /// Deletes exactly `object`: its version when it has one, else conditional on its etag, so a
     /// newer upload under the same key is never deleted. `NotFound`/`PreconditionFailed` when
     /// it is already gone or was replaced.

@@ -314,13 +314,20 @@ impl ObjectStore for MemoryStore {
         Ok(())
     }
 
-    async fn put(&self, bucket: &str, key: &str, body: Bytes, content_type: &str) -> Result<(), StoreError> {
+    async fn put(
+        &self,
+        bucket: &str,
+        key: &str,
+        body: Bytes,
+        content_type: &str,
+        metadata: &[(String, String)],
+    ) -> Result<(), StoreError> {
         let etag = format!("etag-{}", self.next_etag.fetch_add(1, Ordering::SeqCst));
         let object = StoredObject {
             body,
             etag,
             content_type: Some(content_type.into()),
-            metadata: HashMap::new(),
+            metadata: metadata.iter().cloned().collect(),
         };
         lock(&self.objects).insert((bucket.into(), key.into()), object);
         Ok(())

@@ -3,8 +3,9 @@
 //!
 //! 1. copy the exact object version to the quarantine bucket under the same key (skipped when an
 //!    earlier attempt's copy is there: its metadata names the source ETag and the verdict);
-//! 2. publish the report to SNS and put it at `<key>.report.json` (both skipped when the report
-//!    exists: a duplicate notification happens only after a crash between the two);
+//! 2. publish the report to SNS and put it at `<key>.report.json` (both skipped when that report
+//!    exists and was written for this very object: a duplicate notification happens only after
+//!    a crash between the two);
 //! 3. delete the original version (already gone or replaced counts as done);
 //! 4. resolve the ticket, so the message is deleted.
 //!
@@ -49,8 +50,8 @@ enum GoneOutcome {
     Stale,
 }
 
-// User metadata on the quarantined copy: ties it to its source and keeps the verdict, so a
-// redelivery can finish the quarantine without the original.
+// User metadata on the quarantined copy and its report: ties them to their source object, and
+// keeps the verdict on the copy, so a redelivery can finish the quarantine without the original.
 const META_SOURCE_ETAG: &str = "avscan-source-etag";
 const META_SOURCE_VERSION: &str = "avscan-source-version";
 const META_VERDICT: &str = "avscan-verdict";
@@ -59,36 +60,45 @@ const META_SIGNATURE: &str = "avscan-signature";
 const META_SCANNED_AT: &str = "avscan-scanned-at";
 const META_ENGINE: &str = "avscan-engine";
 
+/// Names the source object; written on the report as well as on the copy.
+fn source_metadata(report: &QuarantineReport) -> Vec<(String, String)> {
+    let source = [
+        (META_SOURCE_ETAG, &report.etag),
+        (META_SOURCE_VERSION, &report.version_id),
+    ];
+    source
+        .into_iter()
+        .filter_map(|(name, value)| Some((name.to_owned(), value.clone()?)))
+        .collect()
+}
+
 fn copy_metadata(report: &QuarantineReport) -> Vec<(String, String)> {
-    let mut metadata = vec![
+    let mut metadata = source_metadata(report);
+    metadata.extend([
         (META_VERDICT.to_owned(), report.verdict.clone()),
         (META_REASON.to_owned(), report.reason.clone()),
         (META_SCANNED_AT.to_owned(), report.scanned_at.clone()),
-    ];
-    let optional = [
-        (META_SOURCE_ETAG, &report.etag),
-        (META_SOURCE_VERSION, &report.version_id),
-        (META_SIGNATURE, &report.signature),
-        (META_ENGINE, &report.engine),
-    ];
+    ]);
+    let optional = [(META_SIGNATURE, &report.signature), (META_ENGINE, &report.engine)];
     metadata.extend(
         optional
             .into_iter()
-            .filter_map(|(name, value)| value.clone().map(|value| (name.to_owned(), value))),
+            .filter_map(|(name, value)| Some((name.to_owned(), value.clone()?))),
     );
     metadata
 }
 
-/// True when `copy` is the quarantined copy of exactly `object`.
-fn is_copy_of(copy: &ObjectMeta, object: &ObjectRef) -> bool {
+/// True when `stored` (a quarantined copy or a report) was written for exactly `object`, not for
+/// an earlier upload under the same key.
+fn written_for(stored: &ObjectMeta, object: &ObjectRef) -> bool {
     let etag_matches = object
         .etag
         .as_ref()
-        .map(|etag| copy.metadata.get(META_SOURCE_ETAG) == Some(etag));
+        .map(|etag| stored.metadata.get(META_SOURCE_ETAG) == Some(etag));
     let version_matches = object
         .version_id
         .as_ref()
-        .map(|v| copy.metadata.get(META_SOURCE_VERSION) == Some(v));
+        .map(|v| stored.metadata.get(META_SOURCE_VERSION) == Some(v));
     match (etag_matches, version_matches) {
         (None, None) => false,
         (etag, version) => etag.unwrap_or(true) && version.unwrap_or(true),
@@ -128,7 +138,7 @@ impl QuarantinerArgs {
             &self.quarantine_bucket,
         );
         let existing = self.store.head(&self.quarantine_bucket, &report.quarantine_key).await?;
-        if !existing.as_ref().is_some_and(|copy| is_copy_of(copy, object)) {
+        if !existing.as_ref().is_some_and(|copy| written_for(copy, object)) {
             match self
                 .store
                 .copy(
@@ -153,7 +163,8 @@ impl QuarantinerArgs {
 
     async fn report_and_delete(&self, object: &ObjectRef, report: &QuarantineReport) -> Result<(), QuarantineError> {
         let report_key = report.report_key();
-        if self.store.head(&self.quarantine_bucket, &report_key).await?.is_none() {
+        let existing = self.store.head(&self.quarantine_bucket, &report_key).await?;
+        if !existing.is_some_and(|stored| written_for(&stored, object)) {
             self.notifier.publish(&report.notification()).await?;
             self.store
                 .put(
@@ -161,6 +172,7 @@ impl QuarantinerArgs {
                     &report_key,
                     Bytes::from(report.to_json()),
                     "application/json",
+                    &source_metadata(report),
                 )
                 .await?;
         }
@@ -175,7 +187,7 @@ impl QuarantinerArgs {
         let Some(copy) = self.store.head(&self.quarantine_bucket, &object.key).await? else {
             return Ok(GoneOutcome::Stale);
         };
-        if !is_copy_of(&copy, object) {
+        if !written_for(&copy, object) {
             return Ok(GoneOutcome::Stale);
         }
         let verdict = verdict_from_metadata(&copy.metadata);
@@ -263,14 +275,14 @@ mod tests {
     }
 
     #[test]
-    fn a_copy_matches_only_its_own_source() {
+    fn copies_and_reports_match_only_their_own_source() {
         let copy = copy_with(&[(META_SOURCE_ETAG, "e1"), (META_SOURCE_VERSION, "v1")]);
-        assert!(is_copy_of(&copy, &object(Some("e1"), Some("v1"))));
-        assert!(is_copy_of(&copy, &object(Some("e1"), None)));
-        assert!(!is_copy_of(&copy, &object(Some("e2"), None)));
-        assert!(!is_copy_of(&copy, &object(Some("e1"), Some("v2"))));
-        assert!(!is_copy_of(&copy, &object(None, None)));
-        assert!(!is_copy_of(&copy_with(&[]), &object(Some("e1"), None)));
+        assert!(written_for(&copy, &object(Some("e1"), Some("v1"))));
+        assert!(written_for(&copy, &object(Some("e1"), None)));
+        assert!(!written_for(&copy, &object(Some("e2"), None)));
+        assert!(!written_for(&copy, &object(Some("e1"), Some("v2"))));
+        assert!(!written_for(&copy, &object(None, None)));
+        assert!(!written_for(&copy_with(&[]), &object(Some("e1"), None)));
     }
 
     #[test]

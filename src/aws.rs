@@ -50,8 +50,11 @@ fn credentials(service: &ServiceEndpoint) -> Option<aws_sdk_s3::config::Credenti
 pub fn s3_client(base: &SdkConfig, service: &ServiceEndpoint) -> aws_sdk_s3::Client {
     let mut builder = aws_sdk_s3::config::Builder::from(base);
     if let Some(url) = &service.endpoint_url {
+        builder = builder.endpoint_url(url);
+    }
+    if service.endpoint_url.is_some() || base.endpoint_url().is_some() {
         // Emulators answer on one host: virtual-host style would ask for `bucket.localhost`.
-        builder = builder.endpoint_url(url).force_path_style(true);
+        builder = builder.force_path_style(true);
     }
     if let Some(region) = &service.region {
         builder = builder.region(Region::new(region.clone()));

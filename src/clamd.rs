@@ -296,6 +296,8 @@ pub struct ClamdSession {
     engine: String,
     chunk_size: usize,
     io_timeout: Duration,
+    /// Set once clamd is known to close the connection (its size limit) or a write failed.
+    closing: bool,
 }
 
 #[async_trait]
@@ -318,6 +320,7 @@ impl ScanEngine for Clamd {
             engine,
             chunk_size: self.chunk_size,
             io_timeout: self.io_timeout,
+            closing: false,
         }))
     }
 }
@@ -332,6 +335,7 @@ impl ClamdSession {
     /// After a failed write: clamd may have stopped reading because the stream exceeded its
     /// limit, and said so before closing. Its reply decides; without one the write error stands.
     async fn reply_after_failed_write(&mut self, command: u64, write_error: ScanError) -> Result<Verdict, ScanError> {
+        self.closing = true;
         match read_reply(&mut self.stream, Duration::from_secs(2).min(self.io_timeout)).await {
             Ok(reply) => match parse_scan_reply(&reply, Some(command)) {
                 Ok(
@@ -398,6 +402,14 @@ impl ScanSession for ClamdSession {
         let command = self.next_command;
         self.next_command += 1;
         let verdict = self.instream(body, command).await?;
+        if let Verdict::Unscannable {
+            reason: QuarantineReason::FileTooLarge,
+            ..
+        } = verdict
+        {
+            // clamd closes the session after its size-limit reply.
+            self.closing = true;
+        }
         Ok(ScanOutcome {
             verdict,
             engine: Some(self.engine.clone()),
@@ -405,7 +417,7 @@ impl ScanSession for ClamdSession {
     }
 
     fn is_reusable(&mut self) -> bool {
-        self.stream.is_idle_and_open()
+        !self.closing && self.stream.is_idle_and_open()
     }
 
     fn id(&self) -> u64 {

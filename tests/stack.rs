@@ -24,7 +24,7 @@ async fn clean_upload_is_forwarded_with_its_record_and_infected_upload_is_quaran
     let avscan = env.start_avscan();
     let clean_key = "guid-1/hello world+1.txt";
     let clean_etag = env.put(clean_key, b"just text\n").await;
-    let evil_key = "guid-1/nested/eicar.com";
+    let evil_key = "guid-1/nested/eicar copy+1 ü.com";
     let evil_etag = env.put(evil_key, EICAR).await;
 
     let forwarded = env.receive(&env.validation_url, 1, WAIT).await;

@@ -13,11 +13,14 @@ use crate::receipt::RecordTicket;
 pub enum ForwarderMsg {
     /// A clean record for the validator.
     Forward { job: RecordJob, engine: Option<String> },
-    /// An event that will not be processed; kept for inspection when a rejected queue exists.
+    /// The invalid records of one message (or the whole message): its raw body is kept once, for
+    /// inspection, when a rejected queue exists.
     Reject {
         body: String,
-        reason: String,
-        ticket: RecordTicket,
+        message_id: String,
+        /// One per rejected record.
+        reasons: Vec<String>,
+        tickets: Vec<RecordTicket>,
     },
 }
 
@@ -70,23 +73,28 @@ impl Actor for Forwarder {
                     }
                 }
             }
-            ForwarderMsg::Reject { body, reason, ticket } => {
+            ForwarderMsg::Reject {
+                body,
+                message_id,
+                reasons,
+                tickets,
+            } => {
                 let Some(rejected) = &state.rejected else {
-                    ticket.reject();
+                    tickets.into_iter().for_each(RecordTicket::reject);
                     return Ok(());
                 };
                 let message = OutboundMessage {
                     body,
                     attributes: vec![
-                        ("reason".to_owned(), reason),
-                        ("source_message_id".to_owned(), ticket.message_id().to_owned()),
+                        ("reason".to_owned(), reasons.join("; ")),
+                        ("source_message_id".to_owned(), message_id.clone()),
                     ],
                 };
                 match rejected.send(message).await {
-                    Ok(()) => ticket.reject(),
+                    Ok(()) => tickets.into_iter().for_each(RecordTicket::reject),
                     Err(err) => {
-                        tracing::warn!(message_id = ticket.message_id(), error = %err, "could not keep the rejected event; message will be retried");
-                        ticket.retry(err);
+                        tracing::warn!(%message_id, error = %err, "could not keep the rejected event; message will be retried");
+                        tickets.into_iter().for_each(|ticket| ticket.retry(&err));
                     }
                 }
             }

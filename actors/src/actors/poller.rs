@@ -71,14 +71,13 @@ impl PollerState {
         };
         let (inflight, mut tickets) = InflightMessage::open(&message, records, permit, self.args.acker.clone());
         let _ = self.args.acker.send(AckerMsg::Track(Arc::downgrade(&inflight)));
+        let mut rejected = Vec::new();
         match parsed {
             ParsedMessage::TestEvent => {
                 tracing::info!(message_id = %message.message_id, "s3 test event; acknowledged");
                 tickets.pop().expect("one ticket").done();
             }
-            ParsedMessage::Invalid(rejection) => {
-                self.reject(&message, rejection, tickets.pop().expect("one ticket"));
-            }
+            ParsedMessage::Invalid(rejection) => rejected.push((rejection, tickets.pop().expect("one ticket"))),
             ParsedMessage::Records(records) => {
                 for (record, ticket) in records.into_iter().zip(tickets) {
                     match record {
@@ -87,19 +86,29 @@ impl PollerState {
                             // A failed send drops the job and its ticket: the message is retried.
                             let _ = self.args.fetch_pool.send(PoolMsg::Submit(RecordJob { record, ticket }));
                         }
-                        Err(rejection) => self.reject(&message, rejection, ticket),
+                        Err(rejection) => rejected.push((rejection, ticket)),
                     }
                 }
             }
         }
+        if !rejected.is_empty() {
+            self.reject(message, rejected);
+        }
     }
 
-    fn reject(&self, message: &QueueMessage, rejection: Rejection, ticket: RecordTicket) {
-        tracing::warn!(message_id = %message.message_id, reason = rejection.label(), detail = %rejection, "invalid event rejected");
+    fn reject(&self, message: QueueMessage, rejected: Vec<(Rejection, RecordTicket)>) {
+        for (rejection, _) in &rejected {
+            tracing::warn!(message_id = %message.message_id, reason = rejection.label(), detail = %rejection, "invalid event rejected");
+        }
+        let (reasons, tickets) = rejected
+            .into_iter()
+            .map(|(rejection, ticket)| (rejection.to_string(), ticket))
+            .unzip();
         let reject = ForwarderMsg::Reject {
-            body: message.body.clone(),
-            reason: rejection.to_string(),
-            ticket,
+            body: message.body,
+            message_id: message.message_id,
+            reasons,
+            tickets,
         };
         let _ = self.args.forwarder.send(reject);
     }

@@ -47,50 +47,39 @@ fn credentials(service: &ServiceEndpoint) -> Option<aws_sdk_s3::config::Credenti
     }
 }
 
+/// Applies one service's `AWS_<SERVICE>_*` overrides to its SDK config builder (the three SDK
+/// builders share no trait).
+macro_rules! with_overrides {
+    ($builder:expr, $service:expr) => {{
+        let mut builder = $builder;
+        if let Some(url) = &$service.endpoint_url {
+            builder = builder.endpoint_url(url);
+        }
+        if let Some(region) = &$service.region {
+            builder = builder.region(Region::new(region.clone()));
+        }
+        if let Some(credentials) = credentials($service) {
+            builder = builder.credentials_provider(credentials);
+        }
+        builder
+    }};
+}
+
 pub fn s3_client(base: &SdkConfig, service: &ServiceEndpoint) -> aws_sdk_s3::Client {
-    let mut builder = aws_sdk_s3::config::Builder::from(base);
-    if let Some(url) = &service.endpoint_url {
-        builder = builder.endpoint_url(url);
-    }
+    let mut builder = with_overrides!(aws_sdk_s3::config::Builder::from(base), service);
     if service.endpoint_url.is_some() || base.endpoint_url().is_some() {
         // Emulators answer on one host: virtual-host style would ask for `bucket.localhost`.
         builder = builder.force_path_style(true);
-    }
-    if let Some(region) = &service.region {
-        builder = builder.region(Region::new(region.clone()));
-    }
-    if let Some(credentials) = credentials(service) {
-        builder = builder.credentials_provider(credentials);
     }
     aws_sdk_s3::Client::from_conf(builder.build())
 }
 
 pub fn sqs_client(base: &SdkConfig, service: &ServiceEndpoint) -> aws_sdk_sqs::Client {
-    let mut builder = aws_sdk_sqs::config::Builder::from(base);
-    if let Some(url) = &service.endpoint_url {
-        builder = builder.endpoint_url(url);
-    }
-    if let Some(region) = &service.region {
-        builder = builder.region(Region::new(region.clone()));
-    }
-    if let Some(credentials) = credentials(service) {
-        builder = builder.credentials_provider(credentials);
-    }
-    aws_sdk_sqs::Client::from_conf(builder.build())
+    aws_sdk_sqs::Client::from_conf(with_overrides!(aws_sdk_sqs::config::Builder::from(base), service).build())
 }
 
 pub fn sns_client(base: &SdkConfig, service: &ServiceEndpoint) -> aws_sdk_sns::Client {
-    let mut builder = aws_sdk_sns::config::Builder::from(base);
-    if let Some(url) = &service.endpoint_url {
-        builder = builder.endpoint_url(url);
-    }
-    if let Some(region) = &service.region {
-        builder = builder.region(Region::new(region.clone()));
-    }
-    if let Some(credentials) = credentials(service) {
-        builder = builder.credentials_provider(credentials);
-    }
-    aws_sdk_sns::Client::from_conf(builder.build())
+    aws_sdk_sns::Client::from_conf(with_overrides!(aws_sdk_sns::config::Builder::from(base), service).build())
 }
 
 fn detail<E: std::error::Error + 'static>(err: E) -> String {

@@ -10,6 +10,7 @@ use async_trait::async_trait;
 use avscan_actors::event::unquote_etag;
 use avscan_actors::model::ObjectRef;
 use avscan_actors::ports::*;
+use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_sdk_s3::error::{DisplayErrorContext, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
@@ -24,7 +25,8 @@ use crate::config::{ServiceEndpoint, Settings};
 /// The SDK's shared configuration. A region from the per-service variables short-cuts the
 /// region chain (which would otherwise probe instance metadata).
 pub async fn sdk_config(settings: &Settings) -> SdkConfig {
-    let mut loader = aws_config::defaults(BehaviorVersion::latest());
+    let timeouts = TimeoutConfig::builder().connect_timeout(Duration::from_secs(5)).build();
+    let mut loader = aws_config::defaults(BehaviorVersion::latest()).timeout_config(timeouts);
     if let Some(region) = [&settings.sqs, &settings.s3, &settings.sns]
         .iter()
         .find_map(|s| s.region.clone())
@@ -65,8 +67,22 @@ macro_rules! with_overrides {
     }};
 }
 
+/// Every call is bounded, so a silently stalled connection becomes a retry, not a stuck actor.
+/// Each service's bound fits its slowest legitimate call.
+fn attempt_timeout(limit: Duration) -> TimeoutConfig {
+    TimeoutConfig::builder()
+        .connect_timeout(Duration::from_secs(5))
+        .operation_attempt_timeout(limit)
+        .build()
+}
+
+/// S3's slowest call is a server-side copy of up to 5 GiB. Body reads are bounded by the scanner.
+const S3_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(600);
+const SNS_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(30);
+
 pub fn s3_client(base: &SdkConfig, service: &ServiceEndpoint) -> aws_sdk_s3::Client {
-    let mut builder = with_overrides!(aws_sdk_s3::config::Builder::from(base), service);
+    let mut builder = with_overrides!(aws_sdk_s3::config::Builder::from(base), service)
+        .timeout_config(attempt_timeout(S3_ATTEMPT_TIMEOUT));
     if service.endpoint_url.is_some() || base.endpoint_url().is_some() {
         // Emulators answer on one host: virtual-host style would ask for `bucket.localhost`.
         builder = builder.force_path_style(true);
@@ -74,12 +90,17 @@ pub fn s3_client(base: &SdkConfig, service: &ServiceEndpoint) -> aws_sdk_s3::Cli
     aws_sdk_s3::Client::from_conf(builder.build())
 }
 
-pub fn sqs_client(base: &SdkConfig, service: &ServiceEndpoint) -> aws_sdk_sqs::Client {
-    aws_sdk_sqs::Client::from_conf(with_overrides!(aws_sdk_sqs::config::Builder::from(base), service).build())
+/// `long_poll` is the receive wait time; each attempt gets that plus headroom.
+pub fn sqs_client(base: &SdkConfig, service: &ServiceEndpoint, long_poll: Duration) -> aws_sdk_sqs::Client {
+    let builder = with_overrides!(aws_sdk_sqs::config::Builder::from(base), service)
+        .timeout_config(attempt_timeout(long_poll + Duration::from_secs(30)));
+    aws_sdk_sqs::Client::from_conf(builder.build())
 }
 
 pub fn sns_client(base: &SdkConfig, service: &ServiceEndpoint) -> aws_sdk_sns::Client {
-    aws_sdk_sns::Client::from_conf(with_overrides!(aws_sdk_sns::config::Builder::from(base), service).build())
+    let builder = with_overrides!(aws_sdk_sns::config::Builder::from(base), service)
+        .timeout_config(attempt_timeout(SNS_ATTEMPT_TIMEOUT));
+    aws_sdk_sns::Client::from_conf(builder.build())
 }
 
 fn detail<E: std::error::Error + 'static>(err: E) -> String {

@@ -359,7 +359,12 @@ impl ClamdSession {
         .await?;
         let mut pending = BytesMut::with_capacity(self.chunk_size);
         let mut streamed: u64 = 0;
-        while let Some(piece) = body.chunks.next().await {
+        loop {
+            // A stalled source must not hold the scanner (and clamd's session) forever.
+            let next = tokio::time::timeout(self.io_timeout, body.chunks.next()).await;
+            let Some(piece) = next.map_err(|_| ScanError::Timeout("reading the object".into()))? else {
+                break;
+            };
             // A broken source aborts without the terminator: clamd must never judge a prefix.
             let piece = piece.map_err(ScanError::Source)?;
             streamed += piece.len() as u64;
@@ -556,6 +561,15 @@ mod tests {
             ),
             "{result:?}"
         );
+    }
+
+    #[tokio::test]
+    async fn a_stalled_object_stream_times_out_instead_of_holding_the_session() {
+        let (mut clamd, _server) = fake_clamd("2: stream: OK\0").await;
+        clamd.io_timeout = Duration::from_millis(200);
+        let mut session = clamd.connect().await.unwrap();
+        let stalled = ObjectBody { content_length: 10, chunks: futures::stream::pending().boxed() };
+        assert!(matches!(session.scan(stalled).await, Err(ScanError::Timeout(_))));
     }
 
     #[tokio::test]

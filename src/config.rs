@@ -99,7 +99,7 @@ pub struct RunArgs {
     #[arg(long, env = "CLAMD_CONNECTIONS", default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=256))]
     pub clamd_connections: u64,
     /// INSTREAM chunk size in bytes.
-    #[arg(long, env = "CLAMD_CHUNK_SIZE", default_value_t = 128 * 1024, value_parser = clap::value_parser!(u64).range(4096..=16 * 1024 * 1024))]
+    #[arg(long, env = "CLAMD_CHUNK_SIZE", default_value_t = 128 * 1024, value_parser = clap::value_parser!(u64).range(64 * 1024..=16 * 1024 * 1024))]
     pub clamd_chunk_size: u64,
     /// Longest wait for one clamd read or write, seconds; a stall beyond it is retried.
     #[arg(long, env = "CLAMD_TIMEOUT", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]

@@ -33,7 +33,7 @@ pub enum RunError {
 /// Builds the real adapters from the settings; resolves the queues.
 pub async fn ports(settings: &Settings) -> Result<(PipelinePorts, clamd::Clamd), RunError> {
     let sdk = aws::sdk_config(settings).await;
-    let sqs = aws::sqs_client(&sdk, &settings.sqs);
+    let sqs = aws::sqs_client(&sdk, &settings.sqs, settings.wait_time);
     let inbound_url = aws::queue_url(&sqs, &settings.inbound_queue).await?;
     let outbound_url = aws::queue_url(&sqs, &settings.outbound_queue).await?;
     let rejected_url = match &settings.rejected_queue {

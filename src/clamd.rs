@@ -568,7 +568,10 @@ mod tests {
         let (mut clamd, _server) = fake_clamd("2: stream: OK\0").await;
         clamd.io_timeout = Duration::from_millis(200);
         let mut session = clamd.connect().await.unwrap();
-        let stalled = ObjectBody { content_length: 10, chunks: futures::stream::pending().boxed() };
+        let stalled = ObjectBody {
+            content_length: 10,
+            chunks: futures::stream::pending().boxed(),
+        };
         assert!(matches!(session.scan(stalled).await, Err(ScanError::Timeout(_))));
     }
 

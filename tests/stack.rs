@@ -90,9 +90,15 @@ async fn clean_upload_is_forwarded_with_its_record_and_infected_upload_is_quaran
 }
 
 #[tokio::test]
-async fn a_test_marker_deep_inside_a_file_is_found() {
+async fn a_test_marker_deep_inside_a_file_is_found_with_config_from_dotenv_and_queues_by_url() {
     let env = TestEnv::new(true).await;
-    let avscan = env.start_avscan();
+    let mut dotenv = env.avscan_env();
+    dotenv.insert("VIRUS_SCANNING_QUEUE_NAME".into(), env.inbound_url.clone());
+    dotenv.insert("VALIDATION_QUEUE_NAME".into(), env.validation_url.clone());
+    // The environment wins over .env.
+    dotenv.insert("RUST_LOG".into(), "off".into());
+    let environment = [("RUST_LOG".to_owned(), "info".to_owned())].into_iter().collect();
+    let avscan = Avscan::start_in(&environment, &dotenv);
     let mut body = vec![b'a'; 3 * 1024 * 1024 + 17];
     let at = body.len() - 1000;
     body[at..at + TEST_MARKER.len()].copy_from_slice(TEST_MARKER);
@@ -105,7 +111,11 @@ async fn a_test_marker_deep_inside_a_file_is_found() {
     assert_eq!(report["signature"], "Avscan.Test.Marker.UNOFFICIAL");
     env.wait_inbound_empty(WAIT).await;
     assert!(env.keys(&env.unprocessed).await.is_empty());
-    avscan.stop().await;
+    assert!(
+        avscan.log_text().contains("quarantined"),
+        "RUST_LOG from the environment applies"
+    );
+    assert_eq!(avscan.stop().await, Some(0));
 }
 
 #[tokio::test]

@@ -321,15 +321,25 @@ pub struct Avscan {
 
 impl Avscan {
     pub fn start(env: &HashMap<String, String>) -> Avscan {
+        Self::start_in(env, &HashMap::new())
+    }
+
+    /// Starts avscan with `dotenv` written to a `.env` file in its working directory, as a user
+    /// of the old worker would, and only `env` in its environment.
+    pub fn start_in(env: &HashMap<String, String>, dotenv: &HashMap<String, String>) -> Avscan {
         let dir = std::env::temp_dir().join(format!("avscan-test-{}", uuid::Uuid::new_v4().simple()));
         std::fs::create_dir_all(&dir).unwrap();
+        if !dotenv.is_empty() {
+            let lines: String = dotenv.iter().map(|(name, value)| format!("{name}={value}\n")).collect();
+            std::fs::write(dir.join(".env"), format!("# the old worker's .env\n{lines}")).unwrap();
+        }
         let log = dir.join("avscan.log");
         let child = Command::new(env!("CARGO_BIN_EXE_avscan"))
             .arg("run")
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .envs(env)
-            // No stray .env from the developer's checkout.
+            // Its own directory: no stray .env from the developer's checkout.
             .current_dir(&dir)
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())

@@ -346,8 +346,13 @@ fn copy_source(object: &ObjectRef) -> String {
     source
 }
 
-fn quoted(etag: &str) -> String {
-    format!("\"{etag}\"")
+/// The If-Match (or CopySourceIfMatch) value that pins a request to the announced object when it
+/// has no version id; a version id pins it by itself.
+fn etag_precondition(object: &ObjectRef) -> Option<String> {
+    match (&object.version_id, &object.etag) {
+        (None, Some(etag)) => Some(format!("\"{etag}\"")),
+        _ => None,
+    }
 }
 
 impl S3Store {
@@ -355,12 +360,13 @@ impl S3Store {
         &self,
         object: &ObjectRef,
     ) -> Result<aws_sdk_s3::operation::head_object::HeadObjectOutput, StoreError> {
-        let mut request = self.client.head_object().bucket(&object.bucket).key(&object.key);
-        request = match (&object.version_id, &object.etag) {
-            (Some(version), _) => request.version_id(version),
-            (None, Some(etag)) => request.if_match(quoted(etag)),
-            (None, None) => request,
-        };
+        let request = self
+            .client
+            .head_object()
+            .bucket(&object.bucket)
+            .key(&object.key)
+            .set_version_id(object.version_id.clone())
+            .set_if_match(etag_precondition(object));
         request
             .send()
             .await
@@ -400,7 +406,7 @@ impl S3Store {
             while start < size {
                 let end = (start + self.part_size).min(size) - 1;
                 let part_number = parts.len() as i32 + 1;
-                let mut request = self
+                let request = self
                     .client
                     .upload_part_copy()
                     .bucket(dest.0)
@@ -408,10 +414,8 @@ impl S3Store {
                     .upload_id(&upload_id)
                     .part_number(part_number)
                     .copy_source(copy_source(source))
-                    .copy_source_range(format!("bytes={start}-{end}"));
-                if let (None, Some(etag)) = (&source.version_id, &source.etag) {
-                    request = request.copy_source_if_match(quoted(etag));
-                }
+                    .copy_source_range(format!("bytes={start}-{end}"))
+                    .set_copy_source_if_match(etag_precondition(source));
                 let part = request
                     .send()
                     .await
@@ -452,12 +456,13 @@ impl S3Store {
 #[async_trait]
 impl ObjectStore for S3Store {
     async fn get(&self, object: &ObjectRef) -> Result<ObjectBody, StoreError> {
-        let mut request = self.client.get_object().bucket(&object.bucket).key(&object.key);
-        request = match (&object.version_id, &object.etag) {
-            (Some(version), _) => request.version_id(version),
-            (None, Some(etag)) => request.if_match(quoted(etag)),
-            (None, None) => request,
-        };
+        let request = self
+            .client
+            .get_object()
+            .bucket(&object.bucket)
+            .key(&object.key)
+            .set_version_id(object.version_id.clone())
+            .set_if_match(etag_precondition(object));
         let output = request
             .send()
             .await
@@ -521,7 +526,7 @@ impl ObjectStore for S3Store {
                 .copy_in_parts(source, size, (dest_bucket, dest_key), head.content_type, metadata)
                 .await;
         }
-        let mut request = self
+        let request = self
             .client
             .copy_object()
             .bucket(dest_bucket)
@@ -529,10 +534,8 @@ impl ObjectStore for S3Store {
             .copy_source(copy_source(source))
             .metadata_directive(MetadataDirective::Replace)
             .set_metadata(Some(metadata))
-            .set_content_type(head.content_type);
-        if let (None, Some(etag)) = (&source.version_id, &source.etag) {
-            request = request.copy_source_if_match(quoted(etag));
-        }
+            .set_content_type(head.content_type)
+            .set_copy_source_if_match(etag_precondition(source));
         request
             .send()
             .await
@@ -562,12 +565,13 @@ impl ObjectStore for S3Store {
     }
 
     async fn delete(&self, object: &ObjectRef) -> Result<(), StoreError> {
-        let mut request = self.client.delete_object().bucket(&object.bucket).key(&object.key);
-        request = match (&object.version_id, &object.etag) {
-            (Some(version), _) => request.version_id(version),
-            (None, Some(etag)) => request.if_match(quoted(etag)),
-            (None, None) => request,
-        };
+        let request = self
+            .client
+            .delete_object()
+            .bucket(&object.bucket)
+            .key(&object.key)
+            .set_version_id(object.version_id.clone())
+            .set_if_match(etag_precondition(object));
         request
             .send()
             .await

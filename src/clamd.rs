@@ -225,18 +225,34 @@ async fn with_timeout<T>(
 async fn read_reply(stream: &mut ClamdStream, limit: Duration) -> Result<String, ScanError> {
     let mut reply = Vec::with_capacity(64);
     let read = async {
-        let mut byte = [0u8; 1];
+        // One read per reply in practice: clamd sends nothing unasked between our commands, so
+        // bytes after the terminator can only be a protocol error.
+        let mut buf = [0u8; 256];
         loop {
-            if stream.read(&mut byte).await? == 0 {
+            let n = stream.read(&mut buf).await?;
+            if n == 0 {
                 return Err(std::io::Error::new(
                     std::io::ErrorKind::UnexpectedEof,
                     "clamd closed the connection",
                 ));
             }
-            if byte[0] == 0 || byte[0] == b'\n' || reply.len() >= MAX_REPLY {
+            reply.extend_from_slice(&buf[..n]);
+            if let Some(end) = reply.iter().position(|b| *b == 0 || *b == b'\n') {
+                if end + 1 != reply.len() {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::InvalidData,
+                        "clamd sent more than one reply",
+                    ));
+                }
+                reply.truncate(end);
                 return Ok(());
             }
-            reply.push(byte[0]);
+            if reply.len() >= MAX_REPLY {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    "clamd reply too long",
+                ));
+            }
         }
     };
     with_timeout(limit, "reading reply", read).await?;

@@ -34,10 +34,6 @@ impl<M: Message> Address<M> {
         }
     }
 
-    pub fn stage(&self) -> &'static str {
-        self.stage
-    }
-
     /// Points the address at a (re)started actor.
     pub fn set(&self, actor: ActorRef<M>) {
         *self.current.write().unwrap_or_else(|poison| poison.into_inner()) = Some(actor);

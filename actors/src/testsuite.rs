@@ -62,8 +62,6 @@ pub struct MemoryQueue {
     receive_history: Mutex<HashMap<String, u32>>,
     /// Most messages ever received and not yet deleted or made visible again.
     peak_in_flight: AtomicUsize,
-    pub deletes: AtomicUsize,
-    pub receives: AtomicUsize,
 }
 
 impl MemoryQueue {
@@ -75,8 +73,6 @@ impl MemoryQueue {
             next_id: AtomicU64::new(1),
             receive_history: Mutex::default(),
             peak_in_flight: AtomicUsize::new(0),
-            deletes: AtomicUsize::new(0),
-            receives: AtomicUsize::new(0),
         })
     }
 
@@ -129,7 +125,6 @@ impl MemoryQueue {
 #[async_trait]
 impl InboundQueue for MemoryQueue {
     async fn receive(&self, max: usize) -> Result<Vec<QueueMessage>, QueueError> {
-        self.receives.fetch_add(1, Ordering::SeqCst);
         let received: Vec<QueueMessage> = {
             let now = Instant::now();
             let mut messages = lock(&self.messages);
@@ -167,7 +162,6 @@ impl InboundQueue for MemoryQueue {
                 detail: "stale receipt handle".into(),
             });
         }
-        self.deletes.fetch_add(1, Ordering::SeqCst);
         Ok(())
     }
 

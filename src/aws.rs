@@ -15,7 +15,7 @@ use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_sdk_s3::error::{DisplayErrorContext, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, MetadataDirective};
-use aws_sdk_sqs::types::MessageSystemAttributeName;
+use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, MessageSystemAttributeName};
 use bytes::Bytes;
 use futures::StreamExt;
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
@@ -182,15 +182,48 @@ impl InboundQueue for SqsInbound {
             .collect())
     }
 
-    async fn delete(&self, receipt_handle: &str) -> Result<(), QueueError> {
-        self.client
-            .delete_message()
+    async fn delete_batch(&self, receipt_handles: &[String]) -> Result<Vec<DeleteFailure>, QueueError> {
+        if receipt_handles.is_empty() {
+            return Ok(Vec::new());
+        }
+        // Entry ids are positions: SQS only needs them unique within the call.
+        let entries = receipt_handles
+            .iter()
+            .enumerate()
+            .map(|(index, handle)| {
+                DeleteMessageBatchRequestEntry::builder()
+                    .id(index.to_string())
+                    .receipt_handle(handle)
+                    .build()
+                    .expect("id and receipt handle are set")
+            })
+            .collect();
+        let output = self
+            .client
+            .delete_message_batch()
             .queue_url(&self.url)
-            .receipt_handle(receipt_handle)
+            .set_entries(Some(entries))
             .send()
             .await
-            .map(|_| ())
-            .map_err(|err| self.error("DeleteMessage", err))
+            .map_err(|err| self.error("DeleteMessageBatch", err))?;
+        Ok(output
+            .failed
+            .into_iter()
+            .map(|failed| {
+                let receipt_handle = failed
+                    .id
+                    .parse::<usize>()
+                    .ok()
+                    .and_then(|index| receipt_handles.get(index))
+                    .cloned()
+                    .unwrap_or_default();
+                DeleteFailure {
+                    receipt_handle,
+                    retryable: !failed.sender_fault,
+                    detail: format!("{}: {}", failed.code, failed.message.unwrap_or_default()),
+                }
+            })
+            .collect())
     }
 
     async fn set_visibility(&self, receipt_handle: &str, timeout: Duration) -> Result<(), QueueError> {

@@ -43,11 +43,22 @@ pub struct QueueError {
 pub trait InboundQueue: Send + Sync + 'static {
     /// Long-polls for up to `max` messages (1 to 10). An empty list means the wait time passed.
     async fn receive(&self, max: usize) -> Result<Vec<QueueMessage>, QueueError>;
-    /// Deletes one message. A receipt handle that is no longer valid is an error: the message
-    /// will come back and be handled again.
-    async fn delete(&self, receipt_handle: &str) -> Result<(), QueueError>;
+    /// Deletes up to ten messages in one call. `Err` means the call as a whole failed (nothing
+    /// is known to be deleted); otherwise the entries that failed are returned, each saying
+    /// whether trying again can help. An empty list is a no-op. A receipt handle that is no
+    /// longer valid is a permanent failure: the message comes back and is handled again.
+    async fn delete_batch(&self, receipt_handles: &[String]) -> Result<Vec<DeleteFailure>, QueueError>;
     /// Sets the message's visibility timeout from now: zero makes it visible at once.
     async fn set_visibility(&self, receipt_handle: &str, timeout: Duration) -> Result<(), QueueError>;
+}
+
+/// One entry of a batch delete that did not succeed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeleteFailure {
+    pub receipt_handle: String,
+    /// SQS' `SenderFault = false`: a server-side failure that another try may fix.
+    pub retryable: bool,
+    pub detail: String,
 }
 
 /// A queue we only send to: the outbound (validation) queue, the rejected-events queue.

@@ -62,6 +62,10 @@ pub struct MemoryQueue {
     receive_history: Mutex<HashMap<String, u32>>,
     /// Most messages ever received and not yet deleted or made visible again.
     peak_in_flight: AtomicUsize,
+    /// The receipt handles of every delete call, in order.
+    delete_calls: Mutex<Vec<Vec<String>>>,
+    /// How many of the next delete entries fail with a retryable error.
+    failing_deletes: AtomicUsize,
 }
 
 impl MemoryQueue {
@@ -73,6 +77,8 @@ impl MemoryQueue {
             next_id: AtomicU64::new(1),
             receive_history: Mutex::default(),
             peak_in_flight: AtomicUsize::new(0),
+            delete_calls: Mutex::default(),
+            failing_deletes: AtomicUsize::new(0),
         })
     }
 
@@ -108,6 +114,16 @@ impl MemoryQueue {
     /// How often the message with this id was received, also after it was deleted.
     pub fn receives_of(&self, id: &str) -> u32 {
         lock(&self.receive_history).get(id).copied().unwrap_or(0)
+    }
+
+    /// The receipt handles of every delete call so far, one list per call.
+    pub fn delete_calls(&self) -> Vec<Vec<String>> {
+        lock(&self.delete_calls).clone()
+    }
+
+    /// Makes the next `entries` delete entries fail as SQS' server-side errors do.
+    pub fn fail_next_deletes(&self, entries: usize) {
+        self.failing_deletes.store(entries, Ordering::SeqCst);
     }
 
     pub fn peak_in_flight(&self) -> usize {
@@ -151,18 +167,34 @@ impl InboundQueue for MemoryQueue {
         Ok(received)
     }
 
-    async fn delete(&self, receipt_handle: &str) -> Result<(), QueueError> {
+    async fn delete_batch(&self, receipt_handles: &[String]) -> Result<Vec<DeleteFailure>, QueueError> {
+        assert!(receipt_handles.len() <= 10, "SQS takes at most ten entries per batch");
+        lock(&self.delete_calls).push(receipt_handles.to_vec());
         let mut messages = lock(&self.messages);
-        let before = messages.len();
-        messages.retain(|m| m.receipt_handle != receipt_handle);
-        if messages.len() == before {
-            return Err(QueueError {
-                operation: "delete",
-                queue: "memory".into(),
-                detail: "stale receipt handle".into(),
-            });
+        let mut failures = Vec::new();
+        for receipt_handle in receipt_handles {
+            let injected = self
+                .failing_deletes
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok();
+            let before = messages.len();
+            if !injected {
+                messages.retain(|m| &m.receipt_handle != receipt_handle);
+            }
+            if injected || messages.len() == before {
+                failures.push(DeleteFailure {
+                    receipt_handle: receipt_handle.clone(),
+                    retryable: injected,
+                    detail: if injected {
+                        "injected failure"
+                    } else {
+                        "stale receipt handle"
+                    }
+                    .into(),
+                });
+            }
         }
-        Ok(())
+        Ok(failures)
     }
 
     async fn set_visibility(&self, receipt_handle: &str, timeout: Duration) -> Result<(), QueueError> {

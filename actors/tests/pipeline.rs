@@ -328,3 +328,40 @@ async fn a_message_with_valid_and_invalid_records_forwards_the_valid_one_and_kee
     );
     pipeline.shutdown(Duration::from_secs(1)).await;
 }
+
+#[tokio::test]
+async fn deletes_go_ten_per_call_and_only_failed_entries_are_sent_again() {
+    let world = FakeWorld::new(Duration::from_secs(2));
+    let ids: Vec<String> = (0..25)
+        .map(|i| world.upload(UNPROCESSED, &format!("guid/{i}.txt"), &b"clean"[..]))
+        .collect();
+    // Two entries of the first batch fail as SQS' server-side errors do.
+    world.inbound.fail_next_deletes(2);
+    let pipeline = Pipeline::start(config(), world.ports()).await.unwrap();
+
+    eventually("every message deleted", || world.inbound.is_empty()).await;
+    assert_eq!(world.outbound.messages().len(), 25);
+    let calls = world.inbound.delete_calls();
+    assert!(calls.iter().all(|call| call.len() <= 10));
+    // The first two entries sent failed: each is sent once more, with the same receipt handle
+    // (the message was received once); every other entry is sent exactly once.
+    let sent: Vec<&String> = calls.iter().flatten().collect();
+    for (index, handle) in sent.iter().enumerate() {
+        let times = sent.iter().filter(|h| *h == handle).count();
+        let expected = if sent[..index].contains(handle) || index < 2 {
+            2
+        } else {
+            1
+        };
+        assert_eq!(times, expected, "{handle} sent {times} times: {calls:?}");
+    }
+    for id in &ids {
+        assert_eq!(world.inbound.receives_of(id), 1, "{id} was redelivered");
+    }
+    assert!(
+        calls.len() < 25,
+        "deletes were not batched: {} calls for 25 messages",
+        calls.len()
+    );
+    pipeline.shutdown(Duration::from_secs(1)).await;
+}

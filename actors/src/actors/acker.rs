@@ -1,7 +1,13 @@
 //! The acker owns the inbound queue's side effects for messages in flight: it deletes settled
-//! messages, releases the ones to retry with a backoff, and, on a heartbeat, extends the
-//! visibility timeout of messages still being worked on so that no other worker receives them
-//! mid-scan. Messages reach it through their [`RecordTicket`](crate::receipt::RecordTicket)s.
+//! messages, ten per `DeleteMessageBatch` call, releases the ones to retry with a backoff, and,
+//! on a heartbeat, extends the visibility timeout of messages still being worked on so that no
+//! other worker receives them mid-scan. Messages reach it through their
+//! [`RecordTicket`](crate::receipt::RecordTicket)s.
+//!
+//! A delete waits at most [`DELETE_LINGER`] for nine others. Entries of a batch that fail with
+//! a server-side error are tried again, alone with the other failures, up to
+//! [`DELETE_ATTEMPTS`] times; after that (or on a permanent failure such as an expired receipt
+//! handle) the message reappears on the queue and is handled again, which every effect allows.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Weak};
@@ -17,6 +23,8 @@ pub enum AckerMsg {
     /// Watch this message's visibility while it is in flight.
     Track(Weak<InflightMessage>),
     Settle(Settlement),
+    /// Sends the deletes collected so far.
+    FlushDeletes,
     Heartbeat,
     /// Shutdown: make every unfinished message visible now; replies with how many.
     ReleaseAll(oneshot::Sender<usize>),
@@ -33,33 +41,97 @@ pub struct AckerArgs {
     pub retry_max: Duration,
 }
 
+/// SQS' largest batch.
+const DELETE_BATCH: usize = 10;
+/// How long a settled message may wait for others to share its delete call.
+pub const DELETE_LINGER: Duration = Duration::from_millis(20);
+/// Tries per delete entry before the message is left to reappear.
+pub const DELETE_ATTEMPTS: u32 = 3;
+
+/// A settled message waiting for its delete call; its permit is held until then.
+struct PendingDelete {
+    settlement: Settlement,
+    attempts: u32,
+}
+
 pub struct AckerState {
     args: AckerArgs,
+    myself: ActorRef<AckerMsg>,
     /// In-flight messages by receipt handle, with when their visibility was last set.
     tracked: HashMap<String, (Weak<InflightMessage>, Instant)>,
+    pending_deletes: Vec<PendingDelete>,
+    /// A FlushDeletes is on its way.
+    flush_scheduled: bool,
 }
 
 impl AckerState {
     async fn settle(&mut self, settlement: Settlement) {
+        self.tracked.remove(&settlement.message.receipt_handle);
+        let SettleOutcome::Release { reason } = &settlement.outcome else {
+            self.pending_deletes.push(PendingDelete {
+                settlement,
+                attempts: 0,
+            });
+            if self.pending_deletes.len() >= DELETE_BATCH {
+                self.flush_deletes().await;
+            } else {
+                self.schedule_flush(DELETE_LINGER);
+            }
+            return;
+        };
         let message = &settlement.message;
-        self.tracked.remove(&message.receipt_handle);
-        match &settlement.outcome {
-            SettleOutcome::Delete => match self.args.queue.delete(&message.receipt_handle).await {
-                Ok(()) => tracing::debug!(message_id = %message.message_id, "message deleted"),
-                Err(err) => {
-                    tracing::warn!(message_id = %message.message_id, error = %err, "delete failed; the message will be handled again")
+        let delay = retry_delay(message.receive_count, self.args.retry_base, self.args.retry_max);
+        tracing::info!(message_id = %message.message_id, attempt = message.receive_count, %reason, ?delay, "releasing message for a retry");
+        if let Err(err) = self.args.queue.set_visibility(&message.receipt_handle, delay).await {
+            tracing::warn!(message_id = %message.message_id, error = %err, "release failed; message returns after its visibility timeout");
+        }
+        // Dropping the settlement here returns its permit: the poller may take another message.
+    }
+
+    fn schedule_flush(&mut self, after: Duration) {
+        if !self.flush_scheduled {
+            self.flush_scheduled = true;
+            self.myself.send_after(after, || AckerMsg::FlushDeletes);
+        }
+    }
+
+    /// Sends every collected delete, ten per call; failed entries wait for the next flush.
+    async fn flush_deletes(&mut self) {
+        let mut retry = Vec::new();
+        while !self.pending_deletes.is_empty() {
+            let take = self.pending_deletes.len().min(DELETE_BATCH);
+            let batch: Vec<PendingDelete> = self.pending_deletes.drain(..take).collect();
+            let handles: Vec<String> = batch
+                .iter()
+                .map(|pending| pending.settlement.message.receipt_handle.clone())
+                .collect();
+            let failures: HashMap<String, (bool, String)> = match self.args.queue.delete_batch(&handles).await {
+                Ok(failures) => failures
+                    .into_iter()
+                    .map(|failure| (failure.receipt_handle, (failure.retryable, failure.detail)))
+                    .collect(),
+                Err(err) => handles.iter().map(|h| (h.clone(), (true, err.to_string()))).collect(),
+            };
+            for mut pending in batch {
+                let message = &pending.settlement.message;
+                match failures.get(&message.receipt_handle) {
+                    None => tracing::debug!(message_id = %message.message_id, "message deleted"),
+                    Some((true, detail)) if pending.attempts + 1 < DELETE_ATTEMPTS => {
+                        tracing::info!(message_id = %message.message_id, error = %detail, "delete failed; trying again");
+                        pending.attempts += 1;
+                        retry.push(pending);
+                    }
+                    Some((_, detail)) => {
+                        tracing::warn!(message_id = %message.message_id, error = %detail, "delete failed; the message will be handled again")
+                    }
                 }
-            },
-            SettleOutcome::Release { reason } => {
-                let delay = retry_delay(message.receive_count, self.args.retry_base, self.args.retry_max);
-                tracing::info!(message_id = %message.message_id, attempt = message.receive_count, %reason, ?delay, "releasing message for a retry");
-                if let Err(err) = self.args.queue.set_visibility(&message.receipt_handle, delay).await {
-                    tracing::warn!(message_id = %message.message_id, error = %err, "release failed; message returns after its visibility timeout");
-                }
+                // Dropping a settlement that is not retried lets the poller take another message.
             }
         }
-        // Dropping the permit here lets the poller take another message.
-        drop(settlement);
+        if !retry.is_empty() {
+            self.pending_deletes = retry;
+            self.schedule_flush(DELETE_LINGER * 10);
+        }
     }
 
     async fn heartbeat(&mut self) {
@@ -90,6 +162,8 @@ impl AckerState {
     }
 
     async fn release_all(&mut self) -> usize {
+        // Finished messages first: a delete is better than a redelivery.
+        self.flush_deletes().await;
         let mut released = 0;
         for (receipt_handle, (message, _)) in self.tracked.drain() {
             let Some(message) = message.upgrade().filter(|message| message.is_pending()) else {
@@ -117,7 +191,10 @@ impl Actor for Acker {
         myself.send_interval(tick, || AckerMsg::Heartbeat);
         Ok(AckerState {
             args,
+            myself,
             tracked: HashMap::new(),
+            pending_deletes: Vec::new(),
+            flush_scheduled: false,
         })
     }
 
@@ -136,6 +213,10 @@ impl Actor for Acker {
                 }
             }
             AckerMsg::Settle(settlement) => state.settle(settlement).await,
+            AckerMsg::FlushDeletes => {
+                state.flush_scheduled = false;
+                state.flush_deletes().await;
+            }
             AckerMsg::Heartbeat => state.heartbeat().await,
             AckerMsg::ReleaseAll(reply) => {
                 let released = state.release_all().await;

@@ -7,6 +7,8 @@
 
 #![allow(dead_code)]
 
+pub mod faults;
+
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -460,5 +462,99 @@ impl Drop for LocalClamd {
             let _ = child.wait();
         }
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The object keys of the S3 records in a queue message body (plain, or SNS-wrapped).
+pub fn record_keys(message: &Message) -> Vec<String> {
+    let body: serde_json::Value = serde_json::from_str(message.body.as_deref().unwrap_or("")).unwrap_or_default();
+    body["Records"]
+        .as_array()
+        .map(|records| {
+            records
+                .iter()
+                .filter_map(|record| record["s3"]["object"]["key"].as_str())
+                .map(|key| avscan_actors::event::decode_event_key(key).unwrap_or_else(|_| key.to_owned()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The `key` of each quarantine notification (SNS envelope around the report).
+pub fn notified_key(message: &Message) -> String {
+    let envelope: serde_json::Value = serde_json::from_str(message.body.as_deref().unwrap()).unwrap();
+    let report: serde_json::Value = serde_json::from_str(envelope["Message"].as_str().unwrap()).unwrap();
+    report["key"].as_str().unwrap().to_owned()
+}
+
+/// How many times each key occurs.
+pub fn tally(keys: impl IntoIterator<Item = String>) -> std::collections::BTreeMap<String, usize> {
+    let mut counts = std::collections::BTreeMap::new();
+    for key in keys {
+        *counts.entry(key).or_insert(0) += 1;
+    }
+    counts
+}
+
+impl TestEnv {
+    /// Drains the outbound queue for `quiet` after the last arrival (at most `timeout`) and
+    /// returns how often each object key was forwarded.
+    pub async fn drain_forwarded(
+        &self,
+        expected: usize,
+        timeout: Duration,
+    ) -> std::collections::BTreeMap<String, usize> {
+        let messages = self.receive(&self.validation_url, expected, timeout).await;
+        let mut keys: Vec<String> = messages.iter().flat_map(record_keys).collect();
+        // Anything beyond the expected count is a duplicate: look a little longer for it.
+        let extra = self
+            .receive(&self.validation_url, usize::MAX, Duration::from_secs(2))
+            .await;
+        keys.extend(extra.iter().flat_map(record_keys));
+        tally(keys)
+    }
+
+    /// Drains the notifications queue; returns how often each key was notified.
+    pub async fn drain_notified(
+        &self,
+        expected: usize,
+        timeout: Duration,
+    ) -> std::collections::BTreeMap<String, usize> {
+        let mut messages = self.receive(&self.notifications_url, expected, timeout).await;
+        messages.extend(
+            self.receive(&self.notifications_url, usize::MAX, Duration::from_secs(2))
+                .await,
+        );
+        tally(messages.iter().map(notified_key))
+    }
+
+    /// Versions of each key in `bucket` (the bucket must have versioning on).
+    pub async fn versions(&self, bucket: &str) -> std::collections::BTreeMap<String, usize> {
+        let output = self.s3.list_object_versions().bucket(bucket).send().await.unwrap();
+        tally(output.versions.unwrap_or_default().into_iter().filter_map(|v| v.key))
+    }
+
+    pub async fn enable_versioning(&self, bucket: &str) {
+        self.s3
+            .put_bucket_versioning()
+            .bucket(bucket)
+            .versioning_configuration(
+                aws_sdk_s3::types::VersioningConfiguration::builder()
+                    .status(aws_sdk_s3::types::BucketVersioningStatus::Enabled)
+                    .build(),
+            )
+            .send()
+            .await
+            .unwrap();
+    }
+}
+
+impl Avscan {
+    /// SIGKILL: no drain, no release; whatever was in flight reappears after its visibility timeout.
+    pub fn kill(mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }

@@ -27,16 +27,13 @@ pub struct FetcherArgs {
 
 impl FetcherArgs {
     async fn inspect(&self, record: &ObjectRecord) -> Result<Inspection, InspectError> {
-        let object = &record.object;
-        if object.size > self.max_file_size {
-            return Ok(Inspection::TooLarge { size: object.size });
-        }
-        let body = match self.store.get(object).await {
+        // The event's size is only a claim (a forged event could get a small clean object
+        // quarantined): the GET's length decides, before any byte is read.
+        let body = match self.store.get(&record.object).await {
             Ok(body) => body,
             Err(StoreError::NotFound { .. } | StoreError::PreconditionFailed { .. }) => return Ok(Inspection::Gone),
             Err(err) => return Err(err.into()),
         };
-        // The event's size is only a claim: the stored object decides.
         if body.content_length > self.max_file_size {
             return Ok(Inspection::TooLarge {
                 size: body.content_length,

@@ -67,6 +67,8 @@ def main():
         env[f"AWS_{service}_ACCESS_KEY_ID"] = "test"
         env[f"AWS_{service}_SECRET_ACCESS_KEY"] = "test"
     env["CLAMD_ADDRESS"] = "tcp://127.0.0.1:3310"
+    # compose/clamav/clamd.conf's MaxFileSize: archive members up to this are scanned.
+    env["CLAMD_MAX_FILE_SIZE"] = "400"
     env["VIRUS_SCANNER_WORKER_MSG_WAIT_TIME"] = "2"
     with open(args.env_file, "w") as out:
         out.write("# written by compose/resources.py for the local stack\n")

@@ -60,6 +60,10 @@ pub struct RunArgs {
     /// Objects larger than this many MB are quarantined unscanned ("file too large").
     #[arg(long, env = "MAX_FILE_SIZE", default_value_t = 400, value_parser = clap::value_parser!(u64).range(1..))]
     pub max_file_size: u64,
+    /// clamd's MaxFileSize, MB: an archive member larger than this makes the object
+    /// unscannable, because clamd skips such members without an alert. Never more than clamd's.
+    #[arg(long, env = "CLAMD_MAX_FILE_SIZE", default_value_t = 25, value_parser = clap::value_parser!(u64).range(1..))]
+    pub clamd_max_file_size: u64,
     /// Long-poll wait of each receive, seconds (0 to 20).
     #[arg(long, env = "VIRUS_SCANNER_WORKER_MSG_WAIT_TIME", default_value_t = 20, value_parser = clap::value_parser!(u64).range(0..=20))]
     pub virus_scanner_worker_msg_wait_time: u64,
@@ -203,6 +207,7 @@ impl RunArgs {
         }
         let mut pipeline = PipelineConfig::new(unprocessed, quarantine);
         pipeline.max_file_size = self.max_file_size.saturating_mul(1024 * 1024);
+        pipeline.archive_member_limit = self.clamd_max_file_size.saturating_mul(1024 * 1024);
         pipeline.max_in_flight = self.max_in_flight as usize;
         pipeline.fetch_concurrency = self.fetch_concurrency as usize;
         pipeline.scanner_connections = self.clamd_connections as usize;

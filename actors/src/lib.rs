@@ -36,6 +36,7 @@
 //! * While a message is in flight the acker's heartbeat extends its visibility timeout.
 
 pub mod actors;
+pub mod archive_guard;
 pub mod event;
 pub mod model;
 pub mod pipeline;

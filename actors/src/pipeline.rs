@@ -27,6 +27,10 @@ pub struct PipelineConfig {
     pub quarantine_bucket: String,
     /// Bytes; larger objects are quarantined as "file too large" without being scanned.
     pub max_file_size: u64,
+    /// Bytes; clamd's `MaxFileSize`. An archive member larger than this is skipped by clamd
+    /// without an alert, so the [`ArchiveGuard`](crate::archive_guard) makes such an object
+    /// unscannable instead of clean.
+    pub archive_member_limit: u64,
     /// SQS messages in the pipeline at once; bounds every queue inside it.
     pub max_in_flight: usize,
     /// Concurrent S3 GETs (each streams into a scanner).
@@ -50,6 +54,7 @@ impl PipelineConfig {
             unprocessed_bucket: unprocessed_bucket.into(),
             quarantine_bucket: quarantine_bucket.into(),
             max_file_size: 400 * 1024 * 1024,
+            archive_member_limit: 25 * 1024 * 1024,
             max_in_flight: 32,
             fetch_concurrency: 6,
             scanner_connections: 4,

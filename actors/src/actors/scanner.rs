@@ -1,14 +1,21 @@
 //! A scanner owns one pooled connection (session) to the scanning engine and streams object
 //! bodies through it, one at a time. Fetchers reach it through the scan [`Pool`](super::pool).
 //! A connection that failed or was closed by the engine is replaced before the next scan.
+//!
+//! Every body also passes through an [`ArchiveGuard`] on its way to the engine: when the engine
+//! says clean but the guard saw an archive member the engine skips silently, the verdict is
+//! unscannable.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+
+use futures::StreamExt;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::sync::oneshot;
 
 use super::pool::WorkerSlot;
-use crate::model::ScanOutcome;
+use crate::archive_guard::{ArchiveFinding, ArchiveGuard};
+use crate::model::{QuarantineReason, ScanOutcome, Verdict};
 use crate::ports::{ObjectBody, ScanEngine, ScanError, ScanSession};
 
 /// One object to scan; the verdict goes back on `reply`.
@@ -21,11 +28,14 @@ pub struct Scanner;
 
 pub struct ScannerArgs {
     pub engine: Arc<dyn ScanEngine>,
+    /// Bytes; see [`PipelineConfig::archive_member_limit`](crate::PipelineConfig).
+    pub archive_member_limit: u64,
     pub slot: WorkerSlot<ScanJob>,
 }
 
 pub struct ScannerState {
     engine: Arc<dyn ScanEngine>,
+    archive_member_limit: u64,
     slot: WorkerSlot<ScanJob>,
     /// Opened lazily, so a scanner starts even while the engine is down.
     session: Option<Box<dyn ScanSession>>,
@@ -47,13 +57,45 @@ impl ScannerState {
             Some(session) => session,
             None => self.session.insert(self.engine.connect().await?),
         };
-        let result = session.scan(body).await;
+        let guard = Arc::new(Mutex::new(ArchiveGuard::new(self.archive_member_limit)));
+        let watched = ObjectBody {
+            content_length: body.content_length,
+            chunks: body
+                .chunks
+                .inspect({
+                    let guard = guard.clone();
+                    move |chunk| {
+                        if let Ok(bytes) = chunk {
+                            guard.lock().unwrap_or_else(|p| p.into_inner()).feed(bytes);
+                        }
+                    }
+                })
+                .boxed(),
+        };
+        let result = session.scan(watched).await;
         if result.is_err() {
             // Whatever state the connection is in, it is not trusted for another scan.
             self.session = None;
         }
-        result
+        let finding = guard.lock().unwrap_or_else(|p| p.into_inner()).finding().cloned();
+        result.map(|outcome| overrule_clean(outcome, finding))
     }
+}
+
+/// A clean verdict does not stand when the guard saw what the engine skips.
+fn overrule_clean(mut outcome: ScanOutcome, finding: Option<ArchiveFinding>) -> ScanOutcome {
+    if let (Verdict::Clean, Some(finding)) = (&outcome.verdict, finding) {
+        tracing::warn!(
+            depth = finding.depth,
+            size = finding.size,
+            "archive member larger than clamd scans; unscannable, not clean"
+        );
+        outcome.verdict = Verdict::Unscannable {
+            reason: QuarantineReason::Unscannable,
+            signature: Some(ArchiveFinding::SIGNATURE.into()),
+        };
+    }
+    outcome
 }
 
 impl Actor for Scanner {
@@ -64,6 +106,7 @@ impl Actor for Scanner {
     async fn pre_start(&self, _: ActorRef<ScanJob>, args: ScannerArgs) -> Result<ScannerState, ActorProcessingErr> {
         Ok(ScannerState {
             engine: args.engine,
+            archive_member_limit: args.archive_member_limit,
             slot: args.slot,
             session: None,
         })

@@ -99,9 +99,11 @@ impl SupervisorState {
             }
             Stage::ScanPool => {
                 let engine = w.ports.scanner.clone();
+                let archive_member_limit = w.config.archive_member_limit;
                 let spawn: SpawnWorker<ScanJob> = Arc::new(move |slot, pool| {
                     let args = ScannerArgs {
                         engine: engine.clone(),
+                        archive_member_limit,
                         slot,
                     };
                     Box::pin(async move { Ok(Actor::spawn_linked(None, Scanner, args, pool).await?.0) })

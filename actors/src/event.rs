@@ -7,8 +7,9 @@ use serde_json::Value;
 
 use crate::model::{EventShape, ObjectRecord, ObjectRef};
 
-/// Longest key S3 accepts, in bytes.
-pub const MAX_KEY_BYTES: usize = 1024;
+/// S3 allows 1024-byte keys; the quarantine report goes to `<key>.report.json`, 12 bytes more,
+/// so a longer key could be scanned but its report never stored.
+pub const MAX_KEY_BYTES: usize = 1024 - ".report.json".len();
 
 /// What one SQS message body turned out to be.
 #[derive(Debug, PartialEq)]
@@ -200,7 +201,7 @@ pub fn decode_event_key(encoded: &str) -> Result<String, KeyProblem> {
 }
 
 /// Accepts `<submission_guid>/<filename>` keys: two or more segments, none empty, none `.` or
-/// `..`, no control characters, at most 1024 bytes. Nested folders, spaces and Unicode are fine.
+/// `..`, no control characters, at most [`MAX_KEY_BYTES`] (1012) bytes. Nested folders, spaces and Unicode are fine.
 pub fn validate_key(key: &str) -> Result<(), KeyProblem> {
     if key.len() > MAX_KEY_BYTES {
         return Err(KeyProblem::TooLong);

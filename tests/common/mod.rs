@@ -7,6 +7,7 @@
 
 #![allow(dead_code)]
 
+pub mod archives;
 pub mod faults;
 
 use std::collections::HashMap;
@@ -465,9 +466,13 @@ impl Drop for LocalClamd {
     }
 }
 
-/// The object keys of the S3 records in a queue message body (plain, or SNS-wrapped).
+/// The object keys in a forwarded message body: S3 records (form-encoded keys) or an
+/// EventBridge event (plain key).
 pub fn record_keys(message: &Message) -> Vec<String> {
     let body: serde_json::Value = serde_json::from_str(message.body.as_deref().unwrap_or("")).unwrap_or_default();
+    if let Some(key) = body.pointer("/detail/object/key").and_then(|key| key.as_str()) {
+        return vec![key.to_owned()];
+    }
     body["Records"]
         .as_array()
         .map(|records| {

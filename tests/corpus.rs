@@ -155,7 +155,7 @@ async fn run(env: &TestEnv, vars: &std::collections::HashMap<String, String>, ca
                             Some(format!("report names {}", report["key"]))
                         } else if !quarantined.contains(key) {
                             Some("object not in quarantine".to_owned())
-                        } else if notified.get(key).is_none() {
+                        } else if !notified.contains_key(key) {
                             Some("no notification".to_owned())
                         } else {
                             None

@@ -72,9 +72,9 @@ pub async fn ports(settings: &Settings) -> Result<(PipelinePorts, clamd::Clamd),
     Ok((ports, clamd))
 }
 
-/// Runs avscan until `shutdown` resolves, then drains within the grace period.
-pub async fn run(settings: Settings, shutdown: impl std::future::Future<Output = ()>) -> Result<(), RunError> {
-    let (ports, clamd) = ports(&settings).await?;
+/// Connects the adapters, waits for clamd and starts the pipeline.
+async fn start(settings: &Settings) -> Result<Pipeline, RunError> {
+    let (ports, clamd) = ports(settings).await?;
     clamd
         .wait_ready(settings.clamd_ready_timeout)
         .await
@@ -87,9 +87,23 @@ pub async fn run(settings: Settings, shutdown: impl std::future::Future<Output =
         Ok(version) => tracing::info!(address = %settings.clamd_address, %version, "clamd ready"),
         Err(err) => tracing::warn!(error = %err, "clamd answered PING but not VERSION"),
     }
-    let mut pipeline = Pipeline::start(settings.pipeline.clone(), ports)
+    Pipeline::start(settings.pipeline.clone(), ports)
         .await
-        .map_err(|err| RunError::Start(err.to_string()))?;
+        .map_err(|err| RunError::Start(err.to_string()))
+}
+
+/// Runs avscan until `shutdown` resolves, then drains within the grace period.
+pub async fn run(settings: Settings, shutdown: impl std::future::Future<Output = ()>) -> Result<(), RunError> {
+    // Listening for the signal from the start: a SIGTERM while avscan still waits for clamd or
+    // resolves queues is a clean stop too, with nothing in flight.
+    tokio::pin!(shutdown);
+    let mut pipeline = tokio::select! {
+        () = &mut shutdown => {
+            tracing::info!("shutdown requested before the pipeline started");
+            return Ok(());
+        }
+        started = start(&settings) => started?,
+    };
     tracing::info!(
         inbound = %settings.inbound_queue,
         max_in_flight = settings.pipeline.max_in_flight,

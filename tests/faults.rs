@@ -433,3 +433,14 @@ async fn two_processes_on_one_queue_handle_each_object_without_doubling_effects(
     assert_eq!(first.stop().await, Some(0));
     assert_eq!(second.stop().await, Some(0));
 }
+
+#[tokio::test]
+async fn sigterm_before_the_pipeline_started_is_a_clean_stop() {
+    let clamd = LocalClamd::configure(""); // never started
+    let env = TestEnv::new(true).await;
+    let mut vars = env.avscan_env();
+    vars.insert("CLAMD_ADDRESS".into(), clamd.address());
+    let avscan = Avscan::start(&vars);
+    avscan.wait_for_log("waiting for clamd", WAIT).await;
+    assert_eq!(avscan.stop().await, Some(0));
+}

@@ -456,6 +456,17 @@ impl LocalClamd {
     }
 }
 
+impl LocalClamd {
+    /// Kills clamd (SIGKILL, as a crash or an OOM kill would) and starts it again at once.
+    pub fn restart(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        self.start();
+    }
+}
+
 impl Drop for LocalClamd {
     fn drop(&mut self) {
         if let Some(mut child) = self.child.take() {

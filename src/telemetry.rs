@@ -1,14 +1,33 @@
 //! Logging set-up: human-readable lines on stderr, filtered by `RUST_LOG` (default `info`).
+//!
+//! Whatever `RUST_LOG` asks for, the AWS SDK's and the HTTP stack's TRACE events are dropped:
+//! they print whole request and response bodies (SQS messages, S3 error bodies), and avscan's
+//! logs carry keys and ids only, never payloads.
 
 use std::io::IsTerminal;
 
-use tracing_subscriber::EnvFilter;
+use tracing::{Level, Metadata};
+use tracing_subscriber::filter::{filter_fn, FilterExt};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
+
+/// Crates whose TRACE output includes payloads.
+const PAYLOAD_LOGGING_TARGETS: [&str; 5] = ["aws_smithy", "aws_sdk", "aws_config", "hyper", "h2"];
+
+fn may_carry_payload(metadata: &Metadata<'_>) -> bool {
+    *metadata.level() == Level::TRACE
+        && PAYLOAD_LOGGING_TARGETS
+            .iter()
+            .any(|target| metadata.target().starts_with(target))
+}
 
 pub fn init() {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let requested = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = requested.and(filter_fn(|metadata| !may_carry_payload(metadata)));
+    let fmt = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
-        .init();
+        .with_filter(filter);
+    tracing_subscriber::registry().with(fmt).init();
 }

@@ -251,6 +251,8 @@ struct HttpState {
     injected: HashMap<String, u64>,
     /// Every request body of these operations, for tests that look at what was retried.
     recorded: HashMap<String, Vec<Bytes>>,
+    /// (operation, resource) of every request: the bucket, queue or topic name it acted on.
+    targets: std::collections::BTreeSet<(String, String)>,
 }
 
 pub struct HttpFaultProxy {
@@ -310,6 +312,12 @@ impl HttpFaultProxy {
         lock(&self.state).injected.get(operation).copied().unwrap_or(0)
     }
 
+    /// Every (operation, bucket / queue / topic name) seen; a copy also names its source bucket
+    /// as ("CopyObject:source", bucket).
+    pub fn targets(&self) -> std::collections::BTreeSet<(String, String)> {
+        lock(&self.state).targets.clone()
+    }
+
     /// Requests seen per operation.
     pub fn calls(&self) -> HashMap<String, u64> {
         lock(&self.state).seen.clone()
@@ -355,6 +363,38 @@ pub fn operation_of(method: &str, path: &str, query: &str, headers: &hyper::Head
 
 type ProxyBody = http_body_util::combinators::BoxBody<Bytes, Infallible>;
 
+/// The resources a request acts on: the queue (SQS JSON `QueueUrl` / `QueueName`), the topic
+/// (SNS `TopicArn`), or the bucket (S3 path style, and a copy's source).
+fn targets_of(operation: &str, path: &str, headers: &hyper::HeaderMap, body: &[u8]) -> Vec<(String, String)> {
+    let last = |s: &str, separator: char| s.rsplit(separator).next().unwrap_or(s).to_owned();
+    if headers.contains_key("x-amz-target") {
+        let request: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+        let queue = request["QueueUrl"]
+            .as_str()
+            .map(|url| last(url, '/'))
+            .or_else(|| request["QueueName"].as_str().map(str::to_owned))
+            .unwrap_or_default();
+        return vec![(operation.to_owned(), queue)];
+    }
+    if let Some(arn) = std::str::from_utf8(body)
+        .ok()
+        .and_then(|body| body.split('&').find_map(|pair| pair.strip_prefix("TopicArn=")))
+    {
+        let arn = percent_encoding::percent_decode_str(arn)
+            .decode_utf8_lossy()
+            .into_owned();
+        return vec![(operation.to_owned(), last(&arn, ':'))];
+    }
+    let bucket = path.trim_start_matches('/').split('/').next().unwrap_or("").to_owned();
+    let mut targets = vec![(operation.to_owned(), bucket)];
+    if let Some(source) = headers.get("x-amz-copy-source").and_then(|v| v.to_str().ok()) {
+        let source = percent_encoding::percent_decode_str(source.trim_start_matches('/')).decode_utf8_lossy();
+        let bucket = source.split('/').next().unwrap_or("").to_owned();
+        targets.push((format!("{operation}:source"), bucket));
+    }
+    targets
+}
+
 fn respond(status: u16, body: impl Into<Bytes>) -> Response<ProxyBody> {
     Response::builder()
         .status(status)
@@ -385,8 +425,10 @@ async fn handle(
     let mut body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
     let query = parts.uri.query().unwrap_or("").to_owned();
     let operation = operation_of(parts.method.as_str(), parts.uri.path(), &query, &parts.headers, &body);
+    let targets = targets_of(&operation, parts.uri.path(), &parts.headers, &body);
     let fault = {
         let mut state = lock(&state);
+        state.targets.extend(targets);
         let count = state.seen.entry(operation.clone()).or_default();
         *count += 1;
         let count = *count;

@@ -1,0 +1,170 @@
+//! Security: object bytes never reach the logs, whatever the level, and the least-privilege IAM
+//! policy in `deploy/iam-policy.json` allows every call avscan makes and nothing broader.
+
+mod common;
+
+use std::time::Duration;
+
+use common::archives::zip_one;
+use common::faults::HttpFaultProxy;
+use common::*;
+use serde_json::{json, Value};
+
+const WAIT: Duration = Duration::from_secs(60);
+
+#[tokio::test]
+async fn logs_never_carry_object_bytes_or_event_bodies_at_any_level() {
+    let secret = format!("SECRET-OBJECT-BYTES-{}", uuid::Uuid::new_v4().simple());
+    let env = TestEnv::new(true).await;
+    let mut vars = env.avscan_env();
+    vars.insert("RUST_LOG".into(), "trace".into());
+    let avscan = Avscan::start(&vars);
+    env.put("guid-sec/clean.txt", format!("clean {secret} clean").as_bytes())
+        .await;
+    env.put(
+        "guid-sec/infected.bin",
+        [secret.as_bytes(), TEST_MARKER, secret.as_bytes()].concat().as_slice(),
+    )
+    .await;
+    env.put(
+        "guid-sec/archive.zip",
+        &zip_one("inner.txt", format!("zipped {secret}").as_bytes()),
+    )
+    .await;
+    // An invalid event carrying the secret elsewhere than in its key.
+    let mut record = s3_record(&env.unprocessed, "no-guid-segment", 5, "x");
+    record["userIdentity"] = json!({ "principalId": secret });
+    env.send_inbound(&json!({ "Records": [record] }).to_string()).await;
+
+    env.wait_for_object(&env.quarantine, "guid-sec/infected.bin.report.json", WAIT)
+        .await;
+    assert_eq!(env.drain_forwarded(2, WAIT).await.len(), 2);
+    env.wait_inbound_empty(WAIT).await;
+    let log_path = avscan.log.clone();
+    assert_eq!(avscan.stop().await, Some(0));
+
+    let log = std::fs::read_to_string(log_path).unwrap();
+    // The run was logged in depth (so the check below means something)...
+    for expected in [
+        "TRACE",
+        "DEBUG",
+        "clean; forwarding",
+        "quarantined",
+        "invalid event rejected",
+    ] {
+        assert!(log.contains(expected), "log lacks {expected:?}");
+    }
+    assert!(log.contains("guid-sec/infected.bin"), "keys are logged");
+    // ...and no byte of any object, nor the event body, is in it.
+    let leaks: Vec<&str> = log.lines().filter(|line| line.contains(&secret)).collect();
+    assert!(
+        leaks.is_empty(),
+        "object or event bytes in the log:\n{}",
+        leaks.join("\n")
+    );
+    assert!(
+        !log.contains(std::str::from_utf8(TEST_MARKER).unwrap()),
+        "the marker bytes are in the log"
+    );
+}
+
+/// The placeholder a resource name stands for in `deploy/iam-policy.json`.
+fn placeholder(env: &TestEnv, resource: &str) -> &'static str {
+    match resource {
+        r if r == env.unprocessed => "UNPROCESSED_BUCKET",
+        r if r == env.quarantine => "QUARANTINE_BUCKET",
+        r if r == env.inbound_name => "VIRUS_SCANNING_QUEUE",
+        r if r == env.validation_name => "VALIDATION_QUEUE",
+        r if r == env.rejected_name => "REJECTED_EVENTS_QUEUE",
+        r if env.topic_arn.ends_with(&format!(":{r}")) => "VIRUS_NOTIFICATION_TOPIC",
+        other => panic!("avscan called an unknown resource {other:?}"),
+    }
+}
+
+/// The IAM actions an API operation needs on its resource.
+fn actions_for(operation: &str) -> &'static [&'static str] {
+    match operation {
+        "GetQueueUrl" => &["sqs:GetQueueUrl"],
+        "ReceiveMessage" => &["sqs:ReceiveMessage"],
+        "DeleteMessage" | "DeleteMessageBatch" => &["sqs:DeleteMessage"],
+        "ChangeMessageVisibility" | "ChangeMessageVisibilityBatch" => &["sqs:ChangeMessageVisibility"],
+        "SendMessage" | "SendMessageBatch" => &["sqs:SendMessage"],
+        "GetObject" | "HeadObject" => &["s3:GetObject"],
+        "CopyObject:source" | "UploadPartCopy:source" => &["s3:GetObject", "s3:GetObjectTagging"],
+        "CopyObject" | "PutObject" | "CreateMultipartUpload" | "UploadPartCopy" | "CompleteMultipartUpload" => {
+            &["s3:PutObject"]
+        }
+        "DeleteObject" => &["s3:DeleteObject"],
+        "Publish" => &["sns:Publish"],
+        other => panic!("no IAM mapping for {other}: add it here and to deploy/iam-policy.json"),
+    }
+}
+
+fn policy_allows(policy: &Value, action: &str, resource_placeholder: &str) -> bool {
+    policy["Statement"].as_array().unwrap().iter().any(|statement| {
+        let listed = |field: &str| -> Vec<String> {
+            match &statement[field] {
+                Value::String(one) => vec![one.clone()],
+                Value::Array(many) => many.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect(),
+                _ => Vec::new(),
+            }
+        };
+        statement["Effect"] == "Allow"
+            && listed("Action").iter().any(|a| a == action)
+            && listed("Resource").iter().any(|r| {
+                r.ends_with(&format!(":{resource_placeholder}"))
+                    || r.ends_with(&format!(":::{resource_placeholder}/*"))
+                    || r.ends_with(&format!(":::{resource_placeholder}"))
+            })
+    })
+}
+
+#[tokio::test]
+async fn the_iam_policy_allows_every_call_avscan_makes_and_nothing_broader() {
+    let policy: Value = serde_json::from_str(
+        &std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/iam-policy.json")).unwrap(),
+    )
+    .unwrap();
+    // Nothing broader: no wildcard action or resource anywhere.
+    for statement in policy["Statement"].as_array().unwrap() {
+        let text = statement.to_string();
+        assert!(!text.contains("\"*\""), "wildcard in {text}");
+        assert!(!text.contains(":*\""), "service-wide action in {text}");
+    }
+
+    // Every call of a run that forwards, quarantines, rejects and drops, through a recording proxy.
+    let proxy = HttpFaultProxy::start(endpoint()).await;
+    let env = TestEnv::new(true).await;
+    let mut vars = env.avscan_env();
+    for service in ["S3", "SQS", "SNS"] {
+        vars.insert(format!("AWS_{service}_ENDPOINT_URL"), proxy.url.clone());
+    }
+    let avscan = Avscan::start(&vars);
+    env.put("guid-iam/clean.txt", b"clean").await;
+    env.put("guid-iam/evil.com", EICAR).await;
+    env.send_inbound("not an event").await;
+    env.send_inbound(&json!({ "Records": [s3_record(&env.unprocessed, "guid-iam/gone.txt", 1, "abc")] }).to_string())
+        .await;
+    env.wait_for_object(&env.quarantine, "guid-iam/evil.com.report.json", WAIT)
+        .await;
+    assert_eq!(env.drain_forwarded(1, WAIT).await.len(), 1);
+    env.wait_inbound_empty(WAIT).await;
+    assert_eq!(avscan.stop().await, Some(0));
+
+    let targets = proxy.targets();
+    assert!(targets.len() >= 8, "too few calls recorded: {targets:?}");
+    let mut missing = Vec::new();
+    for (operation, resource) in &targets {
+        let resource = placeholder(&env, resource);
+        for action in actions_for(operation) {
+            if !policy_allows(&policy, action, resource) {
+                missing.push(format!("{action} on {resource} (for {operation})"));
+            }
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "deploy/iam-policy.json lacks:\n{}",
+        missing.join("\n")
+    );
+}

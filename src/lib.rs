@@ -5,6 +5,7 @@
 pub mod aws;
 pub mod clamd;
 pub mod config;
+pub mod limits;
 pub mod telemetry;
 
 use std::sync::Arc;
@@ -24,6 +25,8 @@ pub enum RunError {
     },
     #[error(transparent)]
     Queue(#[from] avscan_actors::ports::QueueError),
+    #[error(transparent)]
+    ClamdLimits(#[from] limits::LimitError),
     #[error("pipeline failed to start: {0}")]
     Start(String),
     #[error("pipeline stopped: {0}")]
@@ -87,6 +90,12 @@ async fn start(settings: &Settings) -> Result<Pipeline, RunError> {
         Ok(version) => tracing::info!(address = %settings.clamd_address, %version, "clamd ready"),
         Err(err) => tracing::warn!(error = %err, "clamd answered PING but not VERSION"),
     }
+    let member_limit = settings.pipeline.archive_member_limit;
+    limits::verify_member_limit(&clamd, member_limit).await?;
+    tracing::info!(
+        clamd_max_file_size = member_limit,
+        "clamd scans archive members up to CLAMD_MAX_FILE_SIZE"
+    );
     Pipeline::start(settings.pipeline.clone(), ports)
         .await
         .map_err(|err| RunError::Start(err.to_string()))

@@ -670,22 +670,38 @@ async fn clamd_limits_are_unscannable_and_the_zip_hole_is_closed() {
 }
 
 #[tokio::test]
-async fn the_zip_hole_is_real_clamd_passes_it_and_only_the_archive_guard_stops_it() {
-    // The same clamd, but avscan told that clamd scans members up to 1000 MB: the guard never
-    // fires, and the hole zip is forwarded as clean. This is what the defence prevents.
+async fn the_zip_hole_is_real_clamd_passes_it_and_avscan_refuses_a_limit_above_clamds() {
+    use avscan_actors::ports::{ObjectBody, ScanEngine};
+    use futures::StreamExt;
+
     let clamd = limited_clamd();
+    // clamd alone: the hole zip is `stream: OK`, though its member holds the test marker. Only
+    // the archive guard stands between it and the outbound queue (see the corpus above).
+    let client = avscan::clamd::Clamd::new(clamd.address().parse().unwrap(), 65536, Duration::from_secs(10));
+    client.wait_ready(Duration::from_secs(30)).await.unwrap();
+    let hole = hole_zip(11 * MIB);
+    let mut session = client.connect().await.unwrap();
+    let outcome = session
+        .scan(ObjectBody {
+            content_length: hole.len() as u64,
+            chunks: futures::stream::iter([Ok(bytes::Bytes::from(hole))]).boxed(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        outcome.verdict,
+        avscan_actors::model::Verdict::Clean,
+        "clamd no longer has the hole: the archive guard may be revisited"
+    );
+
+    // The guard's limit must not exceed clamd's MaxFileSize: avscan checks at start-up and
+    // refuses, naming the variable.
     let env = TestEnv::new(true).await;
     let mut vars = env.avscan_env();
     vars.insert("CLAMD_ADDRESS".into(), clamd.address());
-    vars.insert("CLAMD_MAX_FILE_SIZE".into(), "1000".into());
+    vars.insert("CLAMD_MAX_FILE_SIZE".into(), "11".into());
     let avscan = Avscan::start(&vars);
-    env.put("guid-h/hole.zip", &hole_zip(11 * MIB)).await;
-    let forwarded = env.drain_forwarded(1, WAIT).await;
-    assert_eq!(
-        forwarded.get("guid-h/hole.zip"),
-        Some(&1),
-        "clamd no longer has the hole: revisit the archive guard; log:\n{}",
-        avscan.log_text()
-    );
-    assert_eq!(avscan.stop().await, Some(0));
+    avscan.wait_for_log("CLAMD_MAX_FILE_SIZE (11 MB)", WAIT).await;
+    assert!(avscan.log_text().contains("Heuristics.Limits.Exceeded.MaxFileSize"));
+    assert_eq!(avscan.wait_exit().await, Some(1));
 }

@@ -375,6 +375,19 @@ impl Avscan {
         self.child.as_ref().unwrap().id()
     }
 
+    /// Waits for avscan to exit on its own; returns the exit code.
+    pub async fn wait_exit(mut self) -> Option<i32> {
+        let mut child = self.child.take().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status.code();
+            }
+            assert!(Instant::now() < deadline, "avscan did not exit");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// SIGTERM, then waits for the exit; returns the exit code.
     pub async fn stop(mut self) -> Option<i32> {
         let mut child = self.child.take().unwrap();

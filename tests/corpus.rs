@@ -430,6 +430,7 @@ async fn hostile_keys_read_the_right_object_or_are_rejected() {
     ];
     // Keys S3 would not store, or that must never be processed: events queued by hand.
     let too_long = format!("guid-k/{}", "x".repeat(event_key_limit() + 1 - "guid-k/".len()));
+    let s3_longest = format!("guid-k/{}", "y".repeat(1024 - "guid-k/".len()));
     let invalid = [
         ("parent segments", "../../x"),
         ("current segment", "./x"),
@@ -446,6 +447,10 @@ async fn hostile_keys_read_the_right_object_or_are_rejected() {
         ("leading slash", "/guid-k/x.txt"),
         ("empty key", ""),
         ("one byte too long", too_long.as_str()),
+        (
+            "S3's longest key, 1024 bytes: its report key would not fit",
+            s3_longest.as_str(),
+        ),
     ];
     for (name, key) in invalid {
         let record = s3_record(&env.unprocessed, key, 5, "0123456789abcdef0123456789abcdef");

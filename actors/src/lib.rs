@@ -7,14 +7,14 @@
 //! ```text
 //!                 permits (max_in_flight)
 //!                         │
-//!  inbound SQS ──► Poller ─┴─► FetchPool ──► Fetcher ×F ──(body stream)──► ScanPool ──► Scanner ×C ──► clamd
+//!  inbound SQS ──► Poller ─┴─► FetchPool ──► Fetcher ×F ──(body stream)──► ScanPool ──► Scanner ×C ──(archive guard)──► clamd
 //!                    │              (GET object)        ◄──── verdict ────────┘
 //!                    │                   │
 //!                    │                   ▼
 //!                    │                Router ──clean──► Forwarder ──► outbound SQS
 //!                    │                   └──infected / unscannable / stale──► Quarantiner ──► S3 + SNS
 //!                    │
-//!                    └─ every record carries a RecordTicket ─► (all resolved) ─► Acker ──► delete / release
+//!                    └─ every record carries a RecordTicket ─► (all resolved) ─► Acker ──► batch delete / release
 //!                                                                                 └─ heartbeat: extend visibility
 //! ```
 //!
@@ -34,6 +34,9 @@
 //!   is after every effect of every record succeeded. Any `retry` releases the whole message with a
 //!   backoff so it comes back; duplicates are preferred over loss.
 //! * While a message is in flight the acker's heartbeat extends its visibility timeout.
+//! * A verdict is only ever as certain as clamd's exact `stream: OK`; the
+//!   [`ArchiveGuard`](archive_guard::ArchiveGuard) on the way to clamd can turn clean into
+//!   unscannable, never the other way.
 
 pub mod actors;
 pub mod archive_guard;

@@ -509,9 +509,11 @@ pub fn record_keys(message: &Message) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// The `key` of each quarantine notification (SNS envelope around the report).
+/// The `key` of each quarantine notification (SNS envelope around the report). Checks on the
+/// way that the subject is the fixed one: a key (user input) never reaches it.
 pub fn notified_key(message: &Message) -> String {
     let envelope: serde_json::Value = serde_json::from_str(message.body.as_deref().unwrap()).unwrap();
+    assert_eq!(envelope["Subject"], "avscan: object quarantined");
     let report: serde_json::Value = serde_json::from_str(envelope["Message"].as_str().unwrap()).unwrap();
     report["key"].as_str().unwrap().to_owned()
 }

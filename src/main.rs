@@ -40,12 +40,14 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    avscan::telemetry::init();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("tokio runtime");
-    match runtime.block_on(avscan::run(settings, shutdown_signal())) {
+    // Handlers first, so that a SIGTERM during start-up is a clean stop, not a kill.
+    let signals = runtime.block_on(async { Signals::register() });
+    avscan::telemetry::init();
+    match runtime.block_on(avscan::run(settings, signals.recv())) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             tracing::error!(error = %err, "avscan stopped");
@@ -54,11 +56,25 @@ fn main() -> ExitCode {
     }
 }
 
-async fn shutdown_signal() {
-    let mut terminate =
-        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = terminate.recv() => {}
+/// SIGTERM and SIGINT, listened for from the moment they are registered.
+struct Signals {
+    terminate: tokio::signal::unix::Signal,
+    interrupt: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn register() -> Self {
+        use tokio::signal::unix::{signal, SignalKind};
+        Self {
+            terminate: signal(SignalKind::terminate()).expect("SIGTERM handler"),
+            interrupt: signal(SignalKind::interrupt()).expect("SIGINT handler"),
+        }
+    }
+
+    async fn recv(mut self) {
+        tokio::select! {
+            _ = self.terminate.recv() => {}
+            _ = self.interrupt.recv() => {}
+        }
     }
 }

@@ -19,7 +19,8 @@ run: stack
 	.venv/bin/python compose/demo.py --delay 3 &
 	set -a && . ./$(STACK_ENV) && set +a && exec ./target/debug/avscan run
 
-# The whole suite: unit, actor and integration tests against the real clamd and emulator.
+# The whole suite against the real clamd and emulator: unit, actor, integration, the fault suite,
+# the hostile-input corpus, property tests and a 300-object soak.
 test: stack
 	$(CARGO) test --workspace --all-targets
 

@@ -29,7 +29,8 @@ test: stack
 # line (lost and wrongly routed must be 0). `make test` runs the same test with 300 objects.
 SOAK_OBJECTS ?= 10000
 soak: stack
-	AVSCAN_SOAK_OBJECTS=$(SOAK_OBJECTS) $(CARGO) test --test soak -- --nocapture
+	AVSCAN_SOAK_OBJECTS=$(SOAK_OBJECTS) $(CARGO) test --test soak -- --nocapture; \
+		status=$$?; bash compose/stack.sh reset; exit $$status
 
 lint:
 	$(CARGO) fmt --all --check

@@ -5,6 +5,7 @@
 # not running.
 #
 #   compose/stack.sh up      install + start + create resources (writes .stack/avscan.env)
+#   compose/stack.sh reset   empty the emulator and create the resources again
 #   compose/stack.sh down    stop clamd and moto
 #   compose/stack.sh status
 set -euo pipefail
@@ -61,8 +62,9 @@ start_clamd() {
 }
 
 moto_up() {
-    python3 -c "import urllib.request,sys; urllib.request.urlopen(sys.argv[1], timeout=1)" \
-        "http://127.0.0.1:$moto_port/moto-api/data.json" >/dev/null 2>&1
+    # The dashboard page: cheap however much state moto holds (data.json is not).
+    python3 -c "import urllib.request,sys; urllib.request.urlopen(sys.argv[1], timeout=5)" \
+        "http://127.0.0.1:$moto_port/moto-api/" >/dev/null 2>&1
 }
 
 start_moto() {
@@ -86,6 +88,14 @@ case "${1:-up}" in
         start_moto
         "$venv/bin/python" "$repo/compose/resources.py" --endpoint "http://127.0.0.1:$moto_port" --env-file "$state/avscan.env"
         log "up: clamd tcp://127.0.0.1:3310, moto http://127.0.0.1:$moto_port"
+        ;;
+    reset)
+        # Forgets everything the tests left in the emulator (a 10,000-object soak leaves GBs),
+        # then creates the local stack's resources again.
+        python3 -c "import urllib.request,sys; urllib.request.urlopen(urllib.request.Request(sys.argv[1], method='POST'), timeout=60)" \
+            "http://127.0.0.1:$moto_port/moto-api/reset" >/dev/null
+        "$venv/bin/python" "$repo/compose/resources.py" --endpoint "http://127.0.0.1:$moto_port" --env-file "$state/avscan.env"
+        log "reset: emulator emptied, resources created again"
         ;;
     down)
         [ -f "$state/clamd.pid" ] && kill "$(cat "$state/clamd.pid")" 2>/dev/null || true

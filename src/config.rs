@@ -108,7 +108,7 @@ pub struct RunArgs {
     /// Longest wait for one clamd read or write, seconds; a stall beyond it is retried.
     #[arg(long, env = "CLAMD_TIMEOUT", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
     pub clamd_timeout: u64,
-    /// How long to wait at start for clamd to answer PING, seconds.
+    /// How long to wait at start for clamd to answer PING and scan the start-up canary, seconds.
     #[arg(long, env = "CLAMD_READY_TIMEOUT", default_value_t = 120)]
     pub clamd_ready_timeout: u64,
     /// Concurrent S3 GETs; each streams into a clamd connection.

@@ -91,7 +91,19 @@ async fn start(settings: &Settings) -> Result<Pipeline, RunError> {
         Err(err) => tracing::warn!(error = %err, "clamd answered PING but not VERSION"),
     }
     let member_limit = settings.pipeline.archive_member_limit;
-    limits::verify_member_limit(&clamd, member_limit).await?;
+    // A clamd that cannot finish one scan is not ready either: keep trying until the ready
+    // timeout. Only a definite answer below the limit stops avscan at once.
+    let deadline = tokio::time::Instant::now() + settings.clamd_ready_timeout;
+    loop {
+        match limits::verify_member_limit(&clamd, member_limit).await {
+            Ok(()) => break,
+            Err(limits::LimitError::Scan(err)) if tokio::time::Instant::now() < deadline => {
+                tracing::warn!(error = %err, "clamd could not scan the start-up canary; trying again");
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            }
+            Err(err) => return Err(err.into()),
+        }
+    }
     tracing::info!(
         clamd_max_file_size = member_limit,
         "clamd scans archive members up to CLAMD_MAX_FILE_SIZE"

@@ -5,6 +5,7 @@ mod common;
 
 use std::time::Duration;
 
+use common::faults;
 use common::*;
 use serde_json::{json, Value};
 
@@ -241,7 +242,35 @@ async fn an_object_overwritten_after_its_event_is_dropped_and_the_newer_one_scan
 
 #[tokio::test]
 async fn a_scanner_error_keeps_the_message_on_the_queue() {
-    // A "clamd" that answers PING and then drops every session: no verdict is ever given.
+    // clamd answers PING and the start-up canary, then every scan connection is reset: no
+    // verdict is ever given.
+    let proxy = faults::TcpFaultProxy::start(faults::Upstream::from_clamd_address(&clamd_address())).await;
+    let env = TestEnv::new(true).await;
+    let mut vars = env.avscan_env();
+    vars.insert("CLAMD_ADDRESS".into(), proxy.clamd_address());
+    let avscan = Avscan::start(&vars);
+    avscan.wait_for_log("avscan running", WAIT).await;
+    proxy.set(faults::TcpFault::ResetAfter(0));
+    env.put("guid/x.txt", b"unscanned").await;
+    avscan.wait_for_log("message will be retried", WAIT).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let code = avscan.stop().await;
+    assert_eq!(code, Some(0));
+    // Still there (it may be invisible for its retry backoff), and nothing went anywhere.
+    let depth = env.queue_depth(&env.inbound_url).await;
+    assert!(depth >= 1, "the event must stay on the queue");
+    assert!(env
+        .receive(&env.validation_url, 1, Duration::from_secs(1))
+        .await
+        .is_empty());
+    assert!(env.keys(&env.quarantine).await.is_empty());
+    assert_eq!(env.keys(&env.unprocessed).await, vec!["guid/x.txt"]);
+}
+
+#[tokio::test]
+async fn a_clamd_that_never_finishes_a_scan_is_not_ready_and_avscan_exits_1() {
+    // A "clamd" that answers PING and VERSION and drops every session: the start-up canary never
+    // gets an answer, so avscan never starts taking messages.
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
     tokio::spawn(async move {
@@ -263,21 +292,20 @@ async fn a_scanner_error_keeps_the_message_on_the_queue() {
     let env = TestEnv::new(true).await;
     let mut vars = env.avscan_env();
     vars.insert("CLAMD_ADDRESS".into(), format!("tcp://{address}"));
+    vars.insert("CLAMD_READY_TIMEOUT".into(), "3".into());
     let avscan = Avscan::start(&vars);
-    env.put("guid/x.txt", b"unscanned").await;
-    avscan.wait_for_log("message will be retried", WAIT).await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let code = avscan.stop().await;
-    assert_eq!(code, Some(0));
-    // Still there (it may be invisible for its retry backoff), and nothing went anywhere.
-    let depth = env.queue_depth(&env.inbound_url).await;
-    assert!(depth >= 1, "the event must stay on the queue");
-    assert!(env
-        .receive(&env.validation_url, 1, Duration::from_secs(1))
-        .await
-        .is_empty());
+    env.put("guid/x.txt", b"never scanned").await;
+    avscan.wait_for_log("could not scan the start-up canary", WAIT).await;
+    let log_path = avscan.log.clone();
+    assert_eq!(avscan.wait_exit().await, Some(1));
+    assert!(std::fs::read_to_string(log_path)
+        .unwrap()
+        .contains("could not check clamd's MaxFileSize"));
+    assert!(
+        env.queue_depth(&env.inbound_url).await >= 1,
+        "the event stays on the queue"
+    );
     assert!(env.keys(&env.quarantine).await.is_empty());
-    assert_eq!(env.keys(&env.unprocessed).await, vec!["guid/x.txt"]);
 }
 
 #[tokio::test]

@@ -174,6 +174,30 @@ async fn a_stream_stalled_in_silence_times_out_before_the_visibility_timeout_and
 }
 
 #[tokio::test]
+async fn a_stream_cut_short_on_its_way_to_clamd_gets_no_verdict_and_is_retried() {
+    // clamd sees the stream end mid-chunk (FIN): it closes without a reply, never judges a prefix.
+    let proxy = TcpFaultProxy::start(Upstream::from_clamd_address(&clamd_address())).await;
+    let env = TestEnv::new(true).await;
+    let mut vars = env.avscan_env();
+    vars.insert("CLAMD_ADDRESS".into(), proxy.clamd_address());
+    let avscan = Avscan::start(&vars);
+    avscan.wait_for_log("avscan running", WAIT).await;
+
+    proxy.set(TcpFault::TruncateAfter(300_000));
+    let (clean, infected) = upload_mix(&env, "guid-truncate", 2, 1, MIB).await;
+    avscan.wait_for_log("message will be retried", WAIT).await;
+    assert!(env
+        .receive(&env.validation_url, 1, Duration::from_secs(1))
+        .await
+        .is_empty());
+    assert!(env.keys(&env.quarantine).await.is_empty());
+    proxy.set(TcpFault::Pass);
+    let (forwarded, _) = assert_all_finished(&env, &clean, &infected, &|| avscan.log_text()).await;
+    assert_eq!(forwarded, once_each(&clean));
+    assert_eq!(avscan.stop().await, Some(0));
+}
+
+#[tokio::test]
 async fn clamds_own_command_read_timeout_is_a_retry_never_a_verdict() {
     // clamd gives up on a silent stream after 1 s with `COMMAND READ TIMED OUT`, well before
     // avscan's own timeout.

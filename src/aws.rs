@@ -15,7 +15,7 @@ use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_sdk_s3::error::{DisplayErrorContext, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, MetadataDirective};
-use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, MessageSystemAttributeName};
+use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, MessageSystemAttributeName, QueueAttributeName};
 use bytes::Bytes;
 use futures::StreamExt;
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
@@ -127,6 +127,30 @@ pub async fn queue_url(client: &aws_sdk_sqs::Client, name_or_url: &str) -> Resul
         queue: name_or_url.to_owned(),
         detail: "no url in reply".into(),
     })
+}
+
+/// Messages waiting on a queue (ApproximateNumberOfMessages); also proves the queue exists.
+pub async fn queue_depth(client: &aws_sdk_sqs::Client, url: &str) -> Result<u64, QueueError> {
+    let output = client
+        .get_queue_attributes()
+        .queue_url(url)
+        .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
+        .send()
+        .await
+        .map_err(|err| QueueError {
+            operation: "GetQueueAttributes",
+            queue: url.to_owned(),
+            detail: detail(err),
+        })?;
+    Ok(output
+        .attributes
+        .and_then(|attributes| {
+            attributes
+                .get(&QueueAttributeName::ApproximateNumberOfMessages)
+                .cloned()
+        })
+        .and_then(|depth| depth.parse().ok())
+        .unwrap_or(0))
 }
 
 /// The inbound queue.

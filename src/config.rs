@@ -25,6 +25,9 @@ pub struct Cli {
 pub enum Command {
     /// Run the scanner until SIGTERM or SIGINT.
     Run(Box<RunArgs>),
+    /// Check the configuration against the real services: clamd (PING, VERSION, its
+    /// MaxFileSize), every queue, both buckets and the topic; one line each, exit 1 on a failure.
+    Check(Box<RunArgs>),
 }
 
 /// One AWS service's connection overrides (`AWS_<SERVICE>_*`); unset ones fall back to the

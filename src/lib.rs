@@ -3,6 +3,7 @@
 //! shutdown signal. The pipeline itself is the `avscan-actors` crate.
 
 pub mod aws;
+pub mod check;
 pub mod clamd;
 pub mod config;
 pub mod limits;

@@ -1,5 +1,6 @@
 //! The `avscan` binary: reads the configuration (environment, `.env`, flags), sets up logging,
-//! and runs the pipeline until SIGTERM or SIGINT.
+//! and runs the pipeline until SIGTERM or SIGINT (`avscan run`), or checks the configuration
+//! against the real services (`avscan check`).
 //!
 //! Exit codes: 0 after a clean shutdown, 1 when avscan could not run or gave up (clamd never
 //! ready, a queue missing, a restart storm), 2 for a configuration error.
@@ -32,7 +33,10 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let Command::Run(args) = cli.command;
+    let (args, checking) = match cli.command {
+        Command::Run(args) => (args, false),
+        Command::Check(args) => (args, true),
+    };
     let settings = match args.settings() {
         Ok(settings) => settings,
         Err(err) => {
@@ -44,6 +48,12 @@ fn main() -> ExitCode {
         .enable_all()
         .build()
         .expect("tokio runtime");
+    if checking {
+        return match runtime.block_on(avscan::check::check(&settings)) {
+            true => ExitCode::SUCCESS,
+            false => ExitCode::FAILURE,
+        };
+    }
     // Handlers first, so that a SIGTERM during start-up is a clean stop, not a kill.
     let signals = runtime.block_on(async { Signals::register() });
     avscan::telemetry::init();

@@ -96,6 +96,10 @@ fn actions_for(operation: &str) -> &'static [&'static str] {
         }
         "DeleteObject" => &["s3:DeleteObject"],
         "Publish" => &["sns:Publish"],
+        // `avscan check`
+        "GetQueueAttributes" => &["sqs:GetQueueAttributes"],
+        "HeadBucket" => &["s3:ListBucket"],
+        "GetTopicAttributes" => &["sns:GetTopicAttributes"],
         other => panic!("no IAM mapping for {other}: add it here and to deploy/iam-policy.json"),
     }
 }

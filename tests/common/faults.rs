@@ -347,7 +347,8 @@ pub fn operation_of(method: &str, path: &str, query: &str, headers: &hyper::Head
     match method {
         "GET" if has_key => "GetObject",
         "GET" => "ListObjects",
-        "HEAD" => "HeadObject",
+        "HEAD" if has_key => "HeadObject",
+        "HEAD" => "HeadBucket",
         "PUT" if copy && part => "UploadPartCopy",
         "PUT" if copy => "CopyObject",
         "PUT" if part => "UploadPart",

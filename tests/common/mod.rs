@@ -589,3 +589,26 @@ impl Avscan {
         }
     }
 }
+
+/// Runs `avscan <args>` to completion with `env` only; returns its exit code and stdout.
+pub async fn run_command(env: &HashMap<String, String>, args: &[&str]) -> (Option<i32>, String) {
+    let env = env.clone();
+    let args: Vec<String> = args.iter().map(|arg| arg.to_string()).collect();
+    tokio::task::spawn_blocking(move || {
+        let output = Command::new(env!("CARGO_BIN_EXE_avscan"))
+            .args(&args)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .envs(&env)
+            .current_dir(std::env::temp_dir())
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        (
+            output.status.code(),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+        )
+    })
+    .await
+    .unwrap()
+}

@@ -268,7 +268,9 @@ mod tests {
         let mut argv = vec!["avscan", "run"];
         argv.extend_from_slice(args);
         let cli = Cli::try_parse_from(argv).map_err(|e| e.to_string())?;
-        let Command::Run(run) = cli.command;
+        let Command::Run(run) = cli.command else {
+            unreachable!("parsed as `avscan run`")
+        };
         run.settings().map_err(|e| e.to_string())
     }
 

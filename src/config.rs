@@ -136,6 +136,15 @@ pub struct RunArgs {
     /// Seconds in-flight work may take to finish after SIGTERM before it is released.
     #[arg(long, env = "SHUTDOWN_GRACE", default_value_t = 30)]
     pub shutdown_grace: u64,
+    /// `text` (human-readable lines) or `json` (one JSON object per line); RUST_LOG filters.
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 /// A configuration problem, reported as one line naming the variable; exit code 2.
@@ -163,6 +172,7 @@ pub struct Settings {
     pub clamd_timeout: Duration,
     pub clamd_ready_timeout: Duration,
     pub shutdown_grace: Duration,
+    pub log_format: LogFormat,
 }
 
 fn required(value: &Option<String>, variable: &'static str) -> Result<String, ConfigError> {
@@ -256,6 +266,7 @@ impl RunArgs {
             clamd_timeout,
             clamd_ready_timeout: Duration::from_secs(self.clamd_ready_timeout),
             shutdown_grace: Duration::from_secs(self.shutdown_grace),
+            log_format: self.log_format,
         })
     }
 }

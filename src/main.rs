@@ -56,7 +56,7 @@ fn main() -> ExitCode {
     }
     // Handlers first, so that a SIGTERM during start-up is a clean stop, not a kill.
     let signals = runtime.block_on(async { Signals::register() });
-    avscan::telemetry::init();
+    avscan::telemetry::init(settings.log_format);
     match runtime.block_on(avscan::run(settings, signals.recv())) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {

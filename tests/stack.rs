@@ -528,3 +528,30 @@ async fn missing_configuration_exits_2_naming_the_variable() {
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("MAX_FILE_SIZE"));
 }
+
+#[tokio::test]
+async fn log_format_json_writes_one_json_object_per_line_with_facts_as_fields() {
+    let env = TestEnv::new(true).await;
+    let mut vars = env.avscan_env();
+    vars.insert("LOG_FORMAT".into(), "json".into());
+    let avscan = Avscan::start(&vars);
+    env.put("guid-json/clean file.txt", b"clean").await;
+    assert_eq!(env.drain_forwarded(1, WAIT).await.len(), 1);
+    let log_path = avscan.log.clone();
+    assert_eq!(avscan.stop().await, Some(0));
+    let log = std::fs::read_to_string(log_path).unwrap();
+    let lines: Vec<Value> = log
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|err| panic!("not JSON ({err}): {line}")))
+        .collect();
+    assert!(lines.len() > 5);
+    assert!(lines
+        .iter()
+        .all(|line| line["level"].is_string() && line["timestamp"].is_string()));
+    let forwarded = lines
+        .iter()
+        .find(|line| line["fields"]["message"] == "clean; forwarding")
+        .expect("the forwarding line");
+    assert_eq!(forwarded["fields"]["key"], "guid-json/clean file.txt");
+    assert_eq!(forwarded["fields"]["bucket"], json!(env.unprocessed));
+}

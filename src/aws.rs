@@ -20,17 +20,14 @@ use bytes::Bytes;
 use futures::StreamExt;
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 
-use crate::config::{ServiceEndpoint, Settings};
+use crate::config::ServiceEndpoint;
 
 /// The SDK's shared configuration. A region from the per-service variables short-cuts the
 /// region chain (which would otherwise probe instance metadata).
-pub async fn sdk_config(settings: &Settings) -> SdkConfig {
+pub async fn sdk_config(services: &[&ServiceEndpoint]) -> SdkConfig {
     let timeouts = TimeoutConfig::builder().connect_timeout(Duration::from_secs(5)).build();
     let mut loader = aws_config::defaults(BehaviorVersion::latest()).timeout_config(timeouts);
-    if let Some(region) = [&settings.sqs, &settings.s3, &settings.sns]
-        .iter()
-        .find_map(|s| s.region.clone())
-    {
+    if let Some(region) = services.iter().find_map(|s| s.region.clone()) {
         loader = loader.region(Region::new(region));
     }
     loader.load().await

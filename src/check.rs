@@ -69,7 +69,7 @@ pub async fn check(settings: &Settings) -> bool {
         Err(err) => report(line::<(), _>(what, Err(err), |_| String::new())),
     }
 
-    let sdk = aws::sdk_config(settings).await;
+    let sdk = aws::sdk_config(&[&settings.sqs, &settings.s3, &settings.sns]).await;
     let sqs = aws::sqs_client(&sdk, &settings.sqs, settings.wait_time);
     let mut queues = vec![
         ("VIRUS_SCANNING_QUEUE_NAME", &settings.inbound_queue),

@@ -28,6 +28,30 @@ pub enum Command {
     /// Check the configuration against the real services: clamd (PING, VERSION, its
     /// MaxFileSize), every queue, both buckets and the topic; one line each, exit 1 on a failure.
     Check(Box<RunArgs>),
+    /// Scan files or S3 objects now, through the same clamd client and rules; one line each.
+    /// Exit 0 if all are clean, 1 if any is infected or unscannable, 2 on an error (clamdscan's
+    /// convention). Needs only the clamd and AWS_S3_* settings.
+    Scan(Box<ScanArgs>),
+}
+
+#[derive(Debug, Args)]
+pub struct ScanArgs {
+    /// Local paths or s3://bucket/key addresses.
+    #[arg(required = true, value_name = "PATH | s3://BUCKET/KEY")]
+    pub inputs: Vec<String>,
+    #[command(flatten)]
+    pub config: RunArgs,
+}
+
+/// What `avscan scan` needs: clamd and S3, no queues.
+#[derive(Debug, Clone)]
+pub struct ScanSettings {
+    pub clamd_address: ClamdAddress,
+    pub clamd_chunk_size: usize,
+    pub clamd_timeout: Duration,
+    pub max_file_size: u64,
+    pub archive_member_limit: u64,
+    pub s3: ServiceEndpoint,
 }
 
 /// One AWS service's connection overrides (`AWS_<SERVICE>_*`); unset ones fall back to the
@@ -186,6 +210,26 @@ fn required(value: &Option<String>, variable: &'static str) -> Result<String, Co
 }
 
 impl RunArgs {
+    pub fn scan_settings(&self) -> ScanSettings {
+        ScanSettings {
+            clamd_address: self.clamd_address.clone(),
+            clamd_chunk_size: self.clamd_chunk_size as usize,
+            clamd_timeout: Duration::from_secs(self.clamd_timeout),
+            max_file_size: self.max_file_size.saturating_mul(1024 * 1024),
+            archive_member_limit: self.clamd_max_file_size.saturating_mul(1024 * 1024),
+            s3: self.s3_endpoint(),
+        }
+    }
+
+    fn s3_endpoint(&self) -> ServiceEndpoint {
+        ServiceEndpoint {
+            endpoint_url: self.aws_s3_endpoint_url.clone(),
+            region: self.aws_s3_region.clone(),
+            access_key_id: self.aws_s3_access_key_id.clone(),
+            secret_access_key: self.aws_s3_secret_access_key.clone(),
+        }
+    }
+
     pub fn settings(&self) -> Result<Settings, ConfigError> {
         let unprocessed = required(&self.unprocessed_bucket_name, "UNPROCESSED_BUCKET_NAME")?;
         let quarantine = required(&self.quarantine_bucket_name, "QUARANTINE_BUCKET_NAME")?;
@@ -243,12 +287,7 @@ impl RunArgs {
                 .filter(|queue| !queue.trim().is_empty()),
             topic_arn,
             wait_time: Duration::from_secs(self.virus_scanner_worker_msg_wait_time),
-            s3: ServiceEndpoint {
-                endpoint_url: self.aws_s3_endpoint_url.clone(),
-                region: self.aws_s3_region.clone(),
-                access_key_id: self.aws_s3_access_key_id.clone(),
-                secret_access_key: self.aws_s3_secret_access_key.clone(),
-            },
+            s3: self.s3_endpoint(),
             sqs: ServiceEndpoint {
                 endpoint_url: self.aws_sqs_endpoint_url.clone(),
                 region: self.aws_sqs_region.clone(),

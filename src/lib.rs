@@ -7,6 +7,7 @@ pub mod check;
 pub mod clamd;
 pub mod config;
 pub mod limits;
+pub mod scan;
 pub mod telemetry;
 
 use std::sync::Arc;
@@ -36,7 +37,7 @@ pub enum RunError {
 
 /// Builds the real adapters from the settings; resolves the queues.
 pub async fn ports(settings: &Settings) -> Result<(PipelinePorts, clamd::Clamd), RunError> {
-    let sdk = aws::sdk_config(settings).await;
+    let sdk = aws::sdk_config(&[&settings.sqs, &settings.s3, &settings.sns]).await;
     let sqs = aws::sqs_client(&sdk, &settings.sqs, settings.wait_time);
     let inbound_url = aws::queue_url(&sqs, &settings.inbound_queue).await?;
     let outbound_url = aws::queue_url(&sqs, &settings.outbound_queue).await?;

@@ -1,6 +1,6 @@
 //! The `avscan` binary: reads the configuration (environment, `.env`, flags), sets up logging,
 //! and runs the pipeline until SIGTERM or SIGINT (`avscan run`), or checks the configuration
-//! against the real services (`avscan check`).
+//! against the real services (`avscan check`), or scans files and objects now (`avscan scan`).
 //!
 //! Exit codes: 0 after a clean shutdown, 1 when avscan could not run or gave up (clamd never
 //! ready, a queue missing, a restart storm), 2 for a configuration error.
@@ -36,6 +36,15 @@ fn main() -> ExitCode {
     let (args, checking) = match cli.command {
         Command::Run(args) => (args, false),
         Command::Check(args) => (args, true),
+        Command::Scan(scan) => {
+            let settings = scan.config.scan_settings();
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("tokio runtime");
+            let outcome = runtime.block_on(avscan::scan::scan(&scan.inputs, &settings));
+            return ExitCode::from(outcome as u8);
+        }
     };
     let settings = match args.settings() {
         Ok(settings) => settings,

@@ -1,7 +1,10 @@
-//! The commands beside `run`, against the real services: `avscan check`.
+//! The commands beside `run`, against the real services: `avscan check` and `avscan scan`.
 
 mod common;
 
+use std::collections::HashMap;
+
+use common::archives::hole_zip;
 use common::*;
 
 #[tokio::test]
@@ -63,4 +66,95 @@ async fn check_reports_every_problem_it_finds_and_exits_1() {
         "{stdout}"
     );
     assert!(stdout.contains(&format!("ok   bucket UNPROCESSED_BUCKET_NAME={}", env.unprocessed)));
+}
+
+/// Only what `avscan scan` needs: clamd and S3.
+fn scan_env(env: &TestEnv) -> HashMap<String, String> {
+    env.avscan_env()
+        .into_iter()
+        .filter(|(name, _)| name.starts_with("CLAMD_") || name.starts_with("AWS_S3_"))
+        .collect()
+}
+
+fn line_for<'a>(stdout: &'a str, input: &str) -> &'a str {
+    stdout
+        .lines()
+        .find(|line| line.starts_with(&format!("{input}: ")))
+        .unwrap_or_else(|| panic!("no line for {input} in:\n{stdout}"))
+}
+
+#[tokio::test]
+async fn scan_reports_each_file_and_object_with_clamdscans_exit_codes() {
+    let env = TestEnv::new(false).await;
+    env.put("guid/clean.txt", b"clean bytes").await;
+    env.put("guid/evil.com", EICAR).await;
+    let dir = std::env::temp_dir().join(format!("avscan-scan-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = |name: &str, bytes: &[u8]| {
+        let path = dir.join(name);
+        std::fs::write(&path, bytes).unwrap();
+        path.display().to_string()
+    };
+    let clean = file("clean.txt", b"nothing here");
+    let eicar = file("eicar.com", EICAR);
+    let hole = file("hole.zip", &hole_zip(11 * 1024 * 1024));
+    let missing = dir.join("missing.txt").display().to_string();
+    let clean_object = format!("s3://{}/guid/clean.txt", env.unprocessed);
+    let evil_object = format!("s3://{}/guid/evil.com", env.unprocessed);
+    let vars = scan_env(&env);
+
+    let (code, stdout) = run_command(&vars, &["scan", &clean, &clean_object]).await;
+    assert_eq!(code, Some(0), "{stdout}");
+    assert_eq!(line_for(&stdout, &clean), format!("{clean}: OK"));
+    assert_eq!(line_for(&stdout, &clean_object), format!("{clean_object}: OK"));
+
+    let (code, stdout) = run_command(&vars, &["scan", &clean, &eicar, &evil_object]).await;
+    assert_eq!(code, Some(1), "{stdout}");
+    assert_eq!(line_for(&stdout, &clean), format!("{clean}: OK"));
+    assert_eq!(
+        line_for(&stdout, &eicar),
+        format!("{eicar}: Eicar-Test-Signature.UNOFFICIAL FOUND")
+    );
+    assert_eq!(
+        line_for(&stdout, &evil_object),
+        format!("{evil_object}: Eicar-Test-Signature.UNOFFICIAL FOUND")
+    );
+
+    // The zip hole, with a clamd whose MaxFileSize is 10 MB: clamd says OK, avscan does not.
+    let mut limited = LocalClamd::configure("MaxFileSize 10M\nAlertExceedsMax yes");
+    limited.start();
+    let mut hole_vars = vars.clone();
+    hole_vars.insert("CLAMD_ADDRESS".into(), limited.address());
+    hole_vars.insert("CLAMD_MAX_FILE_SIZE".into(), "10".into());
+    wait_for_clamd(&limited).await;
+    let (code, stdout) = run_command(&hole_vars, &["scan", &clean, &hole]).await;
+    assert_eq!(code, Some(1), "{stdout}");
+    assert_eq!(
+        line_for(&stdout, &hole),
+        format!("{hole}: Avscan.Archive.MemberExceedsLimit UNSCANNABLE")
+    );
+
+    // An error outranks a detection; every input is still reported.
+    let (code, stdout) = run_command(&vars, &["scan", &missing, &eicar, "s3://no-key"]).await;
+    assert_eq!(code, Some(2), "{stdout}");
+    assert!(line_for(&stdout, &missing).contains(": ERROR "), "{stdout}");
+    assert!(line_for(&stdout, &eicar).ends_with("FOUND"), "{stdout}");
+    assert!(line_for(&stdout, "s3://no-key").contains("ERROR not an s3://bucket/key address"));
+
+    // clamd down: an error, never a verdict.
+    let mut down = vars.clone();
+    down.insert("CLAMD_ADDRESS".into(), "tcp://127.0.0.1:1".into());
+    let (code, stdout) = run_command(&down, &["scan", &clean]).await;
+    assert_eq!(code, Some(2), "{stdout}");
+    assert!(line_for(&stdout, &clean).contains(": ERROR "), "{stdout}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+async fn wait_for_clamd(clamd: &LocalClamd) {
+    let client = avscan::clamd::Clamd::new(
+        clamd.address().parse().unwrap(),
+        65536,
+        std::time::Duration::from_secs(5),
+    );
+    client.wait_ready(std::time::Duration::from_secs(30)).await.unwrap();
 }

@@ -14,7 +14,13 @@
 //! zip, and zip members compressed with other methods than deflate (only their declared size is
 //! checked). The README lists this under "Guarantees".
 
+use std::sync::{Arc, Mutex};
+
 use flate2::{Decompress, FlushDecompress, Status};
+use futures::StreamExt;
+
+use crate::model::{QuarantineReason, ScanOutcome, Verdict};
+use crate::ports::ObjectBody;
 
 /// Deeper nesting than this is not followed (clamd's own default MaxRecursion is 17).
 pub const MAX_DEPTH: usize = 8;
@@ -63,6 +69,51 @@ impl ArchiveGuard {
 
     pub fn finding(&self) -> Option<&ArchiveFinding> {
         self.finding.as_ref()
+    }
+}
+
+/// Wraps `body` so that every chunk passes a guard on its way to the engine; the returned
+/// [`Watch`] then judges the engine's verdict. One way for the pipeline's scanners and for
+/// `avscan scan` alike.
+pub fn watch(body: ObjectBody, member_limit: u64) -> (ObjectBody, Watch) {
+    let guard = Arc::new(Mutex::new(ArchiveGuard::new(member_limit)));
+    let chunks = body
+        .chunks
+        .inspect({
+            let guard = guard.clone();
+            move |chunk| {
+                if let Ok(bytes) = chunk {
+                    guard.lock().unwrap_or_else(|p| p.into_inner()).feed(bytes);
+                }
+            }
+        })
+        .boxed();
+    let watched = ObjectBody {
+        content_length: body.content_length,
+        chunks,
+    };
+    (watched, Watch(guard))
+}
+
+/// What the guard saw of one body.
+pub struct Watch(Arc<Mutex<ArchiveGuard>>);
+
+impl Watch {
+    /// A clean verdict does not stand when the guard saw a member the engine skips.
+    pub fn judge(&self, mut outcome: ScanOutcome) -> ScanOutcome {
+        let finding = self.0.lock().unwrap_or_else(|p| p.into_inner()).finding().cloned();
+        if let (Verdict::Clean, Some(finding)) = (&outcome.verdict, finding) {
+            tracing::warn!(
+                depth = finding.depth,
+                size = finding.size,
+                "archive member larger than clamd scans; unscannable, not clean"
+            );
+            outcome.verdict = Verdict::Unscannable {
+                reason: QuarantineReason::Unscannable,
+                signature: Some(ArchiveFinding::SIGNATURE.into()),
+            };
+        }
+        outcome
     }
 }
 

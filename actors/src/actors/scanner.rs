@@ -2,20 +2,18 @@
 //! bodies through it, one at a time. Fetchers reach it through the scan [`Pool`](super::pool).
 //! A connection that failed or was closed by the engine is replaced before the next scan.
 //!
-//! Every body also passes through an [`ArchiveGuard`] on its way to the engine: when the engine
+//! Every body also passes through an [`ArchiveGuard`](archive_guard::ArchiveGuard) on its way to the engine: when the engine
 //! says clean but the guard saw an archive member the engine skips silently, the verdict is
 //! unscannable.
 
-use std::sync::{Arc, Mutex};
-
-use futures::StreamExt;
+use std::sync::Arc;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::sync::oneshot;
 
 use super::pool::WorkerSlot;
-use crate::archive_guard::{ArchiveFinding, ArchiveGuard};
-use crate::model::{QuarantineReason, ScanOutcome, Verdict};
+use crate::archive_guard;
+use crate::model::ScanOutcome;
 use crate::ports::{ObjectBody, ScanEngine, ScanError, ScanSession};
 
 /// One object to scan; the verdict goes back on `reply`.
@@ -57,45 +55,14 @@ impl ScannerState {
             Some(session) => session,
             None => self.session.insert(self.engine.connect().await?),
         };
-        let guard = Arc::new(Mutex::new(ArchiveGuard::new(self.archive_member_limit)));
-        let watched = ObjectBody {
-            content_length: body.content_length,
-            chunks: body
-                .chunks
-                .inspect({
-                    let guard = guard.clone();
-                    move |chunk| {
-                        if let Ok(bytes) = chunk {
-                            guard.lock().unwrap_or_else(|p| p.into_inner()).feed(bytes);
-                        }
-                    }
-                })
-                .boxed(),
-        };
+        let (watched, watch) = archive_guard::watch(body, self.archive_member_limit);
         let result = session.scan(watched).await;
         if result.is_err() {
             // Whatever state the connection is in, it is not trusted for another scan.
             self.session = None;
         }
-        let finding = guard.lock().unwrap_or_else(|p| p.into_inner()).finding().cloned();
-        result.map(|outcome| overrule_clean(outcome, finding))
+        result.map(|outcome| watch.judge(outcome))
     }
-}
-
-/// A clean verdict does not stand when the guard saw what the engine skips.
-fn overrule_clean(mut outcome: ScanOutcome, finding: Option<ArchiveFinding>) -> ScanOutcome {
-    if let (Verdict::Clean, Some(finding)) = (&outcome.verdict, finding) {
-        tracing::warn!(
-            depth = finding.depth,
-            size = finding.size,
-            "archive member larger than clamd scans; unscannable, not clean"
-        );
-        outcome.verdict = Verdict::Unscannable {
-            reason: QuarantineReason::Unscannable,
-            signature: Some(ArchiveFinding::SIGNATURE.into()),
-        };
-    }
-    outcome
 }
 
 impl Actor for Scanner {

@@ -160,6 +160,9 @@ pub struct RunArgs {
     /// Seconds in-flight work may take to finish after SIGTERM before it is released.
     #[arg(long, env = "SHUTDOWN_GRACE", default_value_t = 30)]
     pub shutdown_grace: u64,
+    /// Address of the operations endpoint (`/healthz`, `/readyz`); port 0 picks a free one.
+    #[arg(long, env = "OPS_ADDRESS", default_value = "0.0.0.0:9090")]
+    pub ops_address: std::net::SocketAddr,
     /// `text` (human-readable lines) or `json` (one JSON object per line); RUST_LOG filters.
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -197,6 +200,7 @@ pub struct Settings {
     pub clamd_ready_timeout: Duration,
     pub shutdown_grace: Duration,
     pub log_format: LogFormat,
+    pub ops_address: std::net::SocketAddr,
 }
 
 fn required(value: &Option<String>, variable: &'static str) -> Result<String, ConfigError> {
@@ -306,6 +310,7 @@ impl RunArgs {
             clamd_ready_timeout: Duration::from_secs(self.clamd_ready_timeout),
             shutdown_grace: Duration::from_secs(self.shutdown_grace),
             log_format: self.log_format,
+            ops_address: self.ops_address,
         })
     }
 }

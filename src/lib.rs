@@ -7,10 +7,12 @@ pub mod check;
 pub mod clamd;
 pub mod config;
 pub mod limits;
+pub mod ops;
 pub mod scan;
 pub mod telemetry;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use avscan_actors::{Pipeline, PipelinePorts};
 
@@ -29,6 +31,11 @@ pub enum RunError {
     Queue(#[from] avscan_actors::ports::QueueError),
     #[error(transparent)]
     ClamdLimits(#[from] limits::LimitError),
+    #[error("operations endpoint on {address}: {detail}")]
+    Ops {
+        address: std::net::SocketAddr,
+        detail: String,
+    },
     #[error("pipeline failed to start: {0}")]
     Start(String),
     #[error("pipeline stopped: {0}")]
@@ -77,6 +84,21 @@ pub async fn ports(settings: &Settings) -> Result<(PipelinePorts, clamd::Clamd),
     Ok((ports, clamd))
 }
 
+/// What `/readyz` checks: clamd and the two queues avscan cannot work without.
+async fn probes(settings: &Settings) -> Arc<ops::Probes> {
+    let sdk = aws::sdk_config(&[&settings.sqs]).await;
+    let clamd = clamd::Clamd::new(
+        settings.clamd_address.clone(),
+        settings.clamd_chunk_size,
+        settings.clamd_timeout,
+    );
+    ops::Probes::new(
+        clamd,
+        aws::sqs_client(&sdk, &settings.sqs, Duration::ZERO),
+        vec![settings.inbound_queue.clone(), settings.outbound_queue.clone()],
+    )
+}
+
 /// Connects the adapters, waits for clamd and starts the pipeline.
 async fn start(settings: &Settings) -> Result<Pipeline, RunError> {
     let (ports, clamd) = ports(settings).await?;
@@ -120,6 +142,14 @@ pub async fn run(settings: Settings, shutdown: impl std::future::Future<Output =
     // Listening for the signal from the start: a SIGTERM while avscan still waits for clamd or
     // resolves queues is a clean stop too, with nothing in flight.
     tokio::pin!(shutdown);
+    let probes = probes(&settings).await;
+    let ops_address = ops::serve(settings.ops_address, probes.clone())
+        .await
+        .map_err(|err| RunError::Ops {
+            address: settings.ops_address,
+            detail: err.to_string(),
+        })?;
+    tracing::info!(address = %ops_address, "operations endpoint listening (/healthz, /readyz)");
     let mut pipeline = tokio::select! {
         () = &mut shutdown => {
             tracing::info!("shutdown requested before the pipeline started");
@@ -127,6 +157,7 @@ pub async fn run(settings: Settings, shutdown: impl std::future::Future<Output =
         }
         started = start(&settings) => started?,
     };
+    probes.set(ops::Phase::Running);
     tracing::info!(
         inbound = %settings.inbound_queue,
         max_in_flight = settings.pipeline.max_in_flight,
@@ -136,6 +167,7 @@ pub async fn run(settings: Settings, shutdown: impl std::future::Future<Output =
     );
     tokio::select! {
         () = shutdown => {
+            probes.set(ops::Phase::Stopping);
             tracing::info!(grace = ?settings.shutdown_grace, in_flight = pipeline.in_flight(), "shutting down");
             let report = pipeline.shutdown(settings.shutdown_grace).await;
             tracing::info!(drained = report.drained, released = report.released, "stopped");

@@ -555,3 +555,31 @@ async fn log_format_json_writes_one_json_object_per_line_with_facts_as_fields() 
     assert_eq!(forwarded["fields"]["key"], "guid-json/clean file.txt");
     assert_eq!(forwarded["fields"]["bucket"], json!(env.unprocessed));
 }
+
+#[tokio::test]
+async fn healthz_answers_while_alive_and_readyz_only_while_running_with_clamd_up() {
+    let mut clamd = LocalClamd::configure("");
+    let env = TestEnv::new(false).await;
+    let mut vars = env.avscan_env();
+    vars.insert("CLAMD_ADDRESS".into(), clamd.address());
+    let avscan = Avscan::start(&vars);
+    let ops = avscan.ops_address().await;
+    avscan.wait_for_log("waiting for clamd", WAIT).await;
+    // Starting: alive, not ready.
+    assert_eq!(http_get(&ops, "/healthz").await, (200, "alive (starting)".into()));
+    assert_eq!(http_get(&ops, "/readyz").await, (503, "not ready: starting".into()));
+
+    clamd.start();
+    avscan.wait_for_log("avscan running", WAIT).await;
+    assert_eq!(http_get(&ops, "/healthz").await, (200, "alive (running)".into()));
+    assert_eq!(http_get(&ops, "/readyz").await, (200, "ready".into()));
+
+    // clamd gone: still alive (avscan retries), but not ready for more work.
+    clamd.kill();
+    let (status, body) = http_get(&ops, "/readyz").await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.starts_with("not ready: clamd"), "{body}");
+    assert_eq!(http_get(&ops, "/healthz").await.0, 200);
+    assert_eq!(http_get(&ops, "/nothing-here").await.0, 404);
+    assert_eq!(avscan.stop().await, Some(0));
+}

@@ -163,6 +163,8 @@ impl TestEnv {
             ("RETRY_BACKOFF_MAX", "2".into()),
             ("SHUTDOWN_GRACE", "10".into()),
             ("RUST_LOG", "info,avscan=debug,avscan_actors=debug".into()),
+            // Tests run side by side: each avscan picks a free port.
+            ("OPS_ADDRESS", "127.0.0.1:0".into()),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))
@@ -388,6 +390,19 @@ impl Avscan {
         }
     }
 
+    /// The operations endpoint's address, from the log line that announces it.
+    pub async fn ops_address(&self) -> String {
+        self.wait_for_log("operations endpoint listening", Duration::from_secs(30))
+            .await;
+        let log = self.log_text();
+        let line = log
+            .lines()
+            .find(|line| line.contains("operations endpoint listening"))
+            .unwrap();
+        let at = line.find("address=").expect("address field") + "address=".len();
+        line[at..].split_whitespace().next().unwrap().to_owned()
+    }
+
     /// SIGTERM, then waits for the exit; returns the exit code.
     pub async fn stop(mut self) -> Option<i32> {
         let mut child = self.child.take().unwrap();
@@ -470,6 +485,14 @@ impl LocalClamd {
 }
 
 impl LocalClamd {
+    /// Kills clamd (SIGKILL, as a crash or an OOM kill would).
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
     /// Kills clamd (SIGKILL, as a crash or an OOM kill would) and starts it again at once.
     pub fn restart(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -611,4 +634,26 @@ pub async fn run_command(env: &HashMap<String, String>, args: &[&str]) -> (Optio
     })
     .await
     .unwrap()
+}
+
+/// A plain HTTP/1.0 GET; returns the status code and the body.
+pub async fn http_get(address: &str, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    stream
+        .write_all(format!("GET {path} HTTP/1.0\r\nHost: {address}\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.trim().to_owned())
+        .unwrap_or_default();
+    (status, body)
 }

@@ -84,19 +84,31 @@ pub async fn ports(settings: &Settings) -> Result<(PipelinePorts, clamd::Clamd),
     Ok((ports, clamd))
 }
 
-/// What `/readyz` checks: clamd and the two queues avscan cannot work without.
-async fn probes(settings: &Settings) -> Arc<ops::Probes> {
+/// Stage latencies from a millisecond to ten minutes.
+const LATENCY_BUCKETS: [f64; 14] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0, 60.0, 600.0,
+];
+
+/// The metrics recorder (installed once per process) and what `/readyz` checks: clamd and the
+/// two queues avscan cannot work without.
+async fn probes(settings: &Settings) -> Result<Arc<ops::Probes>, RunError> {
+    let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .set_buckets(&LATENCY_BUCKETS)
+        .and_then(|builder| builder.install_recorder())
+        .map_err(|err| RunError::Start(format!("metrics recorder: {err}")))?;
+    avscan_actors::metrics::describe();
     let sdk = aws::sdk_config(&[&settings.sqs]).await;
     let clamd = clamd::Clamd::new(
         settings.clamd_address.clone(),
         settings.clamd_chunk_size,
         settings.clamd_timeout,
     );
-    ops::Probes::new(
+    Ok(ops::Probes::new(
+        metrics,
         clamd,
         aws::sqs_client(&sdk, &settings.sqs, Duration::ZERO),
         vec![settings.inbound_queue.clone(), settings.outbound_queue.clone()],
-    )
+    ))
 }
 
 /// Connects the adapters, waits for clamd and starts the pipeline.
@@ -142,14 +154,14 @@ pub async fn run(settings: Settings, shutdown: impl std::future::Future<Output =
     // Listening for the signal from the start: a SIGTERM while avscan still waits for clamd or
     // resolves queues is a clean stop too, with nothing in flight.
     tokio::pin!(shutdown);
-    let probes = probes(&settings).await;
+    let probes = probes(&settings).await?;
     let ops_address = ops::serve(settings.ops_address, probes.clone())
         .await
         .map_err(|err| RunError::Ops {
             address: settings.ops_address,
             detail: err.to_string(),
         })?;
-    tracing::info!(address = %ops_address, "operations endpoint listening (/healthz, /readyz)");
+    tracing::info!(address = %ops_address, "operations endpoint listening (/metrics, /healthz, /readyz)");
     let mut pipeline = tokio::select! {
         () = &mut shutdown => {
             tracing::info!("shutdown requested before the pipeline started");

@@ -1,4 +1,5 @@
-//! The operations endpoint on `OPS_ADDRESS`: `/healthz` answers while the process and its
+//! The operations endpoint on `OPS_ADDRESS`: `/metrics` in Prometheus' text format (see
+//! `avscan_actors::metrics` for what is measured), `/healthz` answers while the process and its
 //! pipeline are alive (also while it starts or drains, so that an orchestrator does not kill a
 //! slow start), `/readyz` only while the pipeline runs, clamd answers PING and the inbound and
 //! outbound queues resolve — checked live on each request, each within two seconds.
@@ -28,6 +29,8 @@ pub enum Phase {
 /// What the probes look at.
 pub struct Probes {
     phase: AtomicU8,
+    /// Renders the metrics recorded so far.
+    metrics: metrics_exporter_prometheus::PrometheusHandle,
     clamd: clamd::Clamd,
     sqs: aws_sdk_sqs::Client,
     /// The inbound and outbound queues, by name or URL, as configured.
@@ -37,9 +40,15 @@ pub struct Probes {
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
 impl Probes {
-    pub fn new(clamd: clamd::Clamd, sqs: aws_sdk_sqs::Client, queues: Vec<String>) -> Arc<Self> {
+    pub fn new(
+        metrics: metrics_exporter_prometheus::PrometheusHandle,
+        clamd: clamd::Clamd,
+        sqs: aws_sdk_sqs::Client,
+        queues: Vec<String>,
+    ) -> Arc<Self> {
         Arc::new(Self {
             phase: AtomicU8::new(Phase::Starting as u8),
+            metrics,
             clamd,
             sqs,
             queues,
@@ -101,7 +110,18 @@ async fn route(
             Ok(summary) => respond(StatusCode::OK, summary),
             Err(reason) => respond(StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {reason}")),
         },
-        _ => respond(StatusCode::NOT_FOUND, "not found: try /healthz or /readyz".into()),
+        "/metrics" => {
+            let mut response = respond(StatusCode::OK, probes.metrics.render());
+            response.headers_mut().insert(
+                "content-type",
+                hyper::header::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            );
+            response
+        }
+        _ => respond(
+            StatusCode::NOT_FOUND,
+            "not found: try /metrics, /healthz or /readyz".into(),
+        ),
     })
 }
 

@@ -583,3 +583,63 @@ async fn healthz_answers_while_alive_and_readyz_only_while_running_with_clamd_up
     assert_eq!(http_get(&ops, "/nothing-here").await.0, 404);
     assert_eq!(avscan.stop().await, Some(0));
 }
+
+/// The value of one sample in Prometheus' text format, e.g. `avscan_records_total{verdict="clean"}`.
+fn sample(metrics: &str, series: &str) -> f64 {
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {series} in:\n{metrics}"))
+}
+
+#[tokio::test]
+async fn metrics_count_what_was_sent() {
+    let env = TestEnv::new(true).await;
+    let avscan = env.start_avscan();
+    let ops = avscan.ops_address().await;
+    let mut scanned_bytes = 0;
+    for (i, size) in [10usize, 2000, 300_000].into_iter().enumerate() {
+        env.put(&format!("guid-m/clean-{i}.bin"), &vec![b'c'; size]).await;
+        scanned_bytes += size;
+    }
+    for i in 0..2 {
+        env.put(&format!("guid-m/evil-{i}.com"), EICAR).await;
+        scanned_bytes += EICAR.len();
+    }
+    env.send_inbound("{ not an event").await;
+    assert_eq!(env.drain_forwarded(3, WAIT).await.len(), 3);
+    for i in 0..2 {
+        env.wait_for_object(&env.quarantine, &format!("guid-m/evil-{i}.com.report.json"), WAIT)
+            .await;
+    }
+    env.wait_inbound_empty(WAIT).await;
+    // The gauges are refreshed on every poll (1 s long polls here).
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let (status, metrics) = http_get(&ops, "/metrics").await;
+    assert_eq!(status, 200);
+
+    // Five uploads, S3's test event and the invalid one: seven messages, all deleted.
+    assert_eq!(sample(&metrics, "avscan_messages_received_total"), 7.0);
+    assert_eq!(sample(&metrics, "avscan_messages_deleted_total"), 7.0);
+    assert_eq!(sample(&metrics, r#"avscan_records_total{verdict="clean"}"#), 3.0);
+    assert_eq!(sample(&metrics, r#"avscan_records_total{verdict="infected"}"#), 2.0);
+    assert_eq!(
+        sample(&metrics, r#"avscan_rejected_total{reason="malformed_json"}"#),
+        1.0
+    );
+    assert_eq!(sample(&metrics, "avscan_bytes_scanned_total"), scanned_bytes as f64);
+    for (stage, count) in [("fetch", 5.0), ("scan", 5.0), ("quarantine", 2.0), ("end_to_end", 7.0)] {
+        assert_eq!(
+            sample(&metrics, &format!(r#"avscan_stage_seconds_count{{stage="{stage}"}}"#)),
+            count,
+            "{stage}"
+        );
+    }
+    assert_eq!(sample(&metrics, "avscan_in_flight_messages"), 0.0);
+    assert_eq!(sample(&metrics, "avscan_permits_free"), 32.0);
+    assert_eq!(sample(&metrics, r#"avscan_pool_busy{pool="scanner"}"#), 0.0);
+    assert_eq!(sample(&metrics, r#"avscan_pool_idle{pool="scanner"}"#), 4.0);
+    assert_eq!(sample(&metrics, r#"avscan_pool_idle{pool="fetcher"}"#), 6.0);
+    assert!(metrics.contains("# HELP avscan_records_total"));
+    assert_eq!(avscan.stop().await, Some(0));
+}

@@ -41,6 +41,7 @@
 pub mod actors;
 pub mod archive_guard;
 pub mod event;
+pub mod metrics;
 pub mod model;
 pub mod pipeline;
 pub mod ports;

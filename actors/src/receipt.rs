@@ -158,6 +158,7 @@ impl Drop for RecordTicket {
     fn drop(&mut self) {
         if let Some(message) = self.message.take() {
             tracing::warn!(message_id = %message.message_id, "record dropped unresolved; its message will be retried");
+            crate::metrics::retry("dropped");
             message.resolve(Some("record dropped unresolved".to_owned()));
         }
     }

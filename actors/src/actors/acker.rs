@@ -115,7 +115,11 @@ impl AckerState {
             for mut pending in batch {
                 let message = &pending.settlement.message;
                 match failures.get(&message.receipt_handle) {
-                    None => tracing::debug!(message_id = %message.message_id, "message deleted"),
+                    None => {
+                        tracing::debug!(message_id = %message.message_id, "message deleted");
+                        metrics::counter!(crate::metrics::DELETES).increment(1);
+                        crate::metrics::stage("end_to_end", message.received_at.elapsed());
+                    }
                     Some((true, detail)) if pending.attempts + 1 < DELETE_ATTEMPTS => {
                         tracing::info!(message_id = %message.message_id, error = %detail, "delete failed; trying again");
                         pending.attempts += 1;
@@ -153,6 +157,7 @@ impl AckerState {
                 Ok(()) => {
                     *last_set = now;
                     tracing::debug!(message_id = %message.message_id, "visibility extended");
+                    metrics::counter!(crate::metrics::VISIBILITY_EXTENSIONS).increment(1);
                 }
                 Err(err) => {
                     tracing::warn!(message_id = %message.message_id, error = %err, "visibility extension failed")

@@ -29,7 +29,10 @@ impl FetcherArgs {
     async fn inspect(&self, record: &ObjectRecord) -> Result<Inspection, InspectError> {
         // The event's size is only a claim (a forged event could get a small clean object
         // quarantined): the GET's length decides, before any byte is read.
-        let body = match self.store.get(&record.object).await {
+        let started = std::time::Instant::now();
+        let got = self.store.get(&record.object).await;
+        crate::metrics::stage("fetch", started.elapsed());
+        let body = match got {
             Ok(body) => body,
             Err(StoreError::NotFound { .. } | StoreError::PreconditionFailed { .. }) => return Ok(Inspection::Gone),
             Err(err) => return Err(err.into()),

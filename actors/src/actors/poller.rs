@@ -33,6 +33,8 @@ pub struct PollerArgs {
     pub queue: Arc<dyn InboundQueue>,
     pub unprocessed_bucket: String,
     pub permits: Arc<Semaphore>,
+    /// The permits' total, for the in-flight gauge.
+    pub max_in_flight: usize,
     pub receive_batch: usize,
     pub fetch_pool: Address<PoolMsg<RecordJob>>,
     pub forwarder: Address<ForwarderMsg>,
@@ -99,6 +101,7 @@ impl PollerState {
     fn reject(&self, message: QueueMessage, rejected: Vec<(Rejection, RecordTicket)>) {
         for (rejection, _) in &rejected {
             tracing::warn!(message_id = %message.message_id, reason = rejection.label(), detail = %rejection, "invalid event rejected");
+            metrics::counter!(crate::metrics::REJECTED, "reason" => rejection.label()).increment(1);
         }
         let (reasons, tickets) = rejected
             .into_iter()
@@ -168,6 +171,7 @@ impl Actor for Poller {
         match state.args.queue.receive(permits.len()).await {
             Ok(messages) => {
                 state.receive_failures = 0;
+                metrics::counter!(crate::metrics::MESSAGES_RECEIVED).increment(messages.len() as u64);
                 if *state.args.shutdown.borrow() {
                     state.hand_back(messages).await;
                 } else {
@@ -187,6 +191,11 @@ impl Actor for Poller {
                 }
             }
         }
+        // As of this receive (permits of messages not received are back by now); updated on every
+        // poll, so at most one long poll old.
+        let free = state.args.permits.available_permits();
+        metrics::gauge!(crate::metrics::PERMITS_FREE).set(free as f64);
+        metrics::gauge!(crate::metrics::IN_FLIGHT).set(state.args.max_in_flight.saturating_sub(free) as f64);
         myself.cast(PollerMsg::Poll)?;
         Ok(())
     }

@@ -94,6 +94,12 @@ impl<J: Message> PoolState<J> {
         }
     }
 
+    fn report_occupancy(&self) {
+        let idle = self.idle.len();
+        let busy = self.workers.iter().flatten().count().saturating_sub(idle);
+        crate::metrics::pool(self.args.worker_kind, busy, idle);
+    }
+
     fn submit(&mut self, mut job: J) {
         while let Some(index) = self.idle.pop_front() {
             let Some(worker) = self.workers[index].clone() else {
@@ -154,6 +160,7 @@ impl<J: Message> Actor for Pool<J> {
                 state.worker_free(index);
             }
         }
+        state.report_occupancy();
         Ok(())
     }
 
@@ -176,6 +183,7 @@ impl<J: Message> Actor for Pool<J> {
         // A storm fails the pool, which its own supervisor sees and accounts for.
         let backoff = state.args.restarts.charge()?;
         tracing::warn!(worker = state.args.worker_kind, index, reason = %failure, ?backoff, "worker died; restarting");
+        metrics::counter!(crate::metrics::RESTARTS, "actor" => state.args.worker_kind).increment(1);
         myself.send_after(backoff, move || PoolMsg::Respawn(index));
         Ok(())
     }

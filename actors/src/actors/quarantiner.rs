@@ -204,6 +204,14 @@ impl QuarantinerArgs {
     }
 }
 
+/// Runs a quarantine, recording how long it took.
+async fn timed<T>(quarantine: impl std::future::Future<Output = T>) -> T {
+    let started = std::time::Instant::now();
+    let result = quarantine.await;
+    crate::metrics::stage("quarantine", started.elapsed());
+    result
+}
+
 impl Actor for Quarantiner {
     type Msg = QuarantinerMsg;
     type State = QuarantinerArgs;
@@ -224,13 +232,14 @@ impl Actor for Quarantiner {
         state: &mut QuarantinerArgs,
     ) -> Result<(), ActorProcessingErr> {
         match message {
-            QuarantinerMsg::Quarantine { job, outcome } => match state.quarantine(&job.record, outcome).await {
+            QuarantinerMsg::Quarantine { job, outcome } => match timed(state.quarantine(&job.record, outcome)).await {
                 Ok(()) => {
                     tracing::info!(key = %job.record.object.key, message_id = job.ticket.message_id(), "quarantined");
                     job.ticket.done();
                 }
                 Err(err) => {
                     tracing::warn!(key = %job.record.object.key, message_id = job.ticket.message_id(), error = %err, "quarantine step failed; message will be retried");
+                    crate::metrics::retry("quarantine");
                     job.ticket.retry(err);
                 }
             },
@@ -245,6 +254,7 @@ impl Actor for Quarantiner {
                 }
                 Err(err) => {
                     tracing::warn!(key = %job.record.object.key, message_id = job.ticket.message_id(), error = %err, "quarantine check failed; message will be retried");
+                    crate::metrics::retry("quarantine");
                     job.ticket.retry(err);
                 }
             },

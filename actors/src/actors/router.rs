@@ -26,7 +26,11 @@ pub enum Route {
     Quarantine(ScanOutcome),
     /// The object is gone: finish a quarantine a previous attempt started, or drop a stale event.
     CheckQuarantined,
-    Retry(String),
+    /// No verdict; `cause` is `fetch` or `scan`.
+    Retry {
+        cause: &'static str,
+        reason: String,
+    },
 }
 
 /// The one place that maps an inspection (or its failure) to a route.
@@ -45,7 +49,13 @@ pub fn route(inspection: Result<Inspection, InspectError>) -> Route {
             engine: None,
         }),
         Ok(Inspection::Gone) => Route::CheckQuarantined,
-        Err(err) => Route::Retry(err.to_string()),
+        Err(err) => Route::Retry {
+            cause: match err {
+                InspectError::Fetch(_) => "fetch",
+                InspectError::Scan(_) => "scan",
+            },
+            reason: err.to_string(),
+        },
     }
 }
 
@@ -76,6 +86,7 @@ impl Actor for Router {
         match route(inspection) {
             Route::Forward { engine } => {
                 tracing::info!(bucket = %object.bucket, key = %object.key, message_id = job.ticket.message_id(), "clean; forwarding");
+                crate::metrics::record("clean");
                 let _ = state.forwarder.send(ForwarderMsg::Forward { job, engine });
             }
             Route::Quarantine(outcome) => {
@@ -84,12 +95,15 @@ impl Actor for Router {
                     verdict = outcome.verdict.label(), signature = outcome.verdict.signature().unwrap_or(""),
                     "quarantining"
                 );
+                crate::metrics::record(outcome.verdict.label());
                 let _ = state.quarantiner.send(QuarantinerMsg::Quarantine { job, outcome });
             }
             Route::CheckQuarantined => {
+                crate::metrics::record("gone");
                 let _ = state.quarantiner.send(QuarantinerMsg::Gone { job });
             }
-            Route::Retry(reason) => {
+            Route::Retry { cause, reason } => {
+                crate::metrics::retry(cause);
                 tracing::warn!(
                     bucket = %object.bucket, key = %object.key, message_id = job.ticket.message_id(),
                     attempt = job.ticket.attempt(), %reason, "no verdict; message will be retried"
@@ -150,7 +164,7 @@ mod tests {
     fn failures_are_retried_and_gone_objects_checked() {
         assert_eq!(route(Ok(Inspection::Gone)), Route::CheckQuarantined);
         let scan_failure = route(Err(ScanError::Timeout("reply".into()).into()));
-        assert!(matches!(scan_failure, Route::Retry(reason) if reason.contains("timed out")));
+        assert!(matches!(scan_failure, Route::Retry { cause: "scan", reason } if reason.contains("timed out")));
         let fetch_failure = route(Err(StoreError::Failed {
             operation: "GetObject",
             bucket: "b".into(),
@@ -158,6 +172,6 @@ mod tests {
             detail: "503".into(),
         }
         .into()));
-        assert!(matches!(fetch_failure, Route::Retry(_)));
+        assert!(matches!(fetch_failure, Route::Retry { cause: "fetch", .. }));
     }
 }

@@ -55,11 +55,17 @@ impl ScannerState {
             Some(session) => session,
             None => self.session.insert(self.engine.connect().await?),
         };
+        let size = body.content_length;
         let (watched, watch) = archive_guard::watch(body, self.archive_member_limit);
+        let started = std::time::Instant::now();
         let result = session.scan(watched).await;
         if result.is_err() {
             // Whatever state the connection is in, it is not trusted for another scan.
             self.session = None;
+        }
+        crate::metrics::stage("scan", started.elapsed());
+        if result.is_ok() {
+            metrics::counter!(crate::metrics::BYTES_SCANNED).increment(size);
         }
         result.map(|outcome| watch.judge(outcome))
     }

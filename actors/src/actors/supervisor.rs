@@ -145,6 +145,7 @@ impl SupervisorState {
                     queue: w.ports.inbound.clone(),
                     unprocessed_bucket: w.config.unprocessed_bucket.clone(),
                     permits: w.permits.clone(),
+                    max_in_flight: w.config.max_in_flight,
                     receive_batch: w.config.receive_batch,
                     fetch_pool: w.addresses.fetch_pool.clone(),
                     forwarder: w.addresses.forwarder.clone(),
@@ -238,6 +239,7 @@ impl Actor for Supervisor {
             return Ok(());
         }
         tracing::warn!(?stage, reason = %why, "stage died; restarting");
+        metrics::counter!(crate::metrics::RESTARTS, "actor" => format!("{stage:?}").to_lowercase()).increment(1);
         state.restart_later(&myself, stage)
     }
 }

@@ -194,10 +194,15 @@ async fn proxy_connection(client: TcpStream, upstream: Arc<Upstream>, state: Arc
         match then {
             None => continue,
             Some(TcpFault::StallAfter(_)) => {
-                // Silence: hold both ends open until the fault changes, then carry on.
+                // Silence: hold both ends open until the fault changes, then carry on with the
+                // rest of this read (a stall delays bytes, it never loses them).
                 while current().1 == generation {
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
+                if server_write.write_all(&buffer[forward..n]).await.is_err() {
+                    break;
+                }
+                counted.1 += (n - forward) as u64;
             }
             Some(TcpFault::TruncateAfter(_)) => {
                 let _ = server_write.shutdown().await;

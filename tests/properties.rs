@@ -1,8 +1,10 @@
-//! Property tests over the two parsers that face untrusted input: the event parser (anything
-//! can be put on the inbound queue) and the clamd reply parser (a verdict must never be guessed).
+//! Property tests over the parsers that face untrusted input: the event parser (anything can be
+//! put on the inbound queue), the clamd reply parser (a verdict must never be guessed) and the
+//! archive guard (every uploaded byte passes it).
 //! Every input gets a typed result, never a panic; only clamd's exact `stream: OK` is clean.
 
 use avscan::clamd::parse_scan_reply;
+use avscan_actors::archive_guard::ArchiveGuard;
 use avscan_actors::event::{decode_event_key, parse_message, validate_key, ParsedMessage};
 use avscan_actors::model::Verdict;
 use proptest::prelude::*;
@@ -123,5 +125,38 @@ proptest! {
             Ok(_) => prop_assert_eq!(id, 1),
             Err(_) => {}
         }
+    }
+}
+
+proptest! {
+    // Each case feeds the guard many small pieces; fewer cases keep this under a few seconds.
+    #![proptest_config(ProptestConfig::with_cases(200))]
+
+    #[test]
+    fn the_archive_guard_never_panics_whatever_the_bytes_and_chunking(
+        bytes in prop::collection::vec(prop_oneof![any::<u8>(), Just(b'P'), Just(0x1f), Just(0x8b)], 0..4096),
+        cuts in prop::collection::vec(1usize..512, 1..16),
+        // Headers mixed in, so that the parsing paths are taken, not only the search.
+        header in prop_oneof![
+            Just(b"PK\x03\x04\x14\x00\x00\x00\x08\x00".to_vec()),
+            Just(b"PK\x01\x02\x14\x00\x14\x00\x00\x00\x08\x00".to_vec()),
+            Just(b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff".to_vec()),
+        ],
+        at in 0usize..4096,
+    ) {
+        let mut input = bytes;
+        let at = at.min(input.len());
+        input.splice(at..at, header);
+        let mut guard = ArchiveGuard::new(1024);
+        let mut rest = &input[..];
+        for cut in cuts.iter().cycle() {
+            if rest.is_empty() {
+                break;
+            }
+            let (piece, tail) = rest.split_at((*cut).min(rest.len()));
+            guard.feed(piece);
+            rest = tail;
+        }
+        let _ = guard.finding();
     }
 }

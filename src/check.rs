@@ -6,7 +6,7 @@
 use std::fmt::Display;
 
 use crate::config::Settings;
-use crate::{aws, clamd, limits};
+use crate::{aws, limits};
 
 /// One check's outcome, printed as a line.
 struct Line {
@@ -45,11 +45,7 @@ pub async fn check(settings: &Settings) -> bool {
         println!("{line}");
     };
 
-    let clamd = clamd::Clamd::new(
-        settings.clamd_address.clone(),
-        settings.clamd_chunk_size,
-        settings.clamd_timeout,
-    );
+    let clamd = settings.clamd();
     let what = format!("clamd {}", settings.clamd_address);
     match clamd.ping().await {
         Ok(()) => {

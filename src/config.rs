@@ -213,6 +213,13 @@ fn required(value: &Option<String>, variable: &'static str) -> Result<String, Co
     }
 }
 
+impl Settings {
+    /// The clamd client these settings describe (no connection yet).
+    pub fn clamd(&self) -> crate::clamd::Clamd {
+        crate::clamd::Clamd::new(self.clamd_address.clone(), self.clamd_chunk_size, self.clamd_timeout)
+    }
+}
+
 impl RunArgs {
     pub fn scan_settings(&self) -> ScanSettings {
         ScanSettings {

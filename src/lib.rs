@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use avscan_actors::{Pipeline, PipelinePorts};
+use aws_config::SdkConfig;
 
 use crate::config::Settings;
 
@@ -43,20 +44,14 @@ pub enum RunError {
 }
 
 /// Builds the real adapters from the settings; resolves the queues.
-pub async fn ports(settings: &Settings) -> Result<(PipelinePorts, clamd::Clamd), RunError> {
-    let sdk = aws::sdk_config(&[&settings.sqs, &settings.s3, &settings.sns]).await;
-    let sqs = aws::sqs_client(&sdk, &settings.sqs, settings.wait_time);
+pub async fn ports(settings: &Settings, sdk: &SdkConfig, clamd: &clamd::Clamd) -> Result<PipelinePorts, RunError> {
+    let sqs = aws::sqs_client(sdk, &settings.sqs, settings.wait_time);
     let inbound_url = aws::queue_url(&sqs, &settings.inbound_queue).await?;
     let outbound_url = aws::queue_url(&sqs, &settings.outbound_queue).await?;
     let rejected_url = match &settings.rejected_queue {
         Some(queue) => Some(aws::queue_url(&sqs, queue).await?),
         None => None,
     };
-    let clamd = clamd::Clamd::new(
-        settings.clamd_address.clone(),
-        settings.clamd_chunk_size,
-        settings.clamd_timeout,
-    );
     let ports = PipelinePorts {
         inbound: Arc::new(aws::SqsInbound {
             client: sqs.clone(),
@@ -74,14 +69,14 @@ pub async fn ports(settings: &Settings) -> Result<(PipelinePorts, clamd::Clamd),
                 url,
             }) as _
         }),
-        store: Arc::new(aws::S3Store::new(aws::s3_client(&sdk, &settings.s3))),
+        store: Arc::new(aws::S3Store::new(aws::s3_client(sdk, &settings.s3))),
         notifier: Arc::new(aws::SnsNotifier {
-            client: aws::sns_client(&sdk, &settings.sns),
+            client: aws::sns_client(sdk, &settings.sns),
             topic_arn: settings.topic_arn.clone(),
         }),
         scanner: Arc::new(clamd.clone()),
     };
-    Ok((ports, clamd))
+    Ok(ports)
 }
 
 /// Stage latencies from a millisecond to ten minutes.
@@ -91,29 +86,23 @@ const LATENCY_BUCKETS: [f64; 14] = [
 
 /// The metrics recorder (installed once per process) and what `/readyz` checks: clamd and the
 /// two queues avscan cannot work without.
-async fn probes(settings: &Settings) -> Result<Arc<ops::Probes>, RunError> {
+fn probes(settings: &Settings, sdk: &SdkConfig, clamd: clamd::Clamd) -> Result<Arc<ops::Probes>, RunError> {
     let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
         .set_buckets(&LATENCY_BUCKETS)
         .and_then(|builder| builder.install_recorder())
         .map_err(|err| RunError::Start(format!("metrics recorder: {err}")))?;
     avscan_actors::metrics::describe();
-    let sdk = aws::sdk_config(&[&settings.sqs]).await;
-    let clamd = clamd::Clamd::new(
-        settings.clamd_address.clone(),
-        settings.clamd_chunk_size,
-        settings.clamd_timeout,
-    );
     Ok(ops::Probes::new(
         metrics,
         clamd,
-        aws::sqs_client(&sdk, &settings.sqs, Duration::ZERO),
+        aws::sqs_client(sdk, &settings.sqs, Duration::ZERO),
         vec![settings.inbound_queue.clone(), settings.outbound_queue.clone()],
     ))
 }
 
 /// Connects the adapters, waits for clamd and starts the pipeline.
-async fn start(settings: &Settings) -> Result<Pipeline, RunError> {
-    let (ports, clamd) = ports(settings).await?;
+async fn start(settings: &Settings, sdk: &SdkConfig, clamd: &clamd::Clamd) -> Result<Pipeline, RunError> {
+    let ports = ports(settings, sdk, clamd).await?;
     clamd
         .wait_ready(settings.clamd_ready_timeout)
         .await
@@ -131,7 +120,7 @@ async fn start(settings: &Settings) -> Result<Pipeline, RunError> {
     // timeout. Only a definite answer below the limit stops avscan at once.
     let deadline = tokio::time::Instant::now() + settings.clamd_ready_timeout;
     loop {
-        match limits::verify_member_limit(&clamd, member_limit).await {
+        match limits::verify_member_limit(clamd, member_limit).await {
             Ok(()) => break,
             Err(limits::LimitError::Scan(err)) if tokio::time::Instant::now() < deadline => {
                 tracing::warn!(error = %err, "clamd could not scan the start-up canary; trying again");
@@ -154,7 +143,10 @@ pub async fn run(settings: Settings, shutdown: impl std::future::Future<Output =
     // Listening for the signal from the start: a SIGTERM while avscan still waits for clamd or
     // resolves queues is a clean stop too, with nothing in flight.
     tokio::pin!(shutdown);
-    let probes = probes(&settings).await?;
+    // One SDK configuration and one clamd client for the probes and the pipeline.
+    let sdk = aws::sdk_config(&[&settings.sqs, &settings.s3, &settings.sns]).await;
+    let clamd = settings.clamd();
+    let probes = probes(&settings, &sdk, clamd.clone())?;
     let ops_address = ops::serve(settings.ops_address, probes.clone())
         .await
         .map_err(|err| RunError::Ops {
@@ -167,7 +159,7 @@ pub async fn run(settings: Settings, shutdown: impl std::future::Future<Output =
             tracing::info!("shutdown requested before the pipeline started");
             return Ok(());
         }
-        started = start(&settings) => started?,
+        started = start(&settings, &sdk, &clamd) => started?,
     };
     probes.set(ops::Phase::Running);
     tracing::info!(

@@ -118,9 +118,12 @@ async fn run(env: &TestEnv, vars: &std::collections::HashMap<String, String>, ca
     }
     let forwarded = env.drain_forwarded(expected_forwards, WAIT).await;
     env.wait_inbound_empty(WAIT).await;
-    let mut rejected = env.receive(&env.rejected_url, expected_rejects, WAIT).await;
-    rejected.extend(env.receive(&env.rejected_url, usize::MAX, Duration::from_secs(2)).await);
-    let rejected: Vec<String> = rejected.into_iter().filter_map(|m| m.body).collect();
+    let rejected: Vec<String> = env
+        .drain(&env.rejected_url, expected_rejects, WAIT)
+        .await
+        .into_iter()
+        .filter_map(|m| m.body)
+        .collect();
     let quarantined = env.keys(&env.quarantine).await;
     let notified = env
         .drain_notified(

@@ -430,17 +430,7 @@ async fn clamds_own_stream_limit_makes_an_object_unscannable_as_too_large_not_cl
 async fn versioned_buckets_scan_quarantine_and_delete_exactly_the_announced_version() {
     // moto leaves versionId out of its events, so the test sends them as S3 does.
     let env = TestEnv::new(false).await;
-    env.s3
-        .put_bucket_versioning()
-        .bucket(&env.unprocessed)
-        .versioning_configuration(
-            aws_sdk_s3::types::VersioningConfiguration::builder()
-                .status(aws_sdk_s3::types::BucketVersioningStatus::Enabled)
-                .build(),
-        )
-        .send()
-        .await
-        .unwrap();
+    env.enable_versioning(&env.unprocessed).await;
     // An infected version, then a clean one under the same key: both still exist.
     for body in [EICAR, &b"fixed version"[..]] {
         let put = env

@@ -31,7 +31,7 @@ pub fn describe() {
     describe_counter!(REJECTED, "invalid events (or records) rejected, by reason");
     describe_counter!(
         RETRIES,
-        "records sent back for a retry, by cause: fetch, scan, forward, quarantine, dropped"
+        "records sent back for a retry, by cause: fetch, scan, forward, quarantine, restart, dropped"
     );
     describe_counter!(RESTARTS, "actor restarts, by actor");
     describe_histogram!(

@@ -147,8 +147,11 @@ impl RecordTicket {
     }
 
     /// The record must be handled again: the message is released once all its records finish.
-    pub fn retry(mut self, reason: impl std::fmt::Display) {
+    /// `cause` names the stage that failed (`fetch`, `scan`, `forward`, `quarantine`, ...) for
+    /// the retries metric; `reason` says what happened.
+    pub fn retry(mut self, cause: &'static str, reason: impl std::fmt::Display) {
         if let Some(message) = self.message.take() {
+            crate::metrics::retry(cause);
             message.resolve(Some(reason.to_string()));
         }
     }
@@ -246,7 +249,7 @@ mod tests {
         let permits = Arc::new(Semaphore::new(1));
         let (_, mut tickets) =
             InflightMessage::open(&message("m2"), 2, permits.clone().try_acquire_owned().unwrap(), acker);
-        tickets.pop().unwrap().retry("clamd down");
+        tickets.pop().unwrap().retry("scan", "clamd down");
         tickets.pop().unwrap().done();
         assert_eq!(
             settled.recv().await.unwrap(),

@@ -380,7 +380,7 @@ impl Avscan {
     /// Waits for avscan to exit on its own; returns the exit code.
     pub async fn wait_exit(mut self) -> Option<i32> {
         let mut child = self.child.take().unwrap();
-        let deadline = Instant::now() + Duration::from_secs(60);
+        let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Some(status) = child.try_wait().unwrap() {
                 return status.code();
@@ -404,20 +404,12 @@ impl Avscan {
     }
 
     /// SIGTERM, then waits for the exit; returns the exit code.
-    pub async fn stop(mut self) -> Option<i32> {
-        let mut child = self.child.take().unwrap();
+    pub async fn stop(self) -> Option<i32> {
         Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
+            .args(["-TERM", &self.pid().to_string()])
             .status()
             .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                return status.code();
-            }
-            assert!(Instant::now() < deadline, "avscan did not exit after SIGTERM");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        self.wait_exit().await
     }
 }
 
@@ -495,20 +487,14 @@ impl LocalClamd {
 
     /// Kills clamd (SIGKILL, as a crash or an OOM kill would) and starts it again at once.
     pub fn restart(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        self.kill();
         self.start();
     }
 }
 
 impl Drop for LocalClamd {
     fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        self.kill();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
@@ -551,21 +537,22 @@ pub fn tally(keys: impl IntoIterator<Item = String>) -> std::collections::BTreeM
 }
 
 impl TestEnv {
-    /// Drains the outbound queue for `quiet` after the last arrival (at most `timeout`) and
-    /// returns how often each object key was forwarded.
+    /// Receives `expected` messages from `queue_url` (within `timeout`), then looks two seconds
+    /// more for anything beyond them: duplicates.
+    pub async fn drain(&self, queue_url: &str, expected: usize, timeout: Duration) -> Vec<Message> {
+        let mut messages = self.receive(queue_url, expected, timeout).await;
+        messages.extend(self.receive(queue_url, usize::MAX, Duration::from_secs(2)).await);
+        messages
+    }
+
+    /// Drains the outbound queue; returns how often each object key was forwarded.
     pub async fn drain_forwarded(
         &self,
         expected: usize,
         timeout: Duration,
     ) -> std::collections::BTreeMap<String, usize> {
-        let messages = self.receive(&self.validation_url, expected, timeout).await;
-        let mut keys: Vec<String> = messages.iter().flat_map(record_keys).collect();
-        // Anything beyond the expected count is a duplicate: look a little longer for it.
-        let extra = self
-            .receive(&self.validation_url, usize::MAX, Duration::from_secs(2))
-            .await;
-        keys.extend(extra.iter().flat_map(record_keys));
-        tally(keys)
+        let messages = self.drain(&self.validation_url, expected, timeout).await;
+        tally(messages.iter().flat_map(record_keys))
     }
 
     /// Drains the notifications queue; returns how often each key was notified.
@@ -574,11 +561,7 @@ impl TestEnv {
         expected: usize,
         timeout: Duration,
     ) -> std::collections::BTreeMap<String, usize> {
-        let mut messages = self.receive(&self.notifications_url, expected, timeout).await;
-        messages.extend(
-            self.receive(&self.notifications_url, usize::MAX, Duration::from_secs(2))
-                .await,
-        );
+        let messages = self.drain(&self.notifications_url, expected, timeout).await;
         tally(messages.iter().map(notified_key))
     }
 
@@ -604,12 +587,10 @@ impl TestEnv {
 }
 
 impl Avscan {
-    /// SIGKILL: no drain, no release; whatever was in flight reappears after its visibility timeout.
-    pub fn kill(mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+    /// SIGKILL (what dropping does): no drain, no release; whatever was in flight reappears
+    /// after its visibility timeout.
+    pub fn kill(self) {
+        drop(self);
     }
 }
 

@@ -70,7 +70,7 @@ impl Actor for Fetcher {
     ) -> Result<(), ActorProcessingErr> {
         let inspection = state.inspect(&job.record).await;
         if let Err(RouterMsg::Route { job, .. }) = state.router.send(RouterMsg::Route { job, inspection }) {
-            job.ticket.retry("router is restarting");
+            job.ticket.retry("restart", "router is restarting");
         }
         state.slot.ready();
         Ok(())

@@ -69,8 +69,7 @@ impl Actor for Forwarder {
                     Ok(()) => job.ticket.done(),
                     Err(err) => {
                         tracing::warn!(key = %job.record.object.key, message_id = job.ticket.message_id(), error = %err, "forwarding failed; message will be retried");
-                        crate::metrics::retry("forward");
-                        job.ticket.retry(err);
+                        job.ticket.retry("forward", err);
                     }
                 }
             }
@@ -95,8 +94,7 @@ impl Actor for Forwarder {
                     Ok(()) => tickets.into_iter().for_each(RecordTicket::reject),
                     Err(err) => {
                         tracing::warn!(%message_id, error = %err, "could not keep the rejected event; message will be retried");
-                        crate::metrics::retry("forward");
-                        tickets.into_iter().for_each(|ticket| ticket.retry(&err));
+                        tickets.into_iter().for_each(|ticket| ticket.retry("forward", &err));
                     }
                 }
             }

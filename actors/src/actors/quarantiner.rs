@@ -239,8 +239,7 @@ impl Actor for Quarantiner {
                 }
                 Err(err) => {
                     tracing::warn!(key = %job.record.object.key, message_id = job.ticket.message_id(), error = %err, "quarantine step failed; message will be retried");
-                    crate::metrics::retry("quarantine");
-                    job.ticket.retry(err);
+                    job.ticket.retry("quarantine", err);
                 }
             },
             QuarantinerMsg::Gone { job } => match state.finish_if_quarantined(&job.record).await {
@@ -254,8 +253,7 @@ impl Actor for Quarantiner {
                 }
                 Err(err) => {
                     tracing::warn!(key = %job.record.object.key, message_id = job.ticket.message_id(), error = %err, "quarantine check failed; message will be retried");
-                    crate::metrics::retry("quarantine");
-                    job.ticket.retry(err);
+                    job.ticket.retry("quarantine", err);
                 }
             },
         }

@@ -103,12 +103,11 @@ impl Actor for Router {
                 let _ = state.quarantiner.send(QuarantinerMsg::Gone { job });
             }
             Route::Retry { cause, reason } => {
-                crate::metrics::retry(cause);
                 tracing::warn!(
                     bucket = %object.bucket, key = %object.key, message_id = job.ticket.message_id(),
                     attempt = job.ticket.attempt(), %reason, "no verdict; message will be retried"
                 );
-                job.ticket.retry(reason);
+                job.ticket.retry(cause, reason);
             }
         }
         // A failed send above drops the job, and its ticket retries the message.

@@ -10,6 +10,7 @@ use async_trait::async_trait;
 use avscan_actors::event::unquote_etag;
 use avscan_actors::model::ObjectRef;
 use avscan_actors::ports::*;
+use avscan_actors::trace;
 use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_sdk_s3::error::{DisplayErrorContext, SdkError};
@@ -179,6 +180,9 @@ impl InboundQueue for SqsInbound {
             .wait_time_seconds(self.wait_time.as_secs() as i32)
             .visibility_timeout(self.visibility_timeout.as_secs() as i32)
             .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
+            .message_system_attribute_names(MessageSystemAttributeName::AwsTraceHeader)
+            .message_attribute_names(trace::TRACEPARENT)
+            .message_attribute_names(trace::TRACESTATE)
             .send()
             .await
             .map_err(|err| self.error("ReceiveMessage", err))?;
@@ -187,17 +191,28 @@ impl InboundQueue for SqsInbound {
             .unwrap_or_default()
             .into_iter()
             .filter_map(|message| {
-                let receive_count = message
-                    .attributes
-                    .as_ref()
-                    .and_then(|a| a.get(&MessageSystemAttributeName::ApproximateReceiveCount))
+                let system = |name| message.attributes.as_ref().and_then(|a| a.get(&name)).cloned();
+                let receive_count = system(MessageSystemAttributeName::ApproximateReceiveCount)
                     .and_then(|count| count.parse().ok())
                     .unwrap_or(1);
+                let attribute = |name: &str| {
+                    message
+                        .message_attributes
+                        .as_ref()
+                        .and_then(|a| a.get(name))
+                        .and_then(|value| value.string_value.clone())
+                };
+                let trace = TraceHeaders {
+                    traceparent: attribute(trace::TRACEPARENT),
+                    tracestate: attribute(trace::TRACESTATE),
+                    aws_trace_header: system(MessageSystemAttributeName::AwsTraceHeader),
+                };
                 Some(QueueMessage {
                     message_id: message.message_id.unwrap_or_default(),
                     receipt_handle: message.receipt_handle?,
                     body: message.body.unwrap_or_default(),
                     receive_count,
+                    trace,
                 })
             })
             .collect())

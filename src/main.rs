@@ -65,14 +65,26 @@ fn main() -> ExitCode {
     }
     // Handlers first, so that a SIGTERM during start-up is a clean stop, not a kill.
     let signals = runtime.block_on(async { Signals::register() });
-    avscan::telemetry::init(settings.log_format);
-    match runtime.block_on(avscan::run(settings, signals.recv())) {
+    let telemetry = {
+        let _inside_runtime = runtime.enter();
+        match avscan::telemetry::init(settings.log_format) {
+            Ok(telemetry) => telemetry,
+            Err(err) => {
+                eprintln!("avscan: configuration error: {err}");
+                return ExitCode::from(2);
+            }
+        }
+    };
+    let outcome = match runtime.block_on(avscan::run(settings, signals.recv())) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             tracing::error!(error = %err, "avscan stopped");
             ExitCode::FAILURE
         }
-    }
+    };
+    // The pipeline has stopped and its spans have ended: export what is still buffered.
+    telemetry.shutdown();
+    outcome
 }
 
 /// SIGTERM and SIGINT, listened for from the moment they are registered.

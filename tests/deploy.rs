@@ -12,14 +12,21 @@ use serde_yaml_ng::Value;
 
 const REPO: &str = env!("CARGO_MANIFEST_DIR");
 
-/// The AWS SDK's own variables, which avscan honours through the SDK, and the log filter.
-const SDK_VARIABLES: [&str; 6] = [
+/// The AWS and OpenTelemetry SDKs' own variables, which avscan honours through the SDKs, and
+/// the log filter.
+const SDK_VARIABLES: [&str; 12] = [
     "AWS_ACCESS_KEY_ID",
     "AWS_SECRET_ACCESS_KEY",
     "AWS_REGION",
     "AWS_ENDPOINT_URL",
     "AWS_PROFILE",
     "RUST_LOG",
+    "OTEL_EXPORTER_OTLP_ENDPOINT",
+    "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+    "OTEL_EXPORTER_OTLP_PROTOCOL",
+    "OTEL_SERVICE_NAME",
+    "OTEL_TRACES_SAMPLER",
+    "OTEL_TRACES_SAMPLER_ARG",
 ];
 
 /// Every variable `avscan run` reads, with its flag.
@@ -85,7 +92,7 @@ fn compose_is_valid_and_gives_avscan_a_configuration_it_accepts() {
     let dir = Path::new(REPO).join("compose");
     let compose: Value = serde_yaml_ng::from_str(&std::fs::read_to_string(dir.join("compose.yaml")).unwrap()).unwrap();
     let services = compose["services"].as_mapping().expect("services");
-    for name in ["clamav", "moto", "resources", "avscan"] {
+    for name in ["clamav", "moto", "resources", "jaeger", "avscan", "demo"] {
         assert!(services.contains_key(name), "no {name} service");
     }
     for (name, service) in services {
@@ -120,6 +127,14 @@ fn compose_is_valid_and_gives_avscan_a_configuration_it_accepts() {
 
     let env = string_map(&avscan["environment"]);
     let settings = settings_from(&env).unwrap_or_else(|err| panic!("compose's avscan env: {err}"));
+    // Traces go to Jaeger's OTLP/HTTP receiver, which is switched on.
+    assert_eq!(env["OTEL_EXPORTER_OTLP_ENDPOINT"], "http://jaeger:4318");
+    assert_eq!(env["OTEL_EXPORTER_OTLP_PROTOCOL"], "http/protobuf");
+    let jaeger = string_map(&compose["services"]["jaeger"]["environment"]);
+    assert_eq!(jaeger["COLLECTOR_OTLP_ENABLED"], "true");
+    // The demo uploads into the bucket avscan watches, after avscan started.
+    let demo = std::fs::read_to_string(dir.join("demo.py")).unwrap();
+    assert!(demo.contains(&format!("default=\"{}\"", env["UNPROCESSED_BUCKET_NAME"])));
     let clamd_conf = std::fs::read_to_string(dir.join("clamav/clamd-docker.conf")).unwrap();
     assert!(
         settings.pipeline.archive_member_limit / (1024 * 1024) <= clamd_max_file_size_mb(&clamd_conf),

@@ -49,6 +49,7 @@ pub mod receipt;
 pub mod report;
 pub mod restart;
 pub mod stage;
+pub mod trace;
 
 #[cfg(feature = "testsuite")]
 pub mod testsuite;

@@ -5,6 +5,7 @@ use serde_json::Value;
 
 use crate::ports::{ScanError, StoreError};
 use crate::receipt::RecordTicket;
+use crate::trace::{ObjectTrace, Traced};
 
 /// The exact object version an event announced.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -142,6 +143,13 @@ pub struct ScanOutcome {
 pub struct RecordJob {
     pub record: ObjectRecord,
     pub ticket: RecordTicket,
+    pub trace: ObjectTrace,
+}
+
+impl Traced for RecordJob {
+    fn trace_span(&self) -> &tracing::Span {
+        &self.trace.span
+    }
 }
 
 /// What the fetcher learnt about an object.

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use ractor::{Actor, ActorRef, SpawnErr};
+use ractor::{Actor, ActorCell, ActorRef, SpawnErr};
 use tokio::sync::{oneshot, watch, Semaphore};
 use tokio::task::JoinHandle;
 
@@ -184,8 +184,27 @@ impl Pipeline {
                     .unwrap_or(0);
             }
         }
+        let actors = descendants(self.supervisor.get_cell());
         self.supervisor.stop(Some("shutdown".into()));
         let _ = self.supervisor_done.await;
+        // Whatever still runs (a scan stuck past the grace period) is killed, parents before
+        // children so no pool respawns a worker: its job, ticket and spans end now, before the
+        // process flushes its traces, not when the runtime is torn down.
+        for actor in actors {
+            let _ = actor.kill_and_wait(Some(Duration::from_secs(5))).await;
+        }
         ShutdownReport { drained, released }
     }
+}
+
+/// Every actor under `root`, parents before their children.
+fn descendants(root: ActorCell) -> Vec<ActorCell> {
+    let mut found = root.get_children();
+    let mut next = 0;
+    while next < found.len() {
+        let children = found[next].get_children();
+        found.extend(children);
+        next += 1;
+    }
+    found
 }

@@ -10,6 +10,7 @@ use bytes::Bytes;
 use futures::stream::BoxStream;
 
 use crate::model::{ObjectRef, ScanOutcome};
+pub use crate::trace::TraceHeaders;
 
 /// A message as received from the inbound queue.
 #[derive(Debug, Clone)]
@@ -20,6 +21,8 @@ pub struct QueueMessage {
     pub body: String,
     /// SQS' ApproximateReceiveCount: 1 on the first delivery; drives the retry backoff.
     pub receive_count: u32,
+    /// The sender's trace context, continued by the message's trace.
+    pub trace: TraceHeaders,
 }
 
 /// A message for the outbound or the rejected-events queue.

@@ -45,6 +45,9 @@ pub struct InflightMessage {
     pub receipt_handle: String,
     pub receive_count: u32,
     pub received_at: Instant,
+    /// The message's span: the root of avscan's part of its trace, ended when the message is
+    /// deleted or released.
+    pub span: tracing::Span,
     progress: Mutex<Progress>,
     acker: Address<AckerMsg>,
 }
@@ -56,6 +59,7 @@ impl InflightMessage {
         records: usize,
         permit: OwnedSemaphorePermit,
         acker: Address<AckerMsg>,
+        span: tracing::Span,
     ) -> (Arc<InflightMessage>, Vec<RecordTicket>) {
         let records = records.max(1);
         let inflight = Arc::new(InflightMessage {
@@ -63,6 +67,7 @@ impl InflightMessage {
             receipt_handle: message.receipt_handle.clone(),
             receive_count: message.receive_count,
             received_at: Instant::now(),
+            span,
             progress: Mutex::new(Progress {
                 pending: records,
                 retry_reason: None,
@@ -224,6 +229,7 @@ mod tests {
             receipt_handle: format!("rh-{id}"),
             body: String::new(),
             receive_count: 1,
+            trace: Default::default(),
         }
     }
 
@@ -231,8 +237,13 @@ mod tests {
     async fn message_is_deleted_only_after_every_ticket_is_done() {
         let (acker, mut settled) = probe().await;
         let permits = Arc::new(Semaphore::new(1));
-        let (_, mut tickets) =
-            InflightMessage::open(&message("m1"), 2, permits.clone().try_acquire_owned().unwrap(), acker);
+        let (_, mut tickets) = InflightMessage::open(
+            &message("m1"),
+            2,
+            permits.clone().try_acquire_owned().unwrap(),
+            acker,
+            tracing::Span::none(),
+        );
         tickets.pop().unwrap().done();
         tokio::time::sleep(Duration::from_millis(20)).await;
         assert!(settled.try_recv().is_err(), "settled before the second record finished");
@@ -247,8 +258,13 @@ mod tests {
     async fn one_retry_releases_the_whole_message() {
         let (acker, mut settled) = probe().await;
         let permits = Arc::new(Semaphore::new(1));
-        let (_, mut tickets) =
-            InflightMessage::open(&message("m2"), 2, permits.clone().try_acquire_owned().unwrap(), acker);
+        let (_, mut tickets) = InflightMessage::open(
+            &message("m2"),
+            2,
+            permits.clone().try_acquire_owned().unwrap(),
+            acker,
+            tracing::Span::none(),
+        );
         tickets.pop().unwrap().retry("scan", "clamd down");
         tickets.pop().unwrap().done();
         assert_eq!(
@@ -267,8 +283,13 @@ mod tests {
     async fn a_dropped_ticket_counts_as_retry() {
         let (acker, mut settled) = probe().await;
         let permits = Arc::new(Semaphore::new(1));
-        let (_, tickets) =
-            InflightMessage::open(&message("m3"), 1, permits.clone().try_acquire_owned().unwrap(), acker);
+        let (_, tickets) = InflightMessage::open(
+            &message("m3"),
+            1,
+            permits.clone().try_acquire_owned().unwrap(),
+            acker,
+            tracing::Span::none(),
+        );
         drop(tickets);
         let (_, outcome, _) = settled.recv().await.unwrap();
         assert!(matches!(outcome, SettleOutcome::Release { .. }));
@@ -282,6 +303,7 @@ mod tests {
             1,
             permits.clone().try_acquire_owned().unwrap(),
             Address::new("acker"),
+            tracing::Span::none(),
         );
         assert_eq!(permits.available_permits(), 0);
         for ticket in tickets {

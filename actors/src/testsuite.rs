@@ -155,6 +155,7 @@ impl InboundQueue for MemoryQueue {
                     receipt_handle: message.receipt_handle.clone(),
                     body: message.body.clone(),
                     receive_count: message.receive_count,
+                    trace: Default::default(),
                 });
             }
             self.peak_in_flight

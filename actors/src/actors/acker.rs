@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::sync::oneshot;
+use tracing::Instrument;
 
 use crate::ports::InboundQueue;
 use crate::receipt::{retry_delay, InflightMessage, SettleOutcome, Settlement};
@@ -52,6 +53,8 @@ pub const DELETE_ATTEMPTS: u32 = 3;
 struct PendingDelete {
     settlement: Settlement,
     attempts: u32,
+    /// The message's `ack` span, from settlement to the delete call's answer.
+    span: tracing::Span,
 }
 
 pub struct AckerState {
@@ -62,15 +65,25 @@ pub struct AckerState {
     pending_deletes: Vec<PendingDelete>,
     /// A FlushDeletes is on its way.
     flush_scheduled: bool,
+    /// ReleaseAll made every unfinished message visible: a late retry must not hide it again.
+    released_all: bool,
 }
 
 impl AckerState {
     async fn settle(&mut self, settlement: Settlement) {
         self.tracked.remove(&settlement.message.receipt_handle);
         let SettleOutcome::Release { reason } = &settlement.outcome else {
+            let span = tracing::info_span!(
+                parent: &settlement.message.span,
+                "ack",
+                ack = "delete",
+                attempts = tracing::field::Empty,
+                error = tracing::field::Empty,
+            );
             self.pending_deletes.push(PendingDelete {
                 settlement,
                 attempts: 0,
+                span,
             });
             if self.pending_deletes.len() >= DELETE_BATCH {
                 self.flush_deletes().await;
@@ -80,9 +93,20 @@ impl AckerState {
             return;
         };
         let message = &settlement.message;
+        if self.released_all {
+            tracing::debug!(message_id = %message.message_id, "already released at shutdown");
+            return;
+        }
         let delay = retry_delay(message.receive_count, self.args.retry_base, self.args.retry_max);
+        let span = tracing::info_span!(parent: &message.span, "ack", ack = "release", %reason, retry_delay = ?delay);
         tracing::info!(message_id = %message.message_id, attempt = message.receive_count, %reason, ?delay, "releasing message for a retry");
-        if let Err(err) = self.args.queue.set_visibility(&message.receipt_handle, delay).await {
+        let released = self
+            .args
+            .queue
+            .set_visibility(&message.receipt_handle, delay)
+            .instrument(span)
+            .await;
+        if let Err(err) = released {
             tracing::warn!(message_id = %message.message_id, error = %err, "release failed; message returns after its visibility timeout");
         }
         // Dropping the settlement here returns its permit: the poller may take another message.
@@ -114,7 +138,12 @@ impl AckerState {
             };
             for mut pending in batch {
                 let message = &pending.settlement.message;
-                match failures.get(&message.receipt_handle) {
+                let failure = failures.get(&message.receipt_handle);
+                pending.span.record("attempts", pending.attempts + 1);
+                if let Some((_, detail)) = failure {
+                    pending.span.record("error", detail.as_str());
+                }
+                match failure {
                     None => {
                         tracing::debug!(message_id = %message.message_id, "message deleted");
                         metrics::counter!(crate::metrics::DELETES).increment(1);
@@ -169,13 +198,17 @@ impl AckerState {
     async fn release_all(&mut self) -> usize {
         // Finished messages first: a delete is better than a redelivery.
         self.flush_deletes().await;
+        self.released_all = true;
         let mut released = 0;
         for (receipt_handle, (message, _)) in self.tracked.drain() {
             let Some(message) = message.upgrade().filter(|message| message.is_pending()) else {
                 continue;
             };
             match self.args.queue.set_visibility(&receipt_handle, Duration::ZERO).await {
-                Ok(()) => released += 1,
+                Ok(()) => {
+                    tracing::info!(parent: &message.span, message_id = %message.message_id, "released at shutdown");
+                    released += 1
+                }
                 Err(err) => {
                     tracing::warn!(message_id = %message.message_id, error = %err, "release at shutdown failed; message returns after its visibility timeout")
                 }
@@ -200,6 +233,7 @@ impl Actor for Acker {
             tracked: HashMap::new(),
             pending_deletes: Vec::new(),
             flush_scheduled: false,
+            released_all: false,
         })
     }
 

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::sync::oneshot;
+use tracing::{Instrument, Span};
 
 use super::pool::{PoolMsg, WorkerSlot};
 use super::router::RouterMsg;
@@ -26,12 +27,24 @@ pub struct FetcherArgs {
 }
 
 impl FetcherArgs {
-    async fn inspect(&self, record: &ObjectRecord) -> Result<Inspection, InspectError> {
+    async fn inspect(&self, record: &ObjectRecord, trace: &Span) -> Result<Inspection, InspectError> {
         // The event's size is only a claim (a forged event could get a small clean object
         // quarantined): the GET's length decides, before any byte is read.
+        let fetch = tracing::info_span!(
+            parent: trace,
+            "fetch",
+            otel.kind = "client",
+            object.content_length = tracing::field::Empty,
+            error = tracing::field::Empty,
+        );
         let started = std::time::Instant::now();
-        let got = self.store.get(&record.object).await;
+        let got = self.store.get(&record.object).instrument(fetch.clone()).await;
         crate::metrics::stage("fetch", started.elapsed());
+        match &got {
+            Ok(body) => fetch.record("object.content_length", body.content_length),
+            Err(err) => fetch.record("error", tracing::field::display(err)),
+        };
+        drop(fetch);
         let body = match got {
             Ok(body) => body,
             Err(StoreError::NotFound { .. } | StoreError::PreconditionFailed { .. }) => return Ok(Inspection::Gone),
@@ -43,7 +56,12 @@ impl FetcherArgs {
             });
         }
         let (reply, verdict) = oneshot::channel();
-        if self.scan_pool.send(PoolMsg::Submit(ScanJob { body, reply })).is_err() {
+        let job = ScanJob {
+            body,
+            reply,
+            trace: trace.clone(),
+        };
+        if self.scan_pool.send(PoolMsg::Submit(job)).is_err() {
             return Err(ScanError::Unavailable("scan pool is restarting".into()).into());
         }
         match verdict.await {
@@ -68,7 +86,7 @@ impl Actor for Fetcher {
         job: RecordJob,
         state: &mut FetcherArgs,
     ) -> Result<(), ActorProcessingErr> {
-        let inspection = state.inspect(&job.record).await;
+        let inspection = state.inspect(&job.record, &job.trace.span).await;
         if let Err(RouterMsg::Route { job, .. }) = state.router.send(RouterMsg::Route { job, inspection }) {
             job.ticket.retry("restart", "router is restarting");
         }

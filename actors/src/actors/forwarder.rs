@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
+use tracing::{Instrument, Span};
 
 use crate::model::RecordJob;
 use crate::ports::{MessageSink, OutboundMessage};
@@ -21,6 +22,8 @@ pub enum ForwarderMsg {
         /// One per rejected record.
         reasons: Vec<String>,
         tickets: Vec<RecordTicket>,
+        /// The message's span.
+        span: Span,
     },
 }
 
@@ -31,13 +34,14 @@ pub struct ForwarderArgs {
     pub rejected: Option<Arc<dyn MessageSink>>,
 }
 
-/// The outbound message for a clean record: the record as received, plus the verdict and the
-/// engine that gave it.
-pub fn clean_message(job: &RecordJob, engine: Option<&str>) -> OutboundMessage {
+/// The outbound message for a clean record: the record as received, plus the verdict, the
+/// engine that gave it and the trace context of `send` (the span of sending it).
+pub fn clean_message(job: &RecordJob, engine: Option<&str>, send: &Span) -> OutboundMessage {
     let mut attributes = vec![("verdict".to_owned(), "clean".to_owned())];
     if let Some(engine) = engine {
         attributes.push(("engine".to_owned(), engine.to_owned()));
     }
+    attributes.extend(job.trace.propagate(send));
     OutboundMessage {
         body: job.record.outbound_body(),
         attributes,
@@ -65,7 +69,14 @@ impl Actor for Forwarder {
     ) -> Result<(), ActorProcessingErr> {
         match message {
             ForwarderMsg::Forward { job, engine } => {
-                match state.outbound.send(clean_message(&job, engine.as_deref())).await {
+                let span = tracing::info_span!(parent: &job.trace.span, "forward", otel.kind = "producer", error = tracing::field::Empty);
+                let message = clean_message(&job, engine.as_deref(), &span);
+                let sent = state.outbound.send(message).instrument(span.clone()).await;
+                if let Err(err) = &sent {
+                    span.record("error", tracing::field::display(err));
+                }
+                drop(span);
+                match sent {
                     Ok(()) => job.ticket.done(),
                     Err(err) => {
                         tracing::warn!(key = %job.record.object.key, message_id = job.ticket.message_id(), error = %err, "forwarding failed; message will be retried");
@@ -78,7 +89,9 @@ impl Actor for Forwarder {
                 message_id,
                 reasons,
                 tickets,
+                span,
             } => {
+                let span = tracing::info_span!(parent: &span, "reject", reasons = %reasons.join("; "));
                 let Some(rejected) = &state.rejected else {
                     tickets.into_iter().for_each(RecordTicket::reject);
                     return Ok(());
@@ -90,7 +103,7 @@ impl Actor for Forwarder {
                         ("source_message_id".to_owned(), message_id.clone()),
                     ],
                 };
-                match rejected.send(message).await {
+                match rejected.send(message).instrument(span).await {
                     Ok(()) => tickets.into_iter().for_each(RecordTicket::reject),
                     Err(err) => {
                         tracing::warn!(%message_id, error = %err, "could not keep the rejected event; message will be retried");

@@ -14,10 +14,31 @@ use super::acker::AckerMsg;
 use super::forwarder::ForwarderMsg;
 use super::pool::PoolMsg;
 use crate::event::{parse_message, ParsedMessage, Rejection};
+use crate::model::ObjectRef;
 use crate::model::RecordJob;
 use crate::ports::{InboundQueue, QueueMessage};
 use crate::receipt::{InflightMessage, RecordTicket};
 use crate::stage::Address;
+use crate::trace::{self, ObjectTrace};
+use tracing::Span;
+
+/// The span of one record's object, under its message's span; the verdict is recorded by the
+/// router.
+fn object_span(message: &Span, object: &ObjectRef) -> Span {
+    tracing::info_span!(
+        parent: message,
+        "object",
+        aws.s3.bucket = %object.bucket,
+        aws.s3.key = %trace::capped_key(&object.key),
+        object.size = object.size,
+        object.etag = object.etag.as_deref().unwrap_or(""),
+        object.version_id = object.version_id.as_deref().unwrap_or(""),
+        scan.verdict = tracing::field::Empty,
+        scan.signature = tracing::field::Empty,
+        otel.status_code = tracing::field::Empty,
+        error = tracing::field::Empty,
+    )
+}
 
 /// SQS returns at most ten messages per receive.
 pub const MAX_RECEIVE_BATCH: usize = 10;
@@ -66,13 +87,18 @@ impl PollerState {
     }
 
     fn dispatch(&self, message: QueueMessage, permit: OwnedSemaphorePermit) {
+        let message_span = trace::message_span(&message.message_id, message.receive_count, &message.trace);
+        let receive = tracing::info_span!(parent: &message_span, "receive", records = tracing::field::Empty).entered();
         let parsed = parse_message(&message.body, &self.args.unprocessed_bucket);
         let records = match &parsed {
             ParsedMessage::Records(records) => records.len(),
             _ => 1,
         };
-        let (inflight, mut tickets) = InflightMessage::open(&message, records, permit, self.args.acker.clone());
+        receive.record("records", records);
+        let (inflight, mut tickets) =
+            InflightMessage::open(&message, records, permit, self.args.acker.clone(), message_span.clone());
         let _ = self.args.acker.send(AckerMsg::Track(Arc::downgrade(&inflight)));
+        let upstream = Arc::new(message.trace.clone());
         let mut rejected = Vec::new();
         match parsed {
             ParsedMessage::TestEvent => {
@@ -85,8 +111,13 @@ impl PollerState {
                     match record {
                         Ok(record) => {
                             tracing::debug!(message_id = %message.message_id, key = %record.object.key, "record received");
+                            let trace =
+                                ObjectTrace::new(object_span(&message_span, &record.object), Arc::clone(&upstream));
                             // A failed send drops the job and its ticket: the message is retried.
-                            let _ = self.args.fetch_pool.send(PoolMsg::Submit(RecordJob { record, ticket }));
+                            let _ = self
+                                .args
+                                .fetch_pool
+                                .send(PoolMsg::Submit(RecordJob { record, ticket, trace }));
                         }
                         Err(rejection) => rejected.push((rejection, ticket)),
                     }
@@ -94,11 +125,11 @@ impl PollerState {
             }
         }
         if !rejected.is_empty() {
-            self.reject(message, rejected);
+            self.reject(message, rejected, message_span);
         }
     }
 
-    fn reject(&self, message: QueueMessage, rejected: Vec<(Rejection, RecordTicket)>) {
+    fn reject(&self, message: QueueMessage, rejected: Vec<(Rejection, RecordTicket)>, span: Span) {
         for (rejection, _) in &rejected {
             tracing::warn!(message_id = %message.message_id, reason = rejection.label(), detail = %rejection, "invalid event rejected");
             metrics::counter!(crate::metrics::REJECTED, "reason" => rejection.label()).increment(1);
@@ -112,6 +143,7 @@ impl PollerState {
             message_id: message.message_id,
             reasons,
             tickets,
+            span,
         };
         let _ = self.args.forwarder.send(reject);
     }

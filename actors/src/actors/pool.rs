@@ -2,6 +2,9 @@
 //! each job to an idle worker or keeps it in a backlog (bounded by the in-flight permits), and
 //! supervises its workers: a failed worker is replaced after the shared restart backoff, and the
 //! job it held is dropped, which retries its message.
+//!
+//! Each job's time in the pool shows in its trace as a `wait` span (`pool` = the worker kind),
+//! from submission until a worker takes it.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -10,6 +13,7 @@ use futures::future::BoxFuture;
 use ractor::{Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, Message, SpawnErr, SupervisionEvent};
 
 use crate::restart::RestartBudget;
+use crate::trace::Traced;
 
 pub enum PoolMsg<J> {
     /// A job for any worker.
@@ -62,10 +66,11 @@ pub struct PoolState<J> {
     workers: Vec<Option<ActorRef<J>>>,
     by_id: HashMap<ActorId, usize>,
     idle: VecDeque<usize>,
-    backlog: VecDeque<J>,
+    /// Jobs waiting for a worker, each with its open `wait` span.
+    backlog: VecDeque<(J, tracing::Span)>,
 }
 
-impl<J: Message> PoolState<J> {
+impl<J: Message + Traced> PoolState<J> {
     async fn spawn(&mut self, index: usize, pool: &ActorRef<PoolMsg<J>>) -> Result<(), SpawnErr> {
         let slot = WorkerSlot {
             pool: pool.clone(),
@@ -83,11 +88,11 @@ impl<J: Message> PoolState<J> {
             return;
         };
         match self.backlog.pop_front() {
-            Some(job) => {
+            Some((job, wait)) => {
                 // The worker died between its last job and now: the job goes back to the front,
                 // and the worker's replacement will ask for it.
                 if let Err(ractor::MessagingErr::SendErr(job)) = worker.cast(job) {
-                    self.backlog.push_front(job);
+                    self.backlog.push_front((job, wait));
                 }
             }
             None => self.idle.push_back(index),
@@ -101,6 +106,7 @@ impl<J: Message> PoolState<J> {
     }
 
     fn submit(&mut self, mut job: J) {
+        let wait = tracing::info_span!(parent: job.trace_span(), "wait", pool = self.args.worker_kind);
         while let Some(index) = self.idle.pop_front() {
             let Some(worker) = self.workers[index].clone() else {
                 continue;
@@ -111,11 +117,11 @@ impl<J: Message> PoolState<J> {
                 Err(_) => return,
             }
         }
-        self.backlog.push_back(job);
+        self.backlog.push_back((job, wait));
     }
 }
 
-impl<J: Message> Actor for Pool<J> {
+impl<J: Message + Traced> Actor for Pool<J> {
     type Msg = PoolMsg<J>;
     type State = PoolState<J>;
     type Arguments = PoolArgs<J>;

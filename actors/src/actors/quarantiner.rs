@@ -17,10 +17,12 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
+use tracing::{Instrument, Span};
 
 use crate::model::{ObjectRecord, ObjectRef, QuarantineReason, RecordJob, ScanOutcome, Verdict};
 use crate::ports::{Notifier, NotifyError, ObjectMeta, ObjectStore, StoreError};
 use crate::report::{now_rfc3339, QuarantineReport};
+use crate::trace::ObjectTrace;
 
 pub enum QuarantinerMsg {
     Quarantine { job: RecordJob, outcome: ScanOutcome },
@@ -128,7 +130,12 @@ fn verdict_from_metadata(metadata: &HashMap<String, String>) -> Verdict {
 }
 
 impl QuarantinerArgs {
-    async fn quarantine(&self, record: &ObjectRecord, outcome: ScanOutcome) -> Result<(), QuarantineError> {
+    async fn quarantine(
+        &self,
+        record: &ObjectRecord,
+        outcome: ScanOutcome,
+        trace: &Steps<'_>,
+    ) -> Result<(), QuarantineError> {
         let object = &record.object;
         let report = QuarantineReport::new(
             record,
@@ -137,7 +144,11 @@ impl QuarantinerArgs {
             now_rfc3339(),
             &self.quarantine_bucket,
         );
-        let existing = self.store.head(&self.quarantine_bucket, &report.quarantine_key).await?;
+        let existing = self
+            .store
+            .head(&self.quarantine_bucket, &report.quarantine_key)
+            .instrument(tracing::info_span!(parent: trace.parent, "check_copy"))
+            .await?;
         if !existing.as_ref().is_some_and(|copy| written_for(copy, object)) {
             match self
                 .store
@@ -147,25 +158,38 @@ impl QuarantinerArgs {
                     &report.quarantine_key,
                     &copy_metadata(&report),
                 )
+                .instrument(tracing::info_span!(parent: trace.parent, "copy", otel.kind = "client"))
                 .await
             {
                 Ok(()) => {}
                 Err(StoreError::NotFound { .. } | StoreError::PreconditionFailed { .. }) => {
                     // Gone between the scan and the copy: maybe another worker finished it.
-                    self.finish_if_quarantined(record).await?;
+                    self.finish_if_quarantined(record, trace).await?;
                     return Ok(());
                 }
                 Err(err) => return Err(err.into()),
             }
         }
-        self.report_and_delete(object, &report).await
+        self.report_and_delete(object, &report, trace).await
     }
 
-    async fn report_and_delete(&self, object: &ObjectRef, report: &QuarantineReport) -> Result<(), QuarantineError> {
+    async fn report_and_delete(
+        &self,
+        object: &ObjectRef,
+        report: &QuarantineReport,
+        trace: &Steps<'_>,
+    ) -> Result<(), QuarantineError> {
         let report_key = report.report_key();
-        let existing = self.store.head(&self.quarantine_bucket, &report_key).await?;
+        let existing = self
+            .store
+            .head(&self.quarantine_bucket, &report_key)
+            .instrument(tracing::info_span!(parent: trace.parent, "check_report"))
+            .await?;
         if !existing.is_some_and(|stored| written_for(&stored, object)) {
-            self.notifier.publish(&report.notification()).await?;
+            let notify = tracing::info_span!(parent: trace.parent, "notify", otel.kind = "producer");
+            let mut notification = report.notification();
+            notification.attributes.extend(trace.object.propagate(&notify));
+            self.notifier.publish(&notification).instrument(notify).await?;
             self.store
                 .put(
                     &self.quarantine_bucket,
@@ -174,17 +198,32 @@ impl QuarantinerArgs {
                     "application/json",
                     &source_metadata(report),
                 )
+                .instrument(tracing::info_span!(parent: trace.parent, "put_report", otel.kind = "client"))
                 .await?;
         }
-        match self.store.delete(object).await {
+        let deleted = self
+            .store
+            .delete(object)
+            .instrument(tracing::info_span!(parent: trace.parent, "delete_source", otel.kind = "client"))
+            .await;
+        match deleted {
             Ok(()) | Err(StoreError::NotFound { .. } | StoreError::PreconditionFailed { .. }) => Ok(()),
             Err(err) => Err(err.into()),
         }
     }
 
-    async fn finish_if_quarantined(&self, record: &ObjectRecord) -> Result<GoneOutcome, QuarantineError> {
+    async fn finish_if_quarantined(
+        &self,
+        record: &ObjectRecord,
+        trace: &Steps<'_>,
+    ) -> Result<GoneOutcome, QuarantineError> {
         let object = &record.object;
-        let Some(copy) = self.store.head(&self.quarantine_bucket, &object.key).await? else {
+        let copy = self
+            .store
+            .head(&self.quarantine_bucket, &object.key)
+            .instrument(tracing::info_span!(parent: trace.parent, "check_copy"))
+            .await?;
+        let Some(copy) = copy else {
             return Ok(GoneOutcome::Stale);
         };
         if !written_for(&copy, object) {
@@ -199,9 +238,16 @@ impl QuarantinerArgs {
             &self.quarantine_bucket,
         );
         report.signature = copy.metadata.get(META_SIGNATURE).cloned();
-        self.report_and_delete(object, &report).await?;
+        self.report_and_delete(object, &report, trace).await?;
         Ok(GoneOutcome::FinishedEarlierQuarantine)
     }
+}
+
+/// Where the spans of a quarantine's steps go: under `parent` (the `quarantine` span), and
+/// the notification continues `object`'s trace.
+struct Steps<'a> {
+    object: &'a ObjectTrace,
+    parent: &'a Span,
 }
 
 /// Runs a quarantine, recording how long it took.
@@ -231,18 +277,33 @@ impl Actor for Quarantiner {
         message: QuarantinerMsg,
         state: &mut QuarantinerArgs,
     ) -> Result<(), ActorProcessingErr> {
+        let job = match &message {
+            QuarantinerMsg::Quarantine { job, .. } | QuarantinerMsg::Gone { job } => job,
+        };
+        let span = tracing::info_span!(parent: &job.trace.span, "quarantine", error = tracing::field::Empty);
+        let trace = job.trace.clone();
+        let steps = Steps {
+            object: &trace,
+            parent: &span,
+        };
+        let failed = |err: &QuarantineError| {
+            span.record("error", tracing::field::display(err));
+        };
         match message {
-            QuarantinerMsg::Quarantine { job, outcome } => match timed(state.quarantine(&job.record, outcome)).await {
-                Ok(()) => {
-                    tracing::info!(key = %job.record.object.key, message_id = job.ticket.message_id(), "quarantined");
-                    job.ticket.done();
+            QuarantinerMsg::Quarantine { job, outcome } => {
+                match timed(state.quarantine(&job.record, outcome, &steps)).await {
+                    Ok(()) => {
+                        tracing::info!(key = %job.record.object.key, message_id = job.ticket.message_id(), "quarantined");
+                        job.ticket.done();
+                    }
+                    Err(err) => {
+                        failed(&err);
+                        tracing::warn!(key = %job.record.object.key, message_id = job.ticket.message_id(), error = %err, "quarantine step failed; message will be retried");
+                        job.ticket.retry("quarantine", err);
+                    }
                 }
-                Err(err) => {
-                    tracing::warn!(key = %job.record.object.key, message_id = job.ticket.message_id(), error = %err, "quarantine step failed; message will be retried");
-                    job.ticket.retry("quarantine", err);
-                }
-            },
-            QuarantinerMsg::Gone { job } => match state.finish_if_quarantined(&job.record).await {
+            }
+            QuarantinerMsg::Gone { job } => match state.finish_if_quarantined(&job.record, &steps).await {
                 Ok(GoneOutcome::FinishedEarlierQuarantine) => {
                     tracing::info!(key = %job.record.object.key, message_id = job.ticket.message_id(), "already quarantined by an earlier attempt");
                     job.ticket.done();
@@ -252,6 +313,7 @@ impl Actor for Quarantiner {
                     job.ticket.done();
                 }
                 Err(err) => {
+                    failed(&err);
                     tracing::warn!(key = %job.record.object.key, message_id = job.ticket.message_id(), error = %err, "quarantine check failed; message will be retried");
                     job.ticket.retry("quarantine", err);
                 }

@@ -33,6 +33,18 @@ pub enum Route {
     },
 }
 
+impl Route {
+    /// The route's name in traces.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Route::Forward { .. } => "forward",
+            Route::Quarantine(_) => "quarantine",
+            Route::CheckQuarantined => "check_quarantined",
+            Route::Retry { .. } => "retry",
+        }
+    }
+}
+
 /// The one place that maps an inspection (or its failure) to a route.
 pub fn route(inspection: Result<Inspection, InspectError>) -> Route {
     match inspection {
@@ -83,7 +95,26 @@ impl Actor for Router {
     ) -> Result<(), ActorProcessingErr> {
         let RouterMsg::Route { job, inspection } = message;
         let object = &job.record.object;
-        match route(inspection) {
+        let route = route(inspection);
+        let object_span = &job.trace.span;
+        let _span = tracing::info_span!(parent: object_span, "route", route = route.label()).entered();
+        match &route {
+            Route::Forward { .. } => {
+                object_span.record("scan.verdict", "clean");
+            }
+            Route::Quarantine(outcome) => {
+                object_span.record("scan.verdict", outcome.verdict.label());
+                if let Some(signature) = outcome.verdict.signature() {
+                    object_span.record("scan.signature", signature);
+                }
+            }
+            Route::CheckQuarantined => {}
+            Route::Retry { reason, .. } => {
+                object_span.record("otel.status_code", "ERROR");
+                object_span.record("error", reason.as_str());
+            }
+        }
+        match route {
             Route::Forward { engine } => {
                 tracing::info!(bucket = %object.bucket, key = %object.key, message_id = job.ticket.message_id(), "clean; forwarding");
                 crate::metrics::record("clean");

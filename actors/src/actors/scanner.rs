@@ -11,15 +11,26 @@ use std::sync::Arc;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::sync::oneshot;
 
+use tracing::{Instrument, Span};
+
 use super::pool::WorkerSlot;
 use crate::archive_guard;
 use crate::model::ScanOutcome;
 use crate::ports::{ObjectBody, ScanEngine, ScanError, ScanSession};
+use crate::trace::Traced;
 
 /// One object to scan; the verdict goes back on `reply`.
 pub struct ScanJob {
     pub body: ObjectBody,
     pub reply: oneshot::Sender<Result<ScanOutcome, ScanError>>,
+    /// The object's span, parent of the `scan` span.
+    pub trace: Span,
+}
+
+impl Traced for ScanJob {
+    fn trace_span(&self) -> &Span {
+        &self.trace
+    }
 }
 
 pub struct Scanner;
@@ -40,7 +51,7 @@ pub struct ScannerState {
 }
 
 impl ScannerState {
-    async fn scan(&mut self, body: ObjectBody) -> Result<ScanOutcome, ScanError> {
+    async fn scan(&mut self, body: ObjectBody, span: &Span) -> Result<ScanOutcome, ScanError> {
         if let Some(session) = self.session.as_mut() {
             if !session.is_reusable() {
                 tracing::debug!(
@@ -55,6 +66,7 @@ impl ScannerState {
             Some(session) => session,
             None => self.session.insert(self.engine.connect().await?),
         };
+        span.record("clamd.connection.id", session.id());
         let size = body.content_length;
         let (watched, watch) = archive_guard::watch(body, self.archive_member_limit);
         let started = std::time::Instant::now();
@@ -91,7 +103,29 @@ impl Actor for Scanner {
         job: ScanJob,
         state: &mut ScannerState,
     ) -> Result<(), ActorProcessingErr> {
-        let result = state.scan(job.body).await;
+        let span = tracing::info_span!(
+            parent: &job.trace,
+            "scan",
+            scanner = state.slot.index,
+            clamd.connection.id = tracing::field::Empty,
+            scan.bytes = job.body.content_length,
+            scan.verdict = tracing::field::Empty,
+            scan.signature = tracing::field::Empty,
+            error = tracing::field::Empty,
+        );
+        let result = state.scan(job.body, &span).instrument(span.clone()).await;
+        match &result {
+            Ok(outcome) => {
+                span.record("scan.verdict", outcome.verdict.label());
+                if let Some(signature) = outcome.verdict.signature() {
+                    span.record("scan.signature", signature);
+                }
+            }
+            Err(err) => {
+                span.record("error", tracing::field::display(err));
+            }
+        }
+        drop(span);
         // The fetcher may have given up waiting; nothing else to do then.
         let _ = job.reply.send(result);
         state.slot.ready();

@@ -32,6 +32,12 @@ soak: stack
 	AVSCAN_SOAK_OBJECTS=$(SOAK_OBJECTS) $(CARGO) test --test soak -- --nocapture; \
 		status=$$?; bash compose/stack.sh reset; exit $$status
 
+# The end-to-end benchmark: the release binary against the local stack; prints files/s, MB/s,
+# p50/p99, peak RSS and AWS calls per file, then the 1 GiB memory run (see tests/bench_e2e.rs
+# for BENCH_OBJECTS, BENCH_MIX, BENCH_LARGE_MIB and the tuning knobs it passes on).
+bench-e2e: stack
+	$(CARGO) test --release --test bench_e2e -- --ignored --nocapture
+
 lint:
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings

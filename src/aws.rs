@@ -16,7 +16,9 @@ use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_sdk_s3::error::{DisplayErrorContext, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, MetadataDirective};
-use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, MessageSystemAttributeName, QueueAttributeName};
+use aws_sdk_sqs::types::{
+    DeleteMessageBatchRequestEntry, MessageSystemAttributeName, QueueAttributeName, SendMessageBatchRequestEntry,
+};
 use bytes::Bytes;
 use futures::StreamExt;
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
@@ -283,26 +285,51 @@ pub struct SqsSink {
 
 #[async_trait]
 impl MessageSink for SqsSink {
-    async fn send(&self, message: OutboundMessage) -> Result<(), QueueError> {
+    async fn send_batch(&self, messages: &[OutboundMessage]) -> Result<Vec<SendFailure>, QueueError> {
+        if messages.is_empty() {
+            return Ok(Vec::new());
+        }
         let error = |detail: String| QueueError {
-            operation: "SendMessage",
+            operation: "SendMessageBatch",
             queue: self.url.clone(),
             detail,
         };
-        let mut request = self
-            .client
-            .send_message()
-            .queue_url(&self.url)
-            .message_body(message.body);
-        for (name, value) in message.attributes {
-            let attribute = aws_sdk_sqs::types::MessageAttributeValue::builder()
-                .data_type("String")
-                .string_value(value)
-                .build()
-                .map_err(|err| error(err.to_string()))?;
-            request = request.message_attributes(name, attribute);
+        // Entry ids are positions: SQS only needs them unique within the call.
+        let mut entries = Vec::with_capacity(messages.len());
+        for (index, message) in messages.iter().enumerate() {
+            let mut entry = SendMessageBatchRequestEntry::builder()
+                .id(index.to_string())
+                .message_body(&message.body);
+            for (name, value) in &message.attributes {
+                let attribute = aws_sdk_sqs::types::MessageAttributeValue::builder()
+                    .data_type("String")
+                    .string_value(value)
+                    .build()
+                    .map_err(|err| error(err.to_string()))?;
+                entry = entry.message_attributes(name, attribute);
+            }
+            entries.push(entry.build().map_err(|err| error(err.to_string()))?);
         }
-        request.send().await.map(|_| ()).map_err(|err| error(detail(err)))
+        let output = self
+            .client
+            .send_message_batch()
+            .queue_url(&self.url)
+            .set_entries(Some(entries))
+            .send()
+            .await
+            .map_err(|err| error(detail(err)))?;
+        // A failure naming no entry of ours cannot be placed: then nothing counts as sent.
+        output
+            .failed
+            .into_iter()
+            .map(|failed| match failed.id.parse::<usize>() {
+                Ok(index) if index < messages.len() => Ok(SendFailure {
+                    index,
+                    detail: format!("{}: {}", failed.code, failed.message.unwrap_or_default()),
+                }),
+                _ => Err(error(format!("failure for unknown entry {:?}", failed.id))),
+            })
+            .collect()
     }
 }
 

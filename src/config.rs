@@ -147,6 +147,10 @@ pub struct RunArgs {
     /// Messages asked for per receive (1 to 10).
     #[arg(long, env = "RECEIVE_BATCH_SIZE", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=10))]
     pub receive_batch_size: u64,
+    /// Milliseconds a finished message may wait for others to share its SendMessageBatch and
+    /// DeleteMessageBatch call (ten per call).
+    #[arg(long, env = "BATCH_LINGER_MS", default_value_t = 100, value_parser = clap::value_parser!(u64).range(0..=10_000))]
+    pub batch_linger_ms: u64,
     /// First retry delay of a failed message, seconds; doubles per receive up to the max.
     #[arg(long, env = "RETRY_BACKOFF_BASE", default_value_t = 5)]
     pub retry_backoff_base: u64,
@@ -280,6 +284,7 @@ impl RunArgs {
         pipeline.fetch_concurrency = self.fetch_concurrency as usize;
         pipeline.scanner_connections = self.clamd_connections as usize;
         pipeline.receive_batch = self.receive_batch_size as usize;
+        pipeline.batch_linger = Duration::from_millis(self.batch_linger_ms);
         pipeline.visibility_timeout = visibility;
         pipeline.retry_base = Duration::from_secs(self.retry_backoff_base);
         pipeline.retry_max = Duration::from_secs(self.retry_backoff_max.max(self.retry_backoff_base));

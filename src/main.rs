@@ -7,6 +7,9 @@
 
 use std::process::ExitCode;
 
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 use avscan::config::{Cli, Command};
 use clap::Parser;
 

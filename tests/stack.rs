@@ -575,13 +575,6 @@ async fn healthz_answers_while_alive_and_readyz_only_while_running_with_clamd_up
 }
 
 /// The value of one sample in Prometheus' text format, e.g. `avscan_records_total{verdict="clean"}`.
-fn sample(metrics: &str, series: &str) -> f64 {
-    metrics
-        .lines()
-        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no {series} in:\n{metrics}"))
-}
-
 #[tokio::test]
 async fn metrics_count_what_was_sent() {
     let env = TestEnv::new(true).await;

@@ -82,7 +82,7 @@ pub fn parse_message(body: &str, unprocessed_bucket: &str) -> ParsedMessage {
     parse_value(value, unprocessed_bucket, true)
 }
 
-fn parse_value(value: Value, unprocessed_bucket: &str, may_unwrap_sns: bool) -> ParsedMessage {
+fn parse_value(mut value: Value, unprocessed_bucket: &str, may_unwrap_sns: bool) -> ParsedMessage {
     // An SNS envelope (subscription without raw delivery): the event is the string `Message`.
     if may_unwrap_sns && value.get("Type").and_then(Value::as_str) == Some("Notification") {
         return match value.get("Message").and_then(Value::as_str) {
@@ -96,8 +96,9 @@ fn parse_value(value: Value, unprocessed_bucket: &str, may_unwrap_sns: bool) -> 
     if value.get("Event").and_then(Value::as_str) == Some("s3:TestEvent") {
         return ParsedMessage::TestEvent;
     }
-    if let Some(records) = value.get("Records") {
-        let Some(records) = records.as_array() else {
+    if let Some(records) = value.get_mut("Records") {
+        // Taken out, not copied: each record is kept whole for forwarding.
+        let Value::Array(records) = records.take() else {
             return ParsedMessage::Invalid(Rejection::MissingField("Records"));
         };
         if records.is_empty() {
@@ -105,7 +106,7 @@ fn parse_value(value: Value, unprocessed_bucket: &str, may_unwrap_sns: bool) -> 
         }
         return ParsedMessage::Records(
             records
-                .iter()
+                .into_iter()
                 .map(|record| parse_s3_record(record, unprocessed_bucket))
                 .collect(),
         );
@@ -131,7 +132,16 @@ fn optional_str(value: &Value, pointer: &str) -> Option<String> {
         .map(str::to_owned)
 }
 
-fn parse_s3_record(record: &Value, unprocessed_bucket: &str) -> Result<ObjectRecord, Rejection> {
+fn parse_s3_record(record: Value, unprocessed_bucket: &str) -> Result<ObjectRecord, Rejection> {
+    let (object, event_time) = s3_record_fields(&record, unprocessed_bucket)?;
+    Ok(ObjectRecord {
+        object,
+        event_time,
+        shape: EventShape::S3Record(record),
+    })
+}
+
+fn s3_record_fields(record: &Value, unprocessed_bucket: &str) -> Result<(ObjectRef, String), Rejection> {
     let event_name = str_at(record, "/eventName", "eventName")?;
     // AWS writes `ObjectCreated:Put`; some S3-compatible stores prefix it with `s3:`.
     if !event_name.trim_start_matches("s3:").starts_with("ObjectCreated:") {
@@ -148,17 +158,14 @@ fn parse_s3_record(record: &Value, unprocessed_bucket: &str) -> Result<ObjectRec
         .and_then(Value::as_u64)
         .ok_or(Rejection::MissingField("s3.object.size"))?;
     let event_time = str_at(record, "/eventTime", "eventTime")?.to_owned();
-    Ok(ObjectRecord {
-        object: ObjectRef {
-            bucket: bucket.to_owned(),
-            key,
-            version_id: optional_str(record, "/s3/object/versionId"),
-            etag: optional_str(record, "/s3/object/eTag").map(|etag| unquote_etag(&etag).to_owned()),
-            size,
-        },
-        event_time,
-        shape: EventShape::S3Record(record.clone()),
-    })
+    let object = ObjectRef {
+        bucket: bucket.to_owned(),
+        key,
+        version_id: optional_str(record, "/s3/object/versionId"),
+        etag: optional_str(record, "/s3/object/eTag").map(|etag| unquote_etag(&etag).to_owned()),
+        size,
+    };
+    Ok((object, event_time))
 }
 
 /// EventBridge delivers the key as it is, not form-encoded like S3 notifications.

@@ -39,6 +39,9 @@ pub struct PipelineConfig {
     pub scanner_connections: usize,
     /// Messages per receive, 1 to 10.
     pub receive_batch: usize,
+    /// How long a finished message may wait for others to share its `SendMessageBatch` and
+    /// `DeleteMessageBatch` call.
+    pub batch_linger: Duration,
     /// What the inbound queue receives with and the heartbeat extends to.
     pub visibility_timeout: Duration,
     /// Backoff for a released message: doubles with each receive, capped at `retry_max`.
@@ -59,6 +62,7 @@ impl PipelineConfig {
             fetch_concurrency: 6,
             scanner_connections: 4,
             receive_batch: 10,
+            batch_linger: Duration::from_millis(100),
             visibility_timeout: Duration::from_secs(120),
             retry_base: Duration::from_secs(5),
             retry_max: Duration::from_secs(300),

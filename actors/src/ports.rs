@@ -67,7 +67,18 @@ pub struct DeleteFailure {
 /// A queue we only send to: the outbound (validation) queue, the rejected-events queue.
 #[async_trait]
 pub trait MessageSink: Send + Sync + 'static {
-    async fn send(&self, message: OutboundMessage) -> Result<(), QueueError>;
+    /// Sends up to ten messages in one call. `Err` means the call as a whole failed (nothing is
+    /// known to be sent); otherwise the entries that failed are returned. An empty slice is a
+    /// no-op.
+    async fn send_batch(&self, messages: &[OutboundMessage]) -> Result<Vec<SendFailure>, QueueError>;
+}
+
+/// One entry of a batch send that did not succeed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SendFailure {
+    /// Position of the entry in the batch.
+    pub index: usize,
+    pub detail: String,
 }
 
 #[derive(Debug, Clone, thiserror::Error)]

@@ -3,7 +3,7 @@
 //! receipt handles on the queue, conditional GET/DELETE on the store. Each fake can be told to
 //! panic on its next calls, to test supervision.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -43,21 +43,47 @@ impl PanicSwitch {
 #[derive(Debug)]
 struct QueuedMessage {
     id: String,
-    body: String,
+    body: Arc<str>,
     receipt_handle: String,
     receive_count: u32,
     visible_at: Instant,
 }
 
+/// Messages in arrival order (by sequence number), and which of them were ever received: the
+/// in-flight ones are among those, so no call walks the whole queue.
+#[derive(Debug, Default)]
+struct QueueState {
+    messages: BTreeMap<u64, QueuedMessage>,
+    received: BTreeSet<u64>,
+}
+
+impl QueueState {
+    fn in_flight(&self, now: Instant) -> usize {
+        self.received
+            .iter()
+            .filter(|seq| self.messages.get(seq).is_some_and(|m| m.visible_at > now))
+            .count()
+    }
+
+    /// The message a receipt handle (`msg-<seq>#<receive>`) names, if it is still the latest.
+    fn by_handle(&mut self, receipt_handle: &str) -> Option<(u64, &mut QueuedMessage)> {
+        let seq = receipt_handle.strip_prefix("msg-")?.split('#').next()?.parse().ok()?;
+        let message = self.messages.get_mut(&seq)?;
+        (message.receipt_handle == receipt_handle).then_some((seq, message))
+    }
+}
+
 /// An SQS-like queue: received messages are invisible for the visibility timeout, each receive
-/// issues a new receipt handle, and only the latest one deletes.
+/// issues a new receipt handle, and only the latest one deletes. An empty receive waits (like
+/// SQS' long poll) until a message is pushed or the wait time passes.
 #[derive(Debug)]
 pub struct MemoryQueue {
-    messages: Mutex<Vec<QueuedMessage>>,
+    state: Mutex<QueueState>,
+    pushed: tokio::sync::Notify,
     visibility_timeout: Duration,
     /// How long an empty receive waits, like SQS' WaitTimeSeconds.
     wait: Duration,
-    next_id: AtomicU64,
+    next_seq: AtomicU64,
     /// How often each message was received, kept after it is deleted.
     receive_history: Mutex<HashMap<String, u32>>,
     /// Most messages ever received and not yet deleted or made visible again.
@@ -71,10 +97,11 @@ pub struct MemoryQueue {
 impl MemoryQueue {
     pub fn new(visibility_timeout: Duration) -> Arc<Self> {
         Arc::new(Self {
-            messages: Mutex::default(),
+            state: Mutex::default(),
+            pushed: tokio::sync::Notify::new(),
             visibility_timeout,
             wait: Duration::from_millis(20),
-            next_id: AtomicU64::new(1),
+            next_seq: AtomicU64::new(1),
             receive_history: Mutex::default(),
             peak_in_flight: AtomicUsize::new(0),
             delete_calls: Mutex::default(),
@@ -83,20 +110,30 @@ impl MemoryQueue {
     }
 
     pub fn push(&self, body: impl Into<String>) -> String {
-        let id = format!("msg-{}", self.next_id.fetch_add(1, Ordering::SeqCst));
-        lock(&self.messages).push(QueuedMessage {
-            id: id.clone(),
-            body: body.into(),
-            receipt_handle: String::new(),
-            receive_count: 0,
-            visible_at: Instant::now(),
-        });
+        self.push_shared(Arc::from(body.into()))
+    }
+
+    /// Queues a body shared with other messages (benches queue the same event many times).
+    pub fn push_shared(&self, body: Arc<str>) -> String {
+        let seq = self.next_seq.fetch_add(1, Ordering::SeqCst);
+        let id = format!("msg-{seq}");
+        lock(&self.state).messages.insert(
+            seq,
+            QueuedMessage {
+                id: id.clone(),
+                body,
+                receipt_handle: String::new(),
+                receive_count: 0,
+                visible_at: Instant::now(),
+            },
+        );
+        self.pushed.notify_waiters();
         id
     }
 
     /// Messages not yet deleted, visible or not.
     pub fn len(&self) -> usize {
-        lock(&self.messages).len()
+        lock(&self.state).messages.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -105,10 +142,8 @@ impl MemoryQueue {
 
     /// How often the message with this id was received.
     pub fn receive_count(&self, id: &str) -> Option<u32> {
-        lock(&self.messages)
-            .iter()
-            .find(|m| m.id == id)
-            .map(|m| m.receive_count)
+        let seq: u64 = id.strip_prefix("msg-")?.parse().ok()?;
+        lock(&self.state).messages.get(&seq).map(|m| m.receive_count)
     }
 
     /// How often the message with this id was received, also after it was deleted.
@@ -130,60 +165,63 @@ impl MemoryQueue {
         self.peak_in_flight.load(Ordering::SeqCst)
     }
 
-    fn in_flight(messages: &[QueuedMessage], now: Instant) -> usize {
-        messages
-            .iter()
-            .filter(|m| m.receive_count > 0 && m.visible_at > now)
-            .count()
+    fn take_visible(&self, max: usize) -> Vec<QueueMessage> {
+        let now = Instant::now();
+        let mut state = lock(&self.state);
+        let QueueState { messages, received } = &mut *state;
+        let mut taken = Vec::new();
+        for (seq, message) in messages
+            .iter_mut()
+            .filter(|(_, m)| m.visible_at <= now)
+            .take(max.min(10))
+        {
+            message.receive_count += 1;
+            message.visible_at = now + self.visibility_timeout;
+            message.receipt_handle = format!("{}#{}", message.id, message.receive_count);
+            received.insert(*seq);
+            lock(&self.receive_history).insert(message.id.clone(), message.receive_count);
+            taken.push(QueueMessage {
+                message_id: message.id.clone(),
+                receipt_handle: message.receipt_handle.clone(),
+                body: message.body.to_string(),
+                receive_count: message.receive_count,
+                trace: Default::default(),
+            });
+        }
+        self.peak_in_flight.fetch_max(state.in_flight(now), Ordering::SeqCst);
+        taken
     }
 }
 
 #[async_trait]
 impl InboundQueue for MemoryQueue {
     async fn receive(&self, max: usize) -> Result<Vec<QueueMessage>, QueueError> {
-        let received: Vec<QueueMessage> = {
-            let now = Instant::now();
-            let mut messages = lock(&self.messages);
-            let mut received = Vec::new();
-            for message in messages.iter_mut().filter(|m| m.visible_at <= now).take(max.min(10)) {
-                message.receive_count += 1;
-                message.visible_at = now + self.visibility_timeout;
-                message.receipt_handle = format!("{}#{}", message.id, message.receive_count);
-                lock(&self.receive_history).insert(message.id.clone(), message.receive_count);
-                received.push(QueueMessage {
-                    message_id: message.id.clone(),
-                    receipt_handle: message.receipt_handle.clone(),
-                    body: message.body.clone(),
-                    receive_count: message.receive_count,
-                    trace: Default::default(),
-                });
-            }
-            self.peak_in_flight
-                .fetch_max(Self::in_flight(&messages, now), Ordering::SeqCst);
-            received
-        };
-        if received.is_empty() {
-            tokio::time::sleep(self.wait).await;
+        let pushed = self.pushed.notified();
+        let received = self.take_visible(max);
+        if !received.is_empty() {
+            return Ok(received);
         }
-        Ok(received)
+        let _ = tokio::time::timeout(self.wait, pushed).await;
+        Ok(self.take_visible(max))
     }
 
     async fn delete_batch(&self, receipt_handles: &[String]) -> Result<Vec<DeleteFailure>, QueueError> {
         assert!(receipt_handles.len() <= 10, "SQS takes at most ten entries per batch");
         lock(&self.delete_calls).push(receipt_handles.to_vec());
-        let mut messages = lock(&self.messages);
+        let mut state = lock(&self.state);
         let mut failures = Vec::new();
         for receipt_handle in receipt_handles {
             let injected = self
                 .failing_deletes
                 .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
                 .is_ok();
-            let before = messages.len();
-            if !injected {
-                messages.retain(|m| &m.receipt_handle != receipt_handle);
-            }
-            if injected || messages.len() == before {
-                failures.push(DeleteFailure {
+            let found = state.by_handle(receipt_handle).map(|(seq, _)| seq);
+            match (injected, found) {
+                (false, Some(seq)) => {
+                    state.messages.remove(&seq);
+                    state.received.remove(&seq);
+                }
+                (true, _) | (false, None) => failures.push(DeleteFailure {
                     receipt_handle: receipt_handle.clone(),
                     retryable: injected,
                     detail: if injected {
@@ -192,17 +230,20 @@ impl InboundQueue for MemoryQueue {
                         "stale receipt handle"
                     }
                     .into(),
-                });
+                }),
             }
         }
         Ok(failures)
     }
 
     async fn set_visibility(&self, receipt_handle: &str, timeout: Duration) -> Result<(), QueueError> {
-        let mut messages = lock(&self.messages);
-        match messages.iter_mut().find(|m| m.receipt_handle == receipt_handle) {
-            Some(message) => {
+        let mut state = lock(&self.state);
+        match state.by_handle(receipt_handle) {
+            Some((_, message)) => {
                 message.visible_at = Instant::now() + timeout;
+                if timeout.is_zero() {
+                    self.pushed.notify_waiters();
+                }
                 Ok(())
             }
             None => Err(QueueError {
@@ -218,19 +259,60 @@ impl InboundQueue for MemoryQueue {
 #[derive(Debug, Default)]
 pub struct MemorySink {
     pub sent: Mutex<Vec<OutboundMessage>>,
+    /// Entries per send call, in order.
+    batches: Mutex<Vec<usize>>,
+    /// How many of the next entries fail as SQS' server-side errors do.
+    failing_entries: AtomicUsize,
 }
 
 impl MemorySink {
     pub fn messages(&self) -> Vec<OutboundMessage> {
         lock(&self.sent).clone()
     }
+
+    /// Messages sent so far.
+    pub fn count(&self) -> usize {
+        lock(&self.sent).len()
+    }
+
+    /// Forgets what was sent (benches send millions).
+    pub fn clear(&self) {
+        lock(&self.sent).clear();
+        lock(&self.batches).clear();
+    }
+
+    /// Entries per send call so far.
+    pub fn batch_sizes(&self) -> Vec<usize> {
+        lock(&self.batches).clone()
+    }
+
+    /// Makes the next `entries` entries fail; they are not kept.
+    pub fn fail_next_entries(&self, entries: usize) {
+        self.failing_entries.store(entries, Ordering::SeqCst);
+    }
 }
 
 #[async_trait]
 impl MessageSink for MemorySink {
-    async fn send(&self, message: OutboundMessage) -> Result<(), QueueError> {
-        lock(&self.sent).push(message);
-        Ok(())
+    async fn send_batch(&self, messages: &[OutboundMessage]) -> Result<Vec<SendFailure>, QueueError> {
+        assert!(messages.len() <= 10, "SQS takes at most ten entries per batch");
+        lock(&self.batches).push(messages.len());
+        let mut failures = Vec::new();
+        for (index, message) in messages.iter().enumerate() {
+            let injected = self
+                .failing_entries
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok();
+            if injected {
+                failures.push(SendFailure {
+                    index,
+                    detail: "InternalError: injected failure".into(),
+                });
+            } else {
+                lock(&self.sent).push(message.clone());
+            }
+        }
+        Ok(failures)
     }
 }
 
@@ -393,7 +475,7 @@ impl Notifier for MemoryNotifier {
 pub const FAKE_VIRUS: &[u8] = b"FAKE-VIRUS-MARKER";
 
 /// A scanner that reads the whole stream and reports [`FAKE_VIRUS`] as infected, anything else
-/// as clean. With `null` set it does not look at the bytes at all (for overhead benches).
+/// as clean.
 #[derive(Debug, Default)]
 pub struct PatternScanner {
     pub panic_on_scan: Arc<PanicSwitch>,
@@ -465,6 +547,38 @@ impl ScanSession for PatternSession {
 
     fn id(&self) -> u64 {
         self.id
+    }
+}
+
+/// A scanner that answers clean at once without reading a byte: what is left is the
+/// pipeline's own cost (benches).
+#[derive(Debug, Default)]
+pub struct NullScanner;
+
+struct NullSession;
+
+#[async_trait]
+impl ScanEngine for NullScanner {
+    async fn connect(&self) -> Result<Box<dyn ScanSession>, ScanError> {
+        Ok(Box::new(NullSession))
+    }
+}
+
+#[async_trait]
+impl ScanSession for NullSession {
+    async fn scan(&mut self, _: ObjectBody) -> Result<ScanOutcome, ScanError> {
+        Ok(ScanOutcome {
+            verdict: Verdict::Clean,
+            engine: None,
+        })
+    }
+
+    fn is_reusable(&mut self) -> bool {
+        true
+    }
+
+    fn id(&self) -> u64 {
+        0
     }
 }
 

@@ -365,3 +365,29 @@ async fn deletes_go_ten_per_call_and_only_failed_entries_are_sent_again() {
     );
     pipeline.shutdown(Duration::from_secs(1)).await;
 }
+
+#[tokio::test]
+async fn clean_records_go_out_ten_per_send_and_a_failed_entry_retries_only_its_message() {
+    let world = FakeWorld::new(Duration::from_secs(2));
+    let ids: Vec<String> = (0..25)
+        .map(|i| world.upload(UNPROCESSED, &format!("guid/{i}.txt"), &b"clean"[..]))
+        .collect();
+    world.outbound.fail_next_entries(1);
+    let pipeline = Pipeline::start(config(), world.ports()).await.unwrap();
+
+    eventually("every message deleted", || world.inbound.is_empty()).await;
+    // Every record forwarded exactly once: the failed entry's message came back once.
+    let mut forwarded: Vec<String> = world.outbound.messages().into_iter().map(|m| m.body).collect();
+    forwarded.sort();
+    forwarded.dedup();
+    assert_eq!(forwarded.len(), 25);
+    assert_eq!(world.outbound.count(), 25);
+    let redelivered: Vec<&String> = ids.iter().filter(|id| world.inbound.receives_of(id) > 1).collect();
+    assert_eq!(redelivered.len(), 1, "exactly the failed entry's message is retried");
+    // 26 entries (one failed), at most ten per call, nearly all in full calls.
+    let batches = world.outbound.batch_sizes();
+    assert_eq!(batches.iter().sum::<usize>(), 26);
+    assert!(batches.iter().all(|&n| n <= 10), "{batches:?}");
+    assert!(batches.len() <= 5, "sends were not batched: {batches:?}");
+    pipeline.shutdown(Duration::from_secs(1)).await;
+}

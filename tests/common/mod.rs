@@ -13,6 +13,7 @@ pub mod faults;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aws_sdk_s3::primitives::ByteStream;
@@ -637,4 +638,87 @@ pub async fn http_get(address: &str, path: &str) -> (u16, String) {
         .map(|(_, body)| body.trim().to_owned())
         .unwrap_or_default();
     (status, body)
+}
+
+/// Reads a queue as fast as it fills, deleting in batches, until told to finish and the queue
+/// stays empty.
+pub struct Drainer {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    task: tokio::task::JoinHandle<Vec<(Instant, Message)>>,
+}
+
+impl Drainer {
+    pub fn start(env: Arc<TestEnv>, queue_url: String) -> Drainer {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let task = tokio::spawn({
+            let stop = stop.clone();
+            async move {
+                let mut messages = Vec::new();
+                let mut empty_after_stop = 0;
+                while empty_after_stop < 3 {
+                    let received = env
+                        .sqs
+                        .receive_message()
+                        .queue_url(&queue_url)
+                        .max_number_of_messages(10)
+                        .wait_time_seconds(1)
+                        .send()
+                        .await
+                        .map(|output| output.messages.unwrap_or_default())
+                        .unwrap_or_default();
+                    if received.is_empty() && stop.load(std::sync::atomic::Ordering::SeqCst) {
+                        empty_after_stop += 1;
+                        continue;
+                    }
+                    let entries: Vec<_> = received
+                        .iter()
+                        .enumerate()
+                        .map(|(i, message)| {
+                            aws_sdk_sqs::types::DeleteMessageBatchRequestEntry::builder()
+                                .id(i.to_string())
+                                .receipt_handle(message.receipt_handle.clone().unwrap())
+                                .build()
+                                .unwrap()
+                        })
+                        .collect();
+                    if !entries.is_empty() {
+                        env.sqs
+                            .delete_message_batch()
+                            .queue_url(&queue_url)
+                            .set_entries(Some(entries))
+                            .send()
+                            .await
+                            .unwrap();
+                    }
+                    let arrived = Instant::now();
+                    messages.extend(received.into_iter().map(|message| (arrived, message)));
+                }
+                messages
+            }
+        });
+        Drainer { stop, task }
+    }
+
+    /// Stops once the queue stays empty; every message drained, with when it arrived.
+    pub async fn finish_timed(self) -> Vec<(Instant, Message)> {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.task.await.unwrap()
+    }
+
+    /// Stops once the queue stays empty; every message drained.
+    pub async fn finish(self) -> Vec<Message> {
+        self.finish_timed()
+            .await
+            .into_iter()
+            .map(|(_, message)| message)
+            .collect()
+    }
+}
+
+/// The value of one series in a Prometheus exposition, e.g. `avscan_bytes_scanned_total`.
+pub fn sample(metrics: &str, series: &str) -> f64 {
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {series} in:\n{metrics}"))
 }

@@ -4,7 +4,8 @@
 //! other worker receives them mid-scan. Messages reach it through their
 //! [`RecordTicket`](crate::receipt::RecordTicket)s.
 //!
-//! A delete waits at most [`DELETE_LINGER`] for nine others. Entries of a batch that fail with
+//! A delete waits at most the pipeline's batch linger for nine others, and not at all when no
+//! other message in flight could join it. Entries of a batch that fail with
 //! a server-side error are tried again, alone with the other failures, up to
 //! [`DELETE_ATTEMPTS`] times; after that (or on a permanent failure such as an expired receipt
 //! handle) the message reappears on the queue and is handled again, which every effect allows.
@@ -40,12 +41,12 @@ pub struct AckerArgs {
     pub visibility_timeout: Duration,
     pub retry_base: Duration,
     pub retry_max: Duration,
+    /// How long a settled message may wait for others to share its delete call.
+    pub linger: Duration,
 }
 
 /// SQS' largest batch.
 const DELETE_BATCH: usize = 10;
-/// How long a settled message may wait for others to share its delete call.
-pub const DELETE_LINGER: Duration = Duration::from_millis(20);
 /// Tries per delete entry before the message is left to reappear.
 pub const DELETE_ATTEMPTS: u32 = 3;
 
@@ -85,10 +86,10 @@ impl AckerState {
                 attempts: 0,
                 span,
             });
-            if self.pending_deletes.len() >= DELETE_BATCH {
+            if self.pending_deletes.len() >= DELETE_BATCH || !self.others_in_flight() {
                 self.flush_deletes().await;
             } else {
-                self.schedule_flush(DELETE_LINGER);
+                self.schedule_flush(self.args.linger);
             }
             return;
         };
@@ -110,6 +111,12 @@ impl AckerState {
             tracing::warn!(message_id = %message.message_id, error = %err, "release failed; message returns after its visibility timeout");
         }
         // Dropping the settlement here returns its permit: the poller may take another message.
+    }
+
+    /// True while some message not yet settled could still join the pending deletes (or one
+    /// that ended unsettled is still listed until the next heartbeat: then the linger is waited).
+    fn others_in_flight(&self) -> bool {
+        !self.tracked.is_empty()
     }
 
     fn schedule_flush(&mut self, after: Duration) {
@@ -163,7 +170,7 @@ impl AckerState {
         }
         if !retry.is_empty() {
             self.pending_deletes = retry;
-            self.schedule_flush(DELETE_LINGER * 10);
+            self.schedule_flush(self.args.linger.max(Duration::from_millis(20)) * 10);
         }
     }
 

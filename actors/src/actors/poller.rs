@@ -71,19 +71,19 @@ pub struct PollerState {
 }
 
 impl PollerState {
-    /// Waits for at least one permit, then takes as many more as are free, up to the batch.
+    /// Waits until a whole batch of permits is free (never more than `max_in_flight`), so that
+    /// every receive can ask for a full batch: a receive per freed permit would cost a call per
+    /// message.
     async fn take_permits(&self) -> Vec<OwnedSemaphorePermit> {
-        let Ok(first) = self.args.permits.clone().acquire_owned().await else {
+        let batch = self.args.receive_batch.clamp(1, self.args.max_in_flight.max(1));
+        let Ok(mut permits) = self.args.permits.clone().acquire_many_owned(batch as u32).await else {
             return Vec::new();
         };
-        let mut permits = vec![first];
-        while permits.len() < self.args.receive_batch {
-            match self.args.permits.clone().try_acquire_owned() {
-                Ok(permit) => permits.push(permit),
-                Err(_) => break,
-            }
+        let mut each = Vec::with_capacity(batch);
+        while let Some(permit) = permits.split(1) {
+            each.push(permit);
         }
-        permits
+        each
     }
 
     fn dispatch(&self, message: QueueMessage, permit: OwnedSemaphorePermit) {

@@ -64,6 +64,7 @@ impl SupervisorState {
                     visibility_timeout: w.config.visibility_timeout,
                     retry_base: w.config.retry_base,
                     retry_max: w.config.retry_max,
+                    linger: w.config.batch_linger,
                 };
                 let (actor, _) = Actor::spawn_linked(None, Acker, args, supervisor).await?;
                 w.addresses.acker.set(actor.clone());
@@ -73,6 +74,7 @@ impl SupervisorState {
                 let args = ForwarderArgs {
                     outbound: w.ports.outbound.clone(),
                     rejected: w.ports.rejected.clone(),
+                    linger: w.config.batch_linger,
                 };
                 let (actor, _) = Actor::spawn_linked(None, Forwarder, args, supervisor).await?;
                 w.addresses.forwarder.set(actor.clone());

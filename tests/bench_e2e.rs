@@ -1,0 +1,363 @@
+//! The end-to-end benchmark (`make bench-e2e`; ignored by `make test`): the release binary
+//! against the local stack's clamd and emulator.
+//!
+//! 1. Throughput and cost: `BENCH_OBJECTS` clean objects (default 1000) of the size mix
+//!    `BENCH_MIX` (default `4KiB:60,64KiB:30,1MiB:10`, shares in percent) are uploaded while
+//!    avscan runs; S3 notifies the inbound queue. Measured: files/s and MB/s from the first
+//!    upload to the last outbound message, p50/p99 from each upload to its outbound message,
+//!    avscan's peak RSS, the AWS calls avscan made per file (every call passes a recording
+//!    proxy in front of the emulator), the CPU each process used (what limits the run), and
+//!    avscan's stage timings from `/metrics`.
+//! 2. Memory: a 1 GiB object and 16 small ones in flight at once, through a clamd of the
+//!    bench's own whose stream limit is raised; avscan's peak RSS must not follow object size.
+//!    `BENCH_LARGE_MIB=0` skips it.
+
+mod common;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+use common::faults::HttpFaultProxy;
+use common::*;
+
+const MIB: usize = 1024 * 1024;
+
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+/// `4KiB:60,64KiB:30,1MiB:10` → [(4096, 60), …].
+fn parse_mix(mix: &str) -> Vec<(usize, usize)> {
+    mix.split(',')
+        .map(|part| {
+            let (size, share) = part.split_once(':').expect("size:share");
+            let size = size.trim();
+            let (number, unit) = size.split_at(size.find(|c: char| !c.is_ascii_digit()).unwrap_or(size.len()));
+            let multiplier = match unit {
+                "" | "B" => 1,
+                "KiB" => 1024,
+                "MiB" => MIB,
+                other => panic!("unknown unit {other}"),
+            };
+            (
+                number.parse::<usize>().unwrap() * multiplier,
+                share.trim().parse().unwrap(),
+            )
+        })
+        .collect()
+}
+
+fn human(bytes: usize) -> String {
+    match bytes {
+        b if b >= MIB => format!("{} MiB", b / MIB),
+        b if b >= 1024 => format!("{} KiB", b / 1024),
+        b => format!("{b} B"),
+    }
+}
+
+/// Pseudo-random bytes (xorshift): incompressible like most uploads, and no signature.
+fn content(seed: u64, len: usize) -> Vec<u8> {
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut bytes = Vec::with_capacity(len + 8);
+    while bytes.len() < len {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        bytes.extend_from_slice(&state.to_le_bytes());
+    }
+    bytes.truncate(len);
+    bytes
+}
+
+/// A process's status field in KiB (`VmHWM`: peak resident set).
+fn status_kib(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix(field)?.trim().strip_suffix("kB")?.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// CPU seconds (user + system) a process has used so far.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which is in parentheses and may hold spaces).
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest)
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // utime and stime are fields 14 and 15 of /proc/pid/stat, 12 and 13 after the name.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+fn stack_pid(name: &str) -> Option<u32> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(format!(".stack/{name}.pid"));
+    std::fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1]
+}
+
+/// Uploads `objects` with `workers` concurrent PUTs; returns when each upload finished.
+async fn upload_all(env: &Arc<TestEnv>, objects: Vec<(String, Vec<u8>)>, workers: usize) -> HashMap<String, Instant> {
+    let queue = Arc::new(std::sync::Mutex::new(objects));
+    let mut tasks = Vec::new();
+    for _ in 0..workers {
+        let (env, queue) = (env.clone(), queue.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut done = Vec::new();
+            loop {
+                let next = queue.lock().unwrap().pop();
+                let Some((key, body)) = next else { break };
+                env.put(&key, &body).await;
+                done.push((key, Instant::now()));
+            }
+            done
+        }));
+    }
+    let mut uploaded = HashMap::new();
+    for task in tasks {
+        uploaded.extend(task.await.unwrap());
+    }
+    uploaded
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "benchmark: run with `make bench-e2e`"]
+async fn bench_e2e() {
+    throughput_and_cost().await;
+    let large_mib: usize = env_or("BENCH_LARGE_MIB", 1024);
+    if large_mib > 0 {
+        memory_with_a_large_object(large_mib).await;
+    }
+}
+
+async fn throughput_and_cost() {
+    let objects: usize = env_or("BENCH_OBJECTS", 1000);
+    let mix_text = std::env::var("BENCH_MIX").unwrap_or_else(|_| "4KiB:60,64KiB:30,1MiB:10".into());
+    let mix = parse_mix(&mix_text);
+    let total_share: usize = mix.iter().map(|(_, share)| share).sum();
+
+    let env = Arc::new(TestEnv::new(true).await);
+    let proxy = HttpFaultProxy::start(endpoint()).await;
+    let mut vars = env.avscan_env();
+    for service in ["S3", "SQS", "SNS"] {
+        vars.insert(format!("AWS_{service}_ENDPOINT_URL"), proxy.url.clone());
+    }
+    // Production settings, not the tests' short waits and debug logs.
+    vars.remove("VIRUS_SCANNER_WORKER_MSG_WAIT_TIME");
+    vars.insert("RUST_LOG".into(), "info".into());
+    for knob in [
+        "MAX_IN_FLIGHT",
+        "FETCH_CONCURRENCY",
+        "CLAMD_CONNECTIONS",
+        "CLAMD_CHUNK_SIZE",
+        "BATCH_LINGER_MS",
+    ] {
+        if let Ok(value) = std::env::var(knob) {
+            vars.insert(knob.into(), value);
+        }
+    }
+    let avscan = Avscan::start(&vars);
+    let ops = avscan.ops_address().await;
+    avscan.wait_for_log("avscan running", Duration::from_secs(60)).await;
+
+    let mut bodies = Vec::with_capacity(objects);
+    let mut total_bytes = 0;
+    for i in 0..objects {
+        let mut slot = (i * total_share / objects.max(1)) % total_share.max(1);
+        let size = mix
+            .iter()
+            .find(|(_, share)| {
+                let hit = slot < *share;
+                slot = slot.saturating_sub(*share);
+                hit
+            })
+            .map(|(size, _)| *size)
+            .unwrap();
+        total_bytes += size;
+        bodies.push((format!("bench-{i:06}/object.bin"), content(i as u64, size)));
+    }
+    let sizes: BTreeMap<String, usize> = bodies.iter().map(|(key, body)| (key.clone(), body.len())).collect();
+    let clamd_pid = stack_pid("clamd");
+    let moto_pid = stack_pid("moto");
+    let cpu_before = (
+        cpu_seconds(avscan.pid()),
+        clamd_pid.map_or(0.0, cpu_seconds),
+        moto_pid.map_or(0.0, cpu_seconds),
+    );
+
+    let drainer = Drainer::start(env.clone(), env.validation_url.clone());
+    let started = Instant::now();
+    let uploaded = upload_all(&env, bodies, 8).await;
+    let uploads_took = started.elapsed();
+    env.wait_inbound_empty(Duration::from_secs(600)).await;
+    let forwarded = drainer.finish_timed().await;
+    let cpu_after = (
+        cpu_seconds(avscan.pid()),
+        clamd_pid.map_or(0.0, cpu_seconds),
+        moto_pid.map_or(0.0, cpu_seconds),
+    );
+    let metrics = http_get(&ops, "/metrics").await.1;
+    let peak_rss_kib = status_kib(avscan.pid(), "VmHWM:");
+    let calls = proxy.calls();
+    assert_eq!(avscan.stop().await, Some(0));
+
+    let mut latencies = Vec::new();
+    let mut last_arrival = started;
+    let mut seen = std::collections::HashSet::new();
+    for (arrived, message) in &forwarded {
+        for key in record_keys(message) {
+            if let Some(done) = uploaded.get(&key) {
+                if seen.insert(key.clone()) {
+                    latencies.push(arrived.saturating_duration_since(*done));
+                    last_arrival = last_arrival.max(*arrived);
+                }
+            }
+        }
+    }
+    assert_eq!(seen.len(), objects, "not every object was forwarded");
+    assert_eq!(sizes.len(), objects);
+    latencies.sort();
+    let wall = last_arrival.duration_since(started).as_secs_f64();
+    let total_calls: u64 = calls.values().sum();
+    let mut breakdown: Vec<(&String, &u64)> = calls.iter().collect();
+    breakdown.sort_by(|a, b| b.1.cmp(a.1));
+    let breakdown: Vec<String> = breakdown
+        .iter()
+        .map(|(op, n)| format!("{op} {:.2}", **n as f64 / objects as f64))
+        .collect();
+    let cores = |before: f64, after: f64| (after - before) / wall;
+    let stage = |name: &str| {
+        let sum = sample(&metrics, &format!(r#"avscan_stage_seconds_sum{{stage="{name}"}}"#));
+        let count = sample(&metrics, &format!(r#"avscan_stage_seconds_count{{stage="{name}"}}"#));
+        sum / count.max(1.0) * 1000.0
+    };
+    let mix_text: Vec<String> = mix
+        .iter()
+        .map(|(size, share)| format!("{}% {}", share * 100 / total_share, human(*size)))
+        .collect();
+    println!(
+        "bench-e2e: {objects} clean files ({}), {:.1} files/s, {:.2} MB/s, p50 {:.2} s, p99 {:.2} s, \
+         peak RSS {:.1} MiB, AWS calls per file {:.2} ({}); uploads took {:.1} s of {:.1} s",
+        mix_text.join(", "),
+        objects as f64 / wall,
+        total_bytes as f64 / wall / 1e6,
+        percentile(&latencies, 0.50).as_secs_f64(),
+        percentile(&latencies, 0.99).as_secs_f64(),
+        peak_rss_kib as f64 / 1024.0,
+        total_calls as f64 / objects as f64,
+        breakdown.join(", "),
+        uploads_took.as_secs_f64(),
+        wall,
+    );
+    println!(
+        "bench-e2e: CPU cores busy: avscan {:.2}, clamd {:.2}, emulator {:.2} (of 2); mean stage ms: \
+         fetch {:.1}, scan {:.1}, end-to-end {:.1}",
+        cores(cpu_before.0, cpu_after.0),
+        cores(cpu_before.1, cpu_after.1),
+        cores(cpu_before.2, cpu_after.2),
+        stage("fetch"),
+        stage("scan"),
+        stage("end_to_end"),
+    );
+}
+
+/// Uploads `size` bytes with multipart upload, 64 MiB per part, without holding it all.
+async fn upload_large(env: &TestEnv, key: &str, size: usize) {
+    let part_size = 64 * MIB;
+    let upload = env
+        .s3
+        .create_multipart_upload()
+        .bucket(&env.unprocessed)
+        .key(key)
+        .send()
+        .await
+        .unwrap();
+    let upload_id = upload.upload_id.unwrap();
+    let mut parts = Vec::new();
+    for (index, offset) in (0..size).step_by(part_size).enumerate() {
+        let len = part_size.min(size - offset);
+        let part = env
+            .s3
+            .upload_part()
+            .bucket(&env.unprocessed)
+            .key(key)
+            .upload_id(&upload_id)
+            .part_number(index as i32 + 1)
+            .body(ByteStream::from(content(1_000 + index as u64, len)))
+            .send()
+            .await
+            .unwrap();
+        parts.push(
+            CompletedPart::builder()
+                .part_number(index as i32 + 1)
+                .set_e_tag(part.e_tag)
+                .build(),
+        );
+    }
+    env.s3
+        .complete_multipart_upload()
+        .bucket(&env.unprocessed)
+        .key(key)
+        .upload_id(&upload_id)
+        .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(parts)).build())
+        .send()
+        .await
+        .unwrap();
+}
+
+async fn memory_with_a_large_object(large_mib: usize) {
+    let limit = format!("{}M", large_mib + 64);
+    let mut clamd = LocalClamd::configure(&format!(
+        "StreamMaxLength {limit}\nMaxFileSize {limit}\nMaxScanSize {limit}\nMaxThreads 20"
+    ));
+    clamd.start();
+    let env = Arc::new(TestEnv::new(true).await);
+    let mut vars = env.avscan_env();
+    vars.remove("VIRUS_SCANNER_WORKER_MSG_WAIT_TIME");
+    vars.insert("RUST_LOG".into(), "info".into());
+    vars.insert("CLAMD_ADDRESS".into(), clamd.address());
+    vars.insert("MAX_FILE_SIZE".into(), (large_mib + 64).to_string());
+    vars.insert("CLAMD_TIMEOUT".into(), "100".into());
+    vars.insert("VIRUS_SCANNER_WORKER_MSG_VISIBILITY_TIMEOUT".into(), "300".into());
+    let avscan = Avscan::start(&vars);
+    avscan.wait_for_log("avscan running", Duration::from_secs(120)).await;
+
+    let started = Instant::now();
+    let drainer = Drainer::start(env.clone(), env.validation_url.clone());
+    let large_key = "bench-large/one.bin";
+    upload_large(&env, large_key, large_mib * MIB).await;
+    // Sixteen small objects while the large one is in flight.
+    let small: Vec<(String, Vec<u8>)> = (0..16)
+        .map(|i| (format!("bench-small-{i:02}/object.bin"), content(5_000 + i, 256 * 1024)))
+        .collect();
+    upload_all(&env, small, 4).await;
+    env.wait_inbound_empty(Duration::from_secs(900)).await;
+    let forwarded = drainer.finish().await;
+    let peak_rss_kib = status_kib(avscan.pid(), "VmHWM:");
+    assert_eq!(avscan.stop().await, Some(0));
+    let keys: std::collections::BTreeSet<String> = forwarded.iter().flat_map(record_keys).collect();
+    assert_eq!(keys.len(), 17, "not all 17 objects were forwarded: {keys:?}");
+    println!(
+        "bench-e2e: memory: one {large_mib} MiB object and 16 × 256 KiB in flight, all forwarded in {:.1} s, \
+         peak RSS {:.1} MiB",
+        started.elapsed().as_secs_f64(),
+        peak_rss_kib as f64 / 1024.0
+    );
+    // Leave no gigabyte behind in the emulator.
+    let _ = env
+        .s3
+        .delete_object()
+        .bucket(&env.unprocessed)
+        .key(large_key)
+        .send()
+        .await;
+}

@@ -47,46 +47,48 @@ fn chunk_size(c: &mut Criterion) {
 
 fn connections(c: &mut Criterion) {
     let runtime = runtime();
-    let object = support::content(2, MIB);
     let mut group = c.benchmark_group("clamd_instream_by_connections");
     group.sample_size(10);
     let Some(client) = support::clamd(&runtime, DEFAULT_CHUNK, "clamd_instream_by_connections") else {
         return;
     };
-    for connections in [1usize, 2, 4, 8] {
-        let sessions: Vec<Box<dyn ScanSession>> = (0..connections)
-            .map(|_| runtime.block_on(client.connect()).expect("session"))
-            .collect();
-        let mut sessions = Some(sessions);
-        // Each iteration: every connection scans one 1 MiB object, all at once.
-        group.throughput(Throughput::Bytes((connections * object.len()) as u64));
-        group.bench_with_input(BenchmarkId::from_parameter(connections), &connections, |b, _| {
-            b.iter_custom(|iters| {
-                let taken = sessions.take().expect("sessions");
-                let (elapsed, back) = runtime.block_on(async {
-                    let started = Instant::now();
-                    let tasks: Vec<_> = taken
-                        .into_iter()
-                        .map(|mut session| {
-                            let object = object.clone();
-                            tokio::spawn(async move {
-                                for _ in 0..iters {
-                                    session.scan(support::body(&object)).await.expect("scan");
-                                }
-                                session
+    for (label, size) in [("1MiB", MIB), ("4KiB", 4 * 1024)] {
+        let object = support::content(2, size);
+        for connections in [1usize, 2, 4, 8] {
+            let sessions: Vec<Box<dyn ScanSession>> = (0..connections)
+                .map(|_| runtime.block_on(client.connect()).expect("session"))
+                .collect();
+            let mut sessions = Some(sessions);
+            // Each iteration: every connection scans one object, all at once.
+            group.throughput(Throughput::Bytes((connections * object.len()) as u64));
+            group.bench_with_input(BenchmarkId::new(label, connections), &connections, |b, _| {
+                b.iter_custom(|iters| {
+                    let taken = sessions.take().expect("sessions");
+                    let (elapsed, back) = runtime.block_on(async {
+                        let started = Instant::now();
+                        let tasks: Vec<_> = taken
+                            .into_iter()
+                            .map(|mut session| {
+                                let object = object.clone();
+                                tokio::spawn(async move {
+                                    for _ in 0..iters {
+                                        session.scan(support::body(&object)).await.expect("scan");
+                                    }
+                                    session
+                                })
                             })
-                        })
-                        .collect();
-                    let mut back = Vec::new();
-                    for task in tasks {
-                        back.push(task.await.unwrap());
-                    }
-                    (started.elapsed(), back)
-                });
-                sessions = Some(back);
-                elapsed
-            })
-        });
+                            .collect();
+                        let mut back = Vec::new();
+                        for task in tasks {
+                            back.push(task.await.unwrap());
+                        }
+                        (started.elapsed(), back)
+                    });
+                    sessions = Some(back);
+                    elapsed
+                })
+            });
+        }
     }
     group.finish();
 }

@@ -142,14 +142,14 @@ pub struct RunArgs {
     #[arg(long, env = "FETCH_CONCURRENCY", default_value_t = 6, value_parser = clap::value_parser!(u64).range(1..=1024))]
     pub fetch_concurrency: u64,
     /// SQS messages in flight at once; bounds all buffering inside avscan.
-    #[arg(long, env = "MAX_IN_FLIGHT", default_value_t = 32, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    #[arg(long, env = "MAX_IN_FLIGHT", default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=100_000))]
     pub max_in_flight: u64,
     /// Messages asked for per receive (1 to 10).
     #[arg(long, env = "RECEIVE_BATCH_SIZE", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=10))]
     pub receive_batch_size: u64,
     /// Milliseconds a finished message may wait for others to share its SendMessageBatch and
     /// DeleteMessageBatch call (ten per call).
-    #[arg(long, env = "BATCH_LINGER_MS", default_value_t = 100, value_parser = clap::value_parser!(u64).range(0..=10_000))]
+    #[arg(long, env = "BATCH_LINGER_MS", default_value_t = 250, value_parser = clap::value_parser!(u64).range(0..=10_000))]
     pub batch_linger_ms: u64,
     /// First retry delay of a failed message, seconds; doubles per receive up to the max.
     #[arg(long, env = "RETRY_BACKOFF_BASE", default_value_t = 5)]

@@ -341,11 +341,24 @@ async fn memory_with_a_large_object(large_mib: usize) {
         .collect();
     upload_all(&env, small, 4).await;
     env.wait_inbound_empty(Duration::from_secs(900)).await;
-    let forwarded = drainer.finish().await;
+    let forwarded = drainer.finish_timed().await;
     let peak_rss_kib = status_kib(avscan.pid(), "VmHWM:");
     assert_eq!(avscan.stop().await, Some(0));
-    let keys: std::collections::BTreeSet<String> = forwarded.iter().flat_map(record_keys).collect();
+    let keys: std::collections::BTreeSet<String> = forwarded.iter().flat_map(|(_, m)| record_keys(m)).collect();
     assert_eq!(keys.len(), 17, "not all 17 objects were forwarded: {keys:?}");
+    // The small ones were uploaded after the large one's event: if the large one is forwarded
+    // last, they were all in flight while it was.
+    let arrival = |wanted: bool| {
+        forwarded
+            .iter()
+            .filter(move |(_, m)| record_keys(m).contains(&large_key.to_owned()) == wanted)
+            .map(|(arrived, _)| *arrived)
+    };
+    let large_arrived = arrival(true).max().expect("large object forwarded");
+    assert!(
+        arrival(false).all(|small| small <= large_arrived),
+        "the large object finished before the small ones: they were not in flight together"
+    );
     println!(
         "bench-e2e: memory: one {large_mib} MiB object and 16 × 256 KiB in flight, all forwarded in {:.1} s, \
          peak RSS {:.1} MiB",

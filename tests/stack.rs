@@ -619,7 +619,8 @@ async fn metrics_count_what_was_sent() {
         );
     }
     assert_eq!(sample(&metrics, "avscan_in_flight_messages"), 0.0);
-    assert_eq!(sample(&metrics, "avscan_permits_free"), 32.0);
+    // MAX_IN_FLIGHT's default.
+    assert_eq!(sample(&metrics, "avscan_permits_free"), 64.0);
     assert_eq!(sample(&metrics, r#"avscan_pool_busy{pool="scanner"}"#), 0.0);
     assert_eq!(sample(&metrics, r#"avscan_pool_idle{pool="scanner"}"#), 4.0);
     assert_eq!(sample(&metrics, r#"avscan_pool_idle{pool="fetcher"}"#), 6.0);

@@ -11,7 +11,7 @@
 //!                    │              (GET object)        ◄──── verdict ────────┘
 //!                    │                   │
 //!                    │                   ▼
-//!                    │                Router ──clean──► Forwarder ──► outbound SQS
+//!                    │                Router ──clean──► Forwarder ──► outbound SQS (batches of ten)
 //!                    │                   └──infected / unscannable / stale──► Quarantiner ──► S3 + SNS
 //!                    │
 //!                    └─ every record carries a RecordTicket ─► (all resolved) ─► Acker ──► batch delete / release

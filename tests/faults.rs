@@ -318,6 +318,56 @@ async fn a_partly_failed_delete_batch_sends_only_the_failed_entry_again() {
 }
 
 #[tokio::test]
+async fn a_partly_failed_send_batch_retries_only_the_failed_record_and_loses_nothing() {
+    let proxy = HttpFaultProxy::start(endpoint()).await;
+    proxy.add(HttpRule {
+        operation: "SendMessageBatch",
+        every: 1,
+        fault: HttpFault::FirstBatchEntryFails,
+        limit: 1,
+    });
+    proxy.record("SendMessageBatch");
+    let env = TestEnv::new(true).await;
+    let mut vars = env.avscan_env();
+    vars.insert("AWS_SQS_ENDPOINT_URL".into(), proxy.url.clone());
+    let avscan = Avscan::start(&vars);
+    let (clean, _) = upload_mix(&env, "guid-send", 6, 0, 1000).await;
+    // Every clean object reaches the validator exactly once, the failed one on a second try.
+    let forwarded = env.drain_forwarded(clean.len(), WAIT).await;
+    assert_eq!(forwarded, once_each(&clean), "{}", avscan.log_text());
+    env.wait_inbound_empty(WAIT).await;
+
+    let batches: Vec<Vec<String>> = proxy
+        .recorded("SendMessageBatch")
+        .iter()
+        .map(|body| {
+            let request: serde_json::Value = serde_json::from_slice(body).unwrap();
+            request["Entries"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|entry| entry["MessageBody"].as_str().unwrap().to_owned())
+                .collect()
+        })
+        .collect();
+    assert_eq!(proxy.injected("SendMessageBatch"), 1);
+    let failed = &batches[0][0];
+    let later: Vec<&String> = batches[1..].iter().flatten().collect();
+    assert!(
+        later.contains(&failed),
+        "the failed record was not sent again: {batches:?}"
+    );
+    for body in &batches[0][1..] {
+        assert!(!later.contains(&body), "a sent record was sent again: {batches:?}");
+    }
+    assert!(
+        avscan.log_text().contains("forwarding failed; message will be retried"),
+        "the failure is logged"
+    );
+    assert_eq!(avscan.stop().await, Some(0));
+}
+
+#[tokio::test]
 async fn sigkill_at_random_points_then_restart_loses_nothing_and_never_quarantines_twice() {
     let env = TestEnv::new(true).await;
     env.enable_versioning(&env.quarantine).await;

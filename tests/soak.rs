@@ -143,6 +143,10 @@ async fn soak_mixed_objects_under_faults_loses_nothing_and_routes_nothing_wrongl
     vars.insert("CLAMD_TIMEOUT".into(), "4".into());
     vars.insert("VIRUS_SCANNER_WORKER_MSG_VISIBILITY_TIMEOUT".into(), "6".into());
     vars.insert("RUST_LOG".into(), "info".into());
+    // The batching knob changes what a SIGKILL leaves undone: let a run try another value.
+    if let Ok(linger) = std::env::var("BATCH_LINGER_MS") {
+        vars.insert("BATCH_LINGER_MS".into(), linger);
+    }
     for service in ["S3", "SQS", "SNS"] {
         vars.insert(format!("AWS_{service}_ENDPOINT_URL"), http.url.clone());
     }

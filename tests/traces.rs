@@ -4,12 +4,15 @@
 mod common;
 
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use aws_sdk_sqs::types::{MessageAttributeValue, MessageSystemAttributeNameForSends, MessageSystemAttributeValue};
+use bytes::Bytes;
 use common::faults::{TcpFault, TcpFaultProxy, Upstream};
 use common::*;
 use fake_opentelemetry_collector::{ExportedSpan, FakeCollectorServer};
+use http_body_util::{BodyExt, Full};
 use serde_json::Value;
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -303,4 +306,93 @@ async fn a_message_still_in_flight_at_shutdown_is_released_and_its_trace_still_e
     let scan = trace.one("scan");
     assert_eq!(scan.parent_span_id, object.span_id);
     assert!(scan.end_time_unix_nano > 0);
+}
+
+/// An OTLP/HTTP receiver that keeps every request as (path, content type, body).
+async fn otlp_http_receiver() -> (String, Arc<Mutex<Vec<(String, String, Bytes)>>>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    let received = Arc::new(Mutex::new(Vec::new()));
+    let kept = received.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let kept = kept.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
+                    let kept = kept.clone();
+                    async move {
+                        let path = request.uri().path().to_owned();
+                        let content_type = request
+                            .headers()
+                            .get("content-type")
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or("")
+                            .to_owned();
+                        let body = request.into_body().collect().await.unwrap().to_bytes();
+                        kept.lock().unwrap().push((path, content_type, body));
+                        // An empty ExportTraceServiceResponse.
+                        Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(Bytes::new())))
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    (endpoint, received)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_default_protocol_posts_protobuf_to_v1_traces() {
+    let (endpoint, received) = otlp_http_receiver().await;
+    let env = TestEnv::new(false).await;
+    let mut vars = env.avscan_env();
+    // No protocol named: OTLP over HTTP with protobuf, the base endpoint plus /v1/traces.
+    vars.insert("OTEL_EXPORTER_OTLP_ENDPOINT".into(), endpoint);
+    let avscan = Avscan::start(&vars);
+    let key = "guid-1/http.txt";
+    let etag = env.put(key, b"exported over http\n").await;
+    let event = serde_json::json!({ "Records": [s3_record(&env.unprocessed, key, 19, &etag)] });
+    let sent = env
+        .sqs
+        .send_message()
+        .queue_url(&env.inbound_url)
+        .message_body(event.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        env.receive(&env.validation_url, 1, WAIT).await.len(),
+        1,
+        "{}",
+        avscan.log_text()
+    );
+    env.wait_inbound_empty(WAIT).await;
+    let log = avscan.log.clone();
+    assert_eq!(avscan.stop().await, Some(0));
+
+    let received = received.lock().unwrap().clone();
+    assert!(
+        !received.is_empty(),
+        "nothing was exported:\n{}",
+        std::fs::read_to_string(log).unwrap_or_default()
+    );
+    for (path, content_type, _) in &received {
+        assert_eq!(path, "/v1/traces");
+        assert_eq!(content_type, "application/x-protobuf");
+    }
+    // Protobuf keeps strings as they are: the message id and the stage names are in there.
+    let bodies: Vec<u8> = received.iter().flat_map(|(_, _, body)| body.to_vec()).collect();
+    let contains = |needle: &str| bodies.windows(needle.len()).any(|w| w == needle.as_bytes());
+    for needle in [
+        sent.message_id.as_deref().unwrap(),
+        "message",
+        "object",
+        "forward",
+        key,
+        "avscan",
+    ] {
+        assert!(contains(needle), "{needle:?} not in the exported spans");
+    }
 }

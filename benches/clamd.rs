@@ -11,15 +11,8 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 const MIB: usize = 1024 * 1024;
 const DEFAULT_CHUNK: usize = 128 * 1024;
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
 fn chunk_size(c: &mut Criterion) {
-    let runtime = runtime();
+    let runtime = support::runtime();
     let object = support::content(1, 4 * MIB);
     let mut group = c.benchmark_group("clamd_instream_by_chunk_size");
     group.throughput(Throughput::Bytes(object.len() as u64));
@@ -46,7 +39,7 @@ fn chunk_size(c: &mut Criterion) {
 }
 
 fn connections(c: &mut Criterion) {
-    let runtime = runtime();
+    let runtime = support::runtime();
     let mut group = c.benchmark_group("clamd_instream_by_connections");
     group.sample_size(10);
     let Some(client) = support::clamd(&runtime, DEFAULT_CHUNK, "clamd_instream_by_connections") else {

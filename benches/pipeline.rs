@@ -30,13 +30,6 @@ const UNPROCESSED: &str = "unprocessed";
 const CONNECTIONS: usize = 4;
 const CHUNK: usize = 128 * 1024;
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
 /// A running pipeline on the fakes, and the event bodies of the objects it can fetch.
 struct Bench {
     queue: Arc<MemoryQueue>,
@@ -128,7 +121,7 @@ async fn raw_clamd(address: &avscan::clamd::ClamdAddress, objects: &Arc<Vec<byte
 }
 
 fn pipeline_vs_raw_clamd(c: &mut Criterion) {
-    let runtime = runtime();
+    let runtime = support::runtime();
     let Some(clamd) = support::clamd(&runtime, CHUNK, "pipeline_vs_raw_clamd") else {
         return;
     };
@@ -174,7 +167,7 @@ fn pipeline_vs_raw_clamd(c: &mut Criterion) {
 }
 
 fn pipeline_null_scanner(c: &mut Criterion) {
-    let runtime = runtime();
+    let runtime = support::runtime();
     const MESSAGES: usize = 10_000;
     let objects = vec![support::content(7, 1024)];
     let bench = runtime.block_on(Bench::start(Arc::new(NullScanner), &objects, 256));

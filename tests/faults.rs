@@ -275,6 +275,23 @@ async fn s3_and_sns_server_errors_are_retried_until_every_effect_is_done_once() 
     assert_eq!(avscan.stop().await, Some(0));
 }
 
+/// `field` of every entry of every recorded `operation` call (a batch), call by call.
+fn batch_entries(proxy: &HttpFaultProxy, operation: &str, field: &str) -> Vec<Vec<String>> {
+    proxy
+        .recorded(operation)
+        .iter()
+        .map(|body| {
+            let request: serde_json::Value = serde_json::from_slice(body).unwrap();
+            request["Entries"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|entry| entry[field].as_str().unwrap().to_owned())
+                .collect()
+        })
+        .collect()
+}
+
 #[tokio::test]
 async fn a_partly_failed_delete_batch_sends_only_the_failed_entry_again() {
     let proxy = HttpFaultProxy::start(endpoint()).await;
@@ -294,19 +311,7 @@ async fn a_partly_failed_delete_batch_sends_only_the_failed_entry_again() {
     assert_eq!(forwarded, once_each(&clean), "no message came back for a second scan");
     env.wait_inbound_empty(WAIT).await;
 
-    let batches: Vec<Vec<String>> = proxy
-        .recorded("DeleteMessageBatch")
-        .iter()
-        .map(|body| {
-            let request: serde_json::Value = serde_json::from_slice(body).unwrap();
-            request["Entries"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|entry| entry["ReceiptHandle"].as_str().unwrap().to_owned())
-                .collect()
-        })
-        .collect();
+    let batches = batch_entries(&proxy, "DeleteMessageBatch", "ReceiptHandle");
     assert_eq!(proxy.injected("DeleteMessageBatch"), 1);
     let failed = &batches[0][0];
     let later: Vec<&String> = batches[1..].iter().flatten().collect();
@@ -337,19 +342,7 @@ async fn a_partly_failed_send_batch_retries_only_the_failed_record_and_loses_not
     assert_eq!(forwarded, once_each(&clean), "{}", avscan.log_text());
     env.wait_inbound_empty(WAIT).await;
 
-    let batches: Vec<Vec<String>> = proxy
-        .recorded("SendMessageBatch")
-        .iter()
-        .map(|body| {
-            let request: serde_json::Value = serde_json::from_slice(body).unwrap();
-            request["Entries"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|entry| entry["MessageBody"].as_str().unwrap().to_owned())
-                .collect()
-        })
-        .collect();
+    let batches = batch_entries(&proxy, "SendMessageBatch", "MessageBody");
     assert_eq!(proxy.injected("SendMessageBatch"), 1);
     let failed = &batches[0][0];
     let later: Vec<&String> = batches[1..].iter().flatten().collect();

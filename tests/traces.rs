@@ -31,6 +31,21 @@ fn string_attribute(value: &str) -> MessageAttributeValue {
         .unwrap()
 }
 
+/// Queues `body` on the inbound queue as part of the upstream trace `CLEAN_TRACE` (W3C).
+async fn send_in_clean_trace(env: &TestEnv, body: String) -> aws_sdk_sqs::operation::send_message::SendMessageOutput {
+    env.sqs
+        .send_message()
+        .queue_url(&env.inbound_url)
+        .message_body(body)
+        .message_attributes(
+            "traceparent",
+            string_attribute(&format!("00-{CLEAN_TRACE}-{CLEAN_PARENT}-01")),
+        )
+        .send()
+        .await
+        .unwrap()
+}
+
 /// The spans of one trace, by name, with helpers to walk it.
 struct Trace<'a> {
     spans: Vec<&'a ExportedSpan>,
@@ -123,18 +138,7 @@ async fn each_object_is_one_trace_that_continues_its_sender_and_is_continued_dow
         serde_json::json!({ "Records": [s3_record(&env.unprocessed, key, size as u64, etag)] }).to_string()
     };
     // The clean object's uploader speaks W3C; the infected one's X-Ray.
-    let clean_sent = env
-        .sqs
-        .send_message()
-        .queue_url(&env.inbound_url)
-        .message_body(event(clean_key, 18, &clean_etag))
-        .message_attributes(
-            "traceparent",
-            string_attribute(&format!("00-{CLEAN_TRACE}-{CLEAN_PARENT}-01")),
-        )
-        .send()
-        .await
-        .unwrap();
+    let clean_sent = send_in_clean_trace(&env, event(clean_key, 18, &clean_etag)).await;
     let infected_sent = env
         .sqs
         .send_message()
@@ -275,17 +279,7 @@ async fn a_message_still_in_flight_at_shutdown_is_released_and_its_trace_still_e
     let body = vec![b'a'; 1 << 20];
     let etag = env.put(key, &body).await;
     let event = serde_json::json!({ "Records": [s3_record(&env.unprocessed, key, body.len() as u64, &etag)] });
-    env.sqs
-        .send_message()
-        .queue_url(&env.inbound_url)
-        .message_body(event.to_string())
-        .message_attributes(
-            "traceparent",
-            string_attribute(&format!("00-{CLEAN_TRACE}-{CLEAN_PARENT}-01")),
-        )
-        .send()
-        .await
-        .unwrap();
+    send_in_clean_trace(&env, event.to_string()).await;
     avscan.wait_for_log("record received", WAIT).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(avscan.stop().await, Some(0));

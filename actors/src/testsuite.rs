@@ -655,3 +655,18 @@ pub fn s3_record(bucket: &str, key: &str, size: u64, etag: &str) -> serde_json::
                 "object": { "key": encoded, "size": size, "eTag": etag, "sequencer": "00" } }
     })
 }
+
+/// Pseudo-random bytes (xorshift) from `seed`: incompressible like most uploads, and matching no
+/// signature. For benches and load tests.
+pub fn pseudo_random_bytes(seed: u64, len: usize) -> Vec<u8> {
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut bytes = Vec::with_capacity(len + 8);
+    while bytes.len() < len {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        bytes.extend_from_slice(&state.to_le_bytes());
+    }
+    bytes.truncate(len);
+    bytes
+}

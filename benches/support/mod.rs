@@ -42,16 +42,15 @@ pub fn clamd(runtime: &tokio::runtime::Runtime, chunk_size: usize, bench: &str) 
 
 /// Pseudo-random (incompressible, signature-free) bytes.
 pub fn content(seed: u64, len: usize) -> Bytes {
-    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut bytes = Vec::with_capacity(len + 8);
-    while bytes.len() < len {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        bytes.extend_from_slice(&state.to_le_bytes());
-    }
-    bytes.truncate(len);
-    Bytes::from(bytes)
+    Bytes::from(avscan_actors::testsuite::pseudo_random_bytes(seed, len))
+}
+
+/// The benches' runtime, built outside every measured loop.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap()
 }
 
 /// `content` as an S3 body would arrive: 64 KiB network reads, no copies.

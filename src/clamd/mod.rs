@@ -1,0 +1,120 @@
+//! Our clamd client, the adapter behind the pipeline's [`ScanEngine`] port: sessions
+//! (`zIDSESSION`) kept open per pooled scanner, INSTREAM framing that streams an object body in
+//! fixed-size chunks, and the parsing of clamd's replies into verdicts. Only `stream: OK` is ever
+//! reported clean; every reply it does not understand is an error, and errors are retried.
+//!
+//! - `mod.rs`: [`Clamd`], the client: where clamd is, how to talk to it, one-off commands (`PING`,
+//!   `VERSION`, waiting for readiness) and opening sessions.
+//! - `address.rs`: [`ClamdAddress`] and the TCP / unix-socket transport.
+//! - `protocol.rs`: the wire protocol: command and INSTREAM framing, reading one reply, and
+//!   [`parse_scan_reply`].
+//! - `session.rs`: one session, which scans objects with INSTREAM.
+//!
+//! Built by `config.rs` from the settings; used by `lib.rs` (the pipeline's scanners, waiting for
+//! clamd), `ops.rs` (`/readyz`), `check.rs`, `scan.rs` (ad-hoc scans), `limits.rs` (the start-up
+//! canary), the benches and the tests against the real clamd.
+
+mod address;
+mod protocol;
+mod session;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use avscan_actors::ports::{ScanEngine, ScanError, ScanSession};
+use tokio::io::AsyncWriteExt;
+
+pub use self::address::ClamdAddress;
+use self::address::ClamdStream;
+pub use self::protocol::parse_scan_reply;
+use self::protocol::{command_frame, parse_version_reply, read_reply, with_timeout, SESSION_START};
+use self::session::ClamdSession;
+
+/// How to reach and use clamd.
+#[derive(Debug, Clone)]
+pub struct Clamd {
+    /// Where to connect, for every session and one-off command.
+    pub address: ClamdAddress,
+    /// INSTREAM chunk size; clamd's per-chunk overhead makes small chunks slow (≥ 64 KiB).
+    pub chunk_size: usize,
+    /// Longest wait for any one read or write: a stalled clamd becomes a retry, well before the
+    /// message's visibility timeout.
+    pub io_timeout: Duration,
+    next_connection_id: std::sync::Arc<AtomicU64>,
+}
+
+impl Clamd {
+    /// A client for `address`; chunks smaller than 1 KiB are raised to 1 KiB. Connects lazily.
+    pub fn new(address: ClamdAddress, chunk_size: usize, io_timeout: Duration) -> Self {
+        Self {
+            address,
+            chunk_size: chunk_size.max(1024),
+            io_timeout,
+            next_connection_id: Default::default(),
+        }
+    }
+
+    async fn open(&self) -> Result<ClamdStream, ScanError> {
+        match tokio::time::timeout(self.io_timeout, ClamdStream::connect(&self.address)).await {
+            Ok(Ok(stream)) => Ok(stream),
+            Ok(Err(err)) => Err(ScanError::Unavailable(format!("{}: {err}", self.address))),
+            Err(_) => Err(ScanError::Timeout(format!("connecting to {}", self.address))),
+        }
+    }
+
+    /// One command outside a session (`zPING`, `zVERSION`); returns the reply.
+    pub async fn command(&self, command: &str) -> Result<String, ScanError> {
+        let mut stream = self.open().await?;
+        with_timeout(
+            self.io_timeout,
+            "writing command",
+            stream.write_all(&command_frame(command)),
+        )
+        .await?;
+        read_reply(&mut stream, self.io_timeout).await
+    }
+
+    /// Sends `PING` on a new connection; anything but `PONG` is an error.
+    pub async fn ping(&self) -> Result<(), ScanError> {
+        match self.command("PING").await?.as_str() {
+            "PONG" => Ok(()),
+            other => Err(ScanError::UnexpectedReply(other.to_owned())),
+        }
+    }
+
+    /// Waits until clamd answers PING, logging while it waits, for at most `limit`.
+    pub async fn wait_ready(&self, limit: Duration) -> Result<(), ScanError> {
+        let deadline = tokio::time::Instant::now() + limit;
+        let mut pause = Duration::from_millis(100);
+        loop {
+            match self.ping().await {
+                Ok(()) => return Ok(()),
+                Err(err) if tokio::time::Instant::now() + pause < deadline => {
+                    tracing::info!(address = %self.address, error = %err, retry_in = ?pause, "waiting for clamd");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(5));
+                }
+                Err(err) => return Err(err),
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl ScanEngine for Clamd {
+    async fn connect(&self) -> Result<Box<dyn ScanSession>, ScanError> {
+        let mut stream = self.open().await?;
+        with_timeout(self.io_timeout, "opening session", stream.write_all(SESSION_START)).await?;
+        let engine = parse_version_reply(&read_reply(&mut stream, self.io_timeout).await?, 1)?;
+        let id = self.next_connection_id.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(connection = id, %engine, "clamd session opened");
+        Ok(Box::new(ClamdSession::new(
+            stream,
+            id,
+            engine,
+            self.chunk_size,
+            self.io_timeout,
+        )))
+    }
+}

@@ -1,0 +1,174 @@
+//! clamd's wire protocol in z-mode, apart from the session that drives it: the bytes of a command
+//! (`z<COMMAND>\0`) and of an INSTREAM body (chunks of a 4-byte big-endian length and the bytes,
+//! then a zero length), reading one reply, and parsing replies into verdicts. The framing and the
+//! parsers are pure; `read_reply` reads a stream and `with_timeout` bounds any I/O step. Used by the client in
+//! `mod.rs` (one-off commands, the session handshake) and by `session.rs` (INSTREAM);
+//! [`parse_scan_reply`] is public for the property tests.
+
+use std::time::Duration;
+
+use avscan_actors::model::{QuarantineReason, Verdict};
+use avscan_actors::ports::ScanError;
+use bytes::Buf;
+use tokio::io::{AsyncRead, AsyncReadExt};
+
+/// Longest reply we accept; clamd's are one short line.
+const MAX_REPLY: usize = 4096;
+
+/// Starts a session and asks for the engine's version as the session's command 1.
+pub(super) const SESSION_START: &[u8] = b"zIDSESSION\0zVERSION\0";
+
+/// Starts streaming a body; chunks and the terminator follow.
+pub(super) const INSTREAM_START: &[u8] = b"zINSTREAM\0";
+
+/// A zero-length chunk: the body is complete and clamd replies.
+pub(super) const INSTREAM_END: [u8; 4] = [0, 0, 0, 0];
+
+/// One command in z-mode, e.g. `zPING\0`.
+pub(super) fn command_frame(command: &str) -> Vec<u8> {
+    format!("z{command}\0").into_bytes()
+}
+
+/// One INSTREAM chunk: its length as 4 big-endian bytes, then the bytes, without copying them.
+pub(super) fn chunk_frame(chunk: &[u8]) -> impl Buf + '_ {
+    let header = (chunk.len() as u32).to_be_bytes();
+    Buf::chain(std::io::Cursor::new(header), chunk)
+}
+
+/// Runs one I/O step for at most `limit`; `what` names the step in the error.
+pub(super) async fn with_timeout<T>(
+    limit: Duration,
+    what: &str,
+    io: impl std::future::Future<Output = std::io::Result<T>>,
+) -> Result<T, ScanError> {
+    match tokio::time::timeout(limit, io).await {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(err)) => Err(ScanError::Io(format!("{what}: {err}"))),
+        Err(_) => Err(ScanError::Timeout(what.to_owned())),
+    }
+}
+
+/// Reads one reply: up to a NUL (z-mode), or a newline, which clamd uses for some errors
+/// (`COMMAND READ TIMED OUT`) even in z-mode.
+pub(super) async fn read_reply(stream: &mut (impl AsyncRead + Unpin), limit: Duration) -> Result<String, ScanError> {
+    let mut reply = Vec::with_capacity(64);
+    let read = async {
+        // One read per reply in practice: clamd sends nothing unasked between our commands, so
+        // bytes after the terminator can only be a protocol error.
+        let mut buf = [0u8; 256];
+        loop {
+            let n = stream.read(&mut buf).await?;
+            if n == 0 {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "clamd closed the connection",
+                ));
+            }
+            reply.extend_from_slice(&buf[..n]);
+            if let Some(end) = reply.iter().position(|b| *b == 0 || *b == b'\n') {
+                if end + 1 != reply.len() {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::InvalidData,
+                        "clamd sent more than one reply",
+                    ));
+                }
+                reply.truncate(end);
+                return Ok(());
+            }
+            if reply.len() >= MAX_REPLY {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    "clamd reply too long",
+                ));
+            }
+        }
+    };
+    with_timeout(limit, "reading reply", read).await?;
+    Ok(String::from_utf8_lossy(&reply).into_owned())
+}
+
+/// Parses a reply to INSTREAM. In a session replies are prefixed `<id>: `, and the id must be
+/// the one of our command.
+pub fn parse_scan_reply(reply: &str, session_id: Option<u64>) -> Result<Verdict, ScanError> {
+    let unexpected = || ScanError::UnexpectedReply(reply.to_owned());
+    let body = match session_id {
+        Some(expected) => {
+            let (id, rest) = reply.split_once(": ").ok_or_else(unexpected)?;
+            if id.parse::<u64>().ok() != Some(expected) {
+                return Err(unexpected());
+            }
+            rest
+        }
+        None => reply,
+    };
+    if body == "stream: OK" {
+        return Ok(Verdict::Clean);
+    }
+    if let Some(signature) = body
+        .strip_prefix("stream: ")
+        .and_then(|rest| rest.strip_suffix(" FOUND"))
+    {
+        if !signature.is_empty() && !signature.contains(['\0', '\n']) {
+            return Ok(Verdict::from_signature(signature));
+        }
+    }
+    if body.starts_with("INSTREAM size limit exceeded") {
+        return Ok(Verdict::Unscannable {
+            reason: QuarantineReason::FileTooLarge,
+            signature: None,
+        });
+    }
+    Err(unexpected())
+}
+
+/// Parses `zVERSION`'s reply, e.g. `ClamAV 1.4.6/27000/Sun Nov 29 …`.
+pub(super) fn parse_version_reply(reply: &str, session_id: u64) -> Result<String, ScanError> {
+    let version = reply.strip_prefix(&format!("{session_id}: ")).unwrap_or(reply);
+    if version.starts_with("ClamAV ") {
+        Ok(version.to_owned())
+    } else {
+        Err(ScanError::UnexpectedReply(reply.to_owned()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replies_map_to_verdicts_and_only_ok_is_clean() {
+        assert_eq!(parse_scan_reply("2: stream: OK", Some(2)).unwrap(), Verdict::Clean);
+        assert_eq!(parse_scan_reply("stream: OK", None).unwrap(), Verdict::Clean);
+        assert_eq!(
+            parse_scan_reply("3: stream: Eicar-Test-Signature.UNOFFICIAL FOUND", Some(3)).unwrap(),
+            Verdict::Infected {
+                signature: "Eicar-Test-Signature.UNOFFICIAL".into()
+            }
+        );
+        assert_eq!(
+            parse_scan_reply("2: stream: Heuristics.Encrypted.Zip FOUND", Some(2))
+                .unwrap()
+                .label(),
+            "unscannable"
+        );
+        assert_eq!(
+            parse_scan_reply("2: INSTREAM size limit exceeded. ERROR", Some(2))
+                .unwrap()
+                .quarantine_reason(),
+            Some(QuarantineReason::FileTooLarge)
+        );
+        for bad in [
+            "2: stream: OK ",
+            "2: stream: ERROR",
+            "2: stream:  FOUND",
+            "2: Can't allocate memory ERROR",
+            "COMMAND READ TIMED OUT",
+            "3: stream: OK",
+            "stream: OK",
+            "",
+            "2: UNKNOWN COMMAND",
+        ] {
+            assert!(parse_scan_reply(bad, Some(2)).is_err(), "{bad:?} must not be a verdict");
+        }
+    }
+}

@@ -1,0 +1,250 @@
+//! One clamd session (`zIDSESSION`), owned by one pooled scanner through the pipeline's
+//! [`ScanSession`] port: each scan is an INSTREAM command that streams the object body in chunks
+//! of the configured size, every step bounded by the io timeout. The client in `mod.rs` opens the
+//! session; the framing and reply parsing it uses are in `protocol.rs`.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use avscan_actors::model::{QuarantineReason, ScanOutcome, Verdict};
+use avscan_actors::ports::{ObjectBody, ScanError, ScanSession};
+use bytes::BytesMut;
+use futures::StreamExt;
+use tokio::io::AsyncWriteExt;
+
+use super::address::ClamdStream;
+use super::protocol::{chunk_frame, parse_scan_reply, read_reply, with_timeout, INSTREAM_END, INSTREAM_START};
+
+/// One clamd session, owned by one scanner.
+pub(super) struct ClamdSession {
+    stream: ClamdStream,
+    id: u64,
+    /// The id of the next command in this session (clamd numbers them from 1).
+    next_command: u64,
+    engine: String,
+    chunk_size: usize,
+    io_timeout: Duration,
+    /// Set once clamd is known to close the connection (its size limit) or a write failed.
+    closing: bool,
+}
+
+impl ClamdSession {
+    /// A session on `stream`, which has sent `zIDSESSION` and had `zVERSION` (command 1) answered
+    /// with `engine`; its scans are numbered from 2.
+    pub(super) fn new(stream: ClamdStream, id: u64, engine: String, chunk_size: usize, io_timeout: Duration) -> Self {
+        Self {
+            stream,
+            id,
+            next_command: 2,
+            engine,
+            chunk_size,
+            io_timeout,
+            closing: false,
+        }
+    }
+
+    async fn write_chunk(&mut self, chunk: &[u8]) -> Result<(), ScanError> {
+        let mut frame = chunk_frame(chunk);
+        with_timeout(self.io_timeout, "streaming", self.stream.write_all_buf(&mut frame)).await
+    }
+
+    /// After a failed write: clamd may have stopped reading because the stream exceeded its
+    /// limit, and said so before closing. Its reply decides; without one the write error stands.
+    async fn reply_after_failed_write(&mut self, command: u64, write_error: ScanError) -> Result<Verdict, ScanError> {
+        self.closing = true;
+        match read_reply(&mut self.stream, Duration::from_secs(2).min(self.io_timeout)).await {
+            Ok(reply) => match parse_scan_reply(&reply, Some(command)) {
+                Ok(
+                    verdict @ Verdict::Unscannable {
+                        reason: QuarantineReason::FileTooLarge,
+                        ..
+                    },
+                ) => Ok(verdict),
+                _ => Err(write_error),
+            },
+            Err(_) => Err(write_error),
+        }
+    }
+
+    async fn instream(&mut self, mut body: ObjectBody, command: u64) -> Result<Verdict, ScanError> {
+        with_timeout(
+            self.io_timeout,
+            "starting INSTREAM",
+            self.stream.write_all(INSTREAM_START),
+        )
+        .await?;
+        let mut pending = BytesMut::with_capacity(self.chunk_size);
+        let mut streamed: u64 = 0;
+        loop {
+            // A stalled source must not hold the scanner (and clamd's session) forever.
+            let next = tokio::time::timeout(self.io_timeout, body.chunks.next()).await;
+            let Some(piece) = next.map_err(|_| ScanError::Timeout("reading the object".into()))? else {
+                break;
+            };
+            // A broken source aborts without the terminator: clamd must never judge a prefix.
+            let piece = piece.map_err(ScanError::Source)?;
+            streamed += piece.len() as u64;
+            if streamed > body.content_length {
+                return Err(ScanError::LengthMismatch {
+                    expected: body.content_length,
+                    streamed,
+                });
+            }
+            pending.extend_from_slice(&piece);
+            while pending.len() >= self.chunk_size {
+                let chunk = pending.split_to(self.chunk_size);
+                if let Err(err) = self.write_chunk(&chunk).await {
+                    return self.reply_after_failed_write(command, err).await;
+                }
+            }
+        }
+        if streamed != body.content_length {
+            return Err(ScanError::LengthMismatch {
+                expected: body.content_length,
+                streamed,
+            });
+        }
+        if !pending.is_empty() {
+            if let Err(err) = self.write_chunk(&pending).await {
+                return self.reply_after_failed_write(command, err).await;
+            }
+        }
+        if let Err(err) = with_timeout(self.io_timeout, "ending INSTREAM", self.stream.write_all(&INSTREAM_END)).await {
+            return self.reply_after_failed_write(command, err).await;
+        }
+        let reply = read_reply(&mut self.stream, self.io_timeout).await?;
+        parse_scan_reply(&reply, Some(command))
+    }
+}
+
+#[async_trait]
+impl ScanSession for ClamdSession {
+    async fn scan(&mut self, body: ObjectBody) -> Result<ScanOutcome, ScanError> {
+        let command = self.next_command;
+        self.next_command += 1;
+        let verdict = self.instream(body, command).await?;
+        if let Verdict::Unscannable {
+            reason: QuarantineReason::FileTooLarge,
+            ..
+        } = verdict
+        {
+            // clamd closes the session after its size-limit reply.
+            self.closing = true;
+        }
+        Ok(ScanOutcome {
+            verdict,
+            engine: Some(self.engine.clone()),
+        })
+    }
+
+    fn is_reusable(&mut self) -> bool {
+        !self.closing && self.stream.is_idle_and_open()
+    }
+
+    fn id(&self) -> u64 {
+        self.id
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use avscan_actors::ports::ScanEngine;
+    use bytes::Bytes;
+    use tokio::io::AsyncReadExt;
+    use tokio::net::TcpListener;
+
+    use super::*;
+    use crate::clamd::{Clamd, ClamdAddress};
+
+    fn body(parts: Vec<&'static [u8]>, content_length: u64) -> ObjectBody {
+        ObjectBody {
+            content_length,
+            chunks: futures::stream::iter(parts.into_iter().map(|p| Ok(Bytes::from_static(p)))).boxed(),
+        }
+    }
+
+    /// A fake clamd on 127.0.0.1:0 that records what it reads and answers with `reply`.
+    async fn fake_clamd(reply: &'static str) -> (Clamd, tokio::task::JoinHandle<Vec<u8>>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = ClamdAddress::Tcp(listener.local_addr().unwrap().to_string());
+        let server = tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut received = Vec::new();
+            let mut buf = [0u8; 4096];
+            // Session start and VERSION.
+            while !received.ends_with(b"zVERSION\0") {
+                let n = socket.read(&mut buf).await.unwrap();
+                received.extend_from_slice(&buf[..n]);
+            }
+            socket.write_all(b"1: ClamAV 1.4.6/1/today\0").await.unwrap();
+            let start = received.len();
+            while !received[start..].ends_with(&[0, 0, 0, 0]) {
+                let n = socket.read(&mut buf).await.unwrap();
+                if n == 0 {
+                    break;
+                }
+                received.extend_from_slice(&buf[..n]);
+            }
+            socket.write_all(reply.as_bytes()).await.unwrap();
+            received.split_off(start)
+        });
+        (Clamd::new(address, 1024, Duration::from_secs(5)), server)
+    }
+
+    #[tokio::test]
+    async fn instream_frames_the_body_in_chunks_of_the_configured_size() {
+        let (clamd, server) = fake_clamd("2: stream: OK\0").await;
+        let mut session = clamd.connect().await.unwrap();
+        let payload: &'static [u8] = Box::leak(vec![7u8; 2500].into_boxed_slice());
+        let outcome = session
+            .scan(body(vec![&payload[..100], &payload[100..]], 2500))
+            .await
+            .unwrap();
+        assert_eq!(outcome.verdict, Verdict::Clean);
+        assert_eq!(outcome.engine.as_deref(), Some("ClamAV 1.4.6/1/today"));
+        let wire = server.await.unwrap();
+        let mut expected = b"zINSTREAM\0".to_vec();
+        for chunk in [1024usize, 1024, 452] {
+            expected.extend_from_slice(&(chunk as u32).to_be_bytes());
+            expected.extend(std::iter::repeat_n(7u8, chunk));
+        }
+        expected.extend_from_slice(&[0, 0, 0, 0]);
+        assert_eq!(wire, expected);
+    }
+
+    #[tokio::test]
+    async fn a_short_body_is_an_error_not_a_verdict() {
+        let (clamd, _server) = fake_clamd("2: stream: OK\0").await;
+        let mut session = clamd.connect().await.unwrap();
+        let result = session.scan(body(vec![b"abc"], 10)).await;
+        assert!(
+            matches!(
+                result,
+                Err(ScanError::LengthMismatch {
+                    expected: 10,
+                    streamed: 3
+                })
+            ),
+            "{result:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_stalled_object_stream_times_out_instead_of_holding_the_session() {
+        let (mut clamd, _server) = fake_clamd("2: stream: OK\0").await;
+        clamd.io_timeout = Duration::from_millis(200);
+        let mut session = clamd.connect().await.unwrap();
+        let stalled = ObjectBody {
+            content_length: 10,
+            chunks: futures::stream::pending().boxed(),
+        };
+        assert!(matches!(session.scan(stalled).await, Err(ScanError::Timeout(_))));
+    }
+
+    #[tokio::test]
+    async fn a_reply_with_the_wrong_session_id_is_an_error() {
+        let (clamd, _server) = fake_clamd("7: stream: OK\0").await;
+        let mut session = clamd.connect().await.unwrap();
+        assert!(session.scan(body(vec![b"abc"], 3)).await.is_err());
+    }
+}

@@ -1,0 +1,33 @@
+//! Fakes the S3 side of the inbound queue: the ObjectCreated notification bodies S3 would send.
+//! They keep the event format the parser relies on (`eventName`, `eventTime`, `s3.bucket.name`,
+//! `s3.object.{key, size, eTag}` in each of `Records`), keys form-encoded the way S3 writes
+//! them. They write no `versionId`: the events of an unversioned bucket.
+
+/// An S3 ObjectCreated notification body for one object, key form-encoded like S3 does.
+pub fn s3_event(bucket: &str, key: &str, size: u64, etag: &str) -> String {
+    serde_json::json!({ "Records": [s3_record(bucket, key, size, etag)] }).to_string()
+}
+
+/// Encodes a key the way S3 writes it into events: URL-encoding with `+` for spaces.
+pub fn encode_event_key(key: &str) -> String {
+    const KEEP: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'_')
+        .remove(b'.')
+        .remove(b'~')
+        .remove(b'/');
+    percent_encoding::utf8_percent_encode(key, KEEP)
+        .to_string()
+        .replace("%20", "+")
+}
+
+/// One ObjectCreated record, for tests that build events of several records or break one.
+pub fn s3_record(bucket: &str, key: &str, size: u64, etag: &str) -> serde_json::Value {
+    let encoded = encode_event_key(key);
+    serde_json::json!({
+        "eventVersion": "2.1", "eventSource": "aws:s3", "awsRegion": "us-east-1",
+        "eventTime": "2026-11-29T12:00:00.000Z", "eventName": "ObjectCreated:Put",
+        "s3": { "s3SchemaVersion": "1.0", "bucket": { "name": bucket, "arn": format!("arn:aws:s3:::{bucket}") },
+                "object": { "key": encoded, "size": size, "eTag": etag, "sequencer": "00" } }
+    })
+}

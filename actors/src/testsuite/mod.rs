@@ -1,0 +1,45 @@
+//! In-memory fakes of every port, for actor tests and benches (feature `testsuite`). They keep
+//! the contracts of the real services that the pipeline relies on: visibility timeouts and
+//! receipt handles on the queue, conditional GET/DELETE on the store. The store, the notifier
+//! and the pattern scanner can be told to panic on their next calls, to test supervision; the
+//! queue and the sinks can be told to fail their next batch entries as SQS does server-side.
+//!
+//! One fake per file, everything re-exported here so that tests and benches name them as
+//! `avscan_actors::testsuite::X`:
+//!
+//! * [`MemoryQueue`] fakes the inbound SQS queue ([`InboundQueue`](crate::ports::InboundQueue)),
+//! * [`MemorySink`] the outbound and rejected-events queues ([`MessageSink`](crate::ports::MessageSink)),
+//! * [`MemoryStore`] S3 ([`ObjectStore`](crate::ports::ObjectStore)),
+//! * [`MemoryNotifier`] SNS ([`Notifier`](crate::ports::Notifier)),
+//! * [`PatternScanner`] and [`NullScanner`] clamd ([`ScanEngine`](crate::ports::ScanEngine)),
+//! * [`FakeWorld`] wires one of each into a pipeline's ports,
+//! * [`s3_event`] and friends write the S3 notifications the queue carries,
+//! * [`pseudo_random_bytes`] makes upload content for benches and load tests.
+
+use std::sync::Mutex;
+
+mod content;
+mod events;
+mod memory_notifier;
+mod memory_queue;
+mod memory_sink;
+mod memory_store;
+mod panic_switch;
+mod scanners;
+mod world;
+
+pub use content::pseudo_random_bytes;
+pub use events::{encode_event_key, s3_event, s3_record};
+pub use memory_notifier::MemoryNotifier;
+pub use memory_queue::MemoryQueue;
+pub use memory_sink::MemorySink;
+pub use memory_store::{MemoryStore, StoredObject};
+pub use panic_switch::PanicSwitch;
+pub use scanners::{NullScanner, PatternScanner, FAKE_VIRUS};
+pub use world::FakeWorld;
+
+/// Locks a fake's state even if a panic poisoned it, so that one panicking caller (an injected
+/// panic, a failed assertion) does not make every later call of the fake panic too.
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poison| poison.into_inner())
+}

@@ -1,0 +1,132 @@
+//! Fakes clamd ([`ScanEngine`] and its [`ScanSession`]s). [`PatternScanner`] keeps the contract
+//! the scan pool relies on: a verdict only after reading the body to its end, a broken body
+//! stream is an error without a verdict, each connection has its own id; it also counts
+//! connections and concurrent scans and can be slowed down or told to panic. It does not check
+//! the streamed length against `content_length` as the clamd session does. [`NullScanner`]
+//! answers clean without reading, for benches that measure the pipeline alone.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures::StreamExt;
+
+use super::PanicSwitch;
+use crate::model::{ScanOutcome, Verdict};
+use crate::ports::{ObjectBody, ScanEngine, ScanError, ScanSession};
+
+/// Body content that [`PatternScanner`] calls infected.
+pub const FAKE_VIRUS: &[u8] = b"FAKE-VIRUS-MARKER";
+
+/// A scanner that reads the whole stream and reports [`FAKE_VIRUS`] as infected, anything else
+/// as clean.
+#[derive(Debug, Default)]
+pub struct PatternScanner {
+    /// Makes the next scans panic, to test the scan pool's supervision.
+    pub panic_on_scan: Arc<PanicSwitch>,
+    /// Sessions opened so far (also the next session's id): shows reconnects after a failure.
+    pub connections: AtomicU64,
+    /// Scans currently running.
+    pub active: Arc<AtomicUsize>,
+    /// The most scans ever running at once: what tests check the connection limit against.
+    pub peak_active: Arc<AtomicUsize>,
+    /// How long each scan takes after reading the body, to make scans overlap.
+    pub delay: Duration,
+}
+
+struct PatternSession {
+    id: u64,
+    panic_on_scan: Arc<PanicSwitch>,
+    active: Arc<AtomicUsize>,
+    peak_active: Arc<AtomicUsize>,
+    delay: Duration,
+}
+
+#[async_trait]
+impl ScanEngine for PatternScanner {
+    async fn connect(&self) -> Result<Box<dyn ScanSession>, ScanError> {
+        Ok(Box::new(PatternSession {
+            id: self.connections.fetch_add(1, Ordering::SeqCst),
+            panic_on_scan: self.panic_on_scan.clone(),
+            active: self.active.clone(),
+            peak_active: self.peak_active.clone(),
+            delay: self.delay,
+        }))
+    }
+}
+
+#[async_trait]
+impl ScanSession for PatternSession {
+    async fn scan(&mut self, mut body: ObjectBody) -> Result<ScanOutcome, ScanError> {
+        let now = self.active.fetch_add(1, Ordering::SeqCst) + 1;
+        self.peak_active.fetch_max(now, Ordering::SeqCst);
+        struct Active(Arc<AtomicUsize>);
+        impl Drop for Active {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
+        let _active = Active(self.active.clone());
+        self.panic_on_scan.check("PatternSession::scan");
+        let mut content = Vec::new();
+        while let Some(chunk) = body.chunks.next().await {
+            content.extend_from_slice(&chunk.map_err(ScanError::Source)?);
+        }
+        if !self.delay.is_zero() {
+            tokio::time::sleep(self.delay).await;
+        }
+        let infected = content.windows(FAKE_VIRUS.len()).any(|w| w == FAKE_VIRUS);
+        let verdict = if infected {
+            Verdict::Infected {
+                signature: "Fake.Virus".into(),
+            }
+        } else {
+            Verdict::Clean
+        };
+        Ok(ScanOutcome {
+            verdict,
+            engine: Some("pattern-scanner".into()),
+        })
+    }
+
+    fn is_reusable(&mut self) -> bool {
+        true
+    }
+
+    fn id(&self) -> u64 {
+        self.id
+    }
+}
+
+/// A scanner that answers clean at once without reading a byte: what is left is the
+/// pipeline's own cost (benches).
+#[derive(Debug, Default)]
+pub struct NullScanner;
+
+struct NullSession;
+
+#[async_trait]
+impl ScanEngine for NullScanner {
+    async fn connect(&self) -> Result<Box<dyn ScanSession>, ScanError> {
+        Ok(Box::new(NullSession))
+    }
+}
+
+#[async_trait]
+impl ScanSession for NullSession {
+    async fn scan(&mut self, _: ObjectBody) -> Result<ScanOutcome, ScanError> {
+        Ok(ScanOutcome {
+            verdict: Verdict::Clean,
+            engine: None,
+        })
+    }
+
+    fn is_reusable(&mut self) -> bool {
+        true
+    }
+
+    fn id(&self) -> u64 {
+        0
+    }
+}

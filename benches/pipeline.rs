@@ -8,8 +8,8 @@
 //!     messages per second of pure polling, parsing, actor hops, routing, sending and acking.
 //!
 //! Pipelines and runtimes are built outside the measured loops. The batch linger is 2 ms here
-//! (100 ms in production): it delays a batch, it does not limit throughput, but an iteration's
-//! last batch would otherwise wait it out.
+//! (`avscan_actors::defaults::BATCH_LINGER_MS` in production): it delays a batch, it does not
+//! limit throughput, but an iteration's last batch would otherwise wait it out.
 
 mod support;
 

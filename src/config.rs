@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use avscan_actors::defaults::{self, MIB};
 use avscan_actors::restart::RestartPolicy;
 use avscan_actors::PipelineConfig;
 use clap::{Args, Parser, Subcommand};
@@ -24,10 +25,10 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the scanner until SIGTERM or SIGINT.
-    Run(Box<RunArgs>),
+    Run(Box<ConfigArgs>),
     /// Check the configuration against the real services: clamd (PING, VERSION, its
     /// MaxFileSize), every queue, both buckets and the topic; one line each, exit 1 on a failure.
-    Check(Box<RunArgs>),
+    Check(Box<ConfigArgs>),
     /// Scan files or S3 objects now, through the same clamd client and rules; one line each.
     /// Exit 0 if all are clean, 1 if any is infected or unscannable, 2 on an error (clamdscan's
     /// convention). Needs only the clamd and AWS_S3_* settings.
@@ -40,7 +41,7 @@ pub struct ScanArgs {
     #[arg(required = true, value_name = "PATH | s3://BUCKET/KEY")]
     pub inputs: Vec<String>,
     #[command(flatten)]
-    pub config: RunArgs,
+    pub config: ConfigArgs,
 }
 
 /// What `avscan scan` needs: clamd and S3, no queues.
@@ -64,8 +65,10 @@ pub struct ServiceEndpoint {
     pub secret_access_key: Option<String>,
 }
 
+/// Every variable of avscan's configuration, each also a flag; `avscan run`, `check` and
+/// `scan` all take them (`scan` needs only the clamd and S3 ones).
 #[derive(Debug, Args)]
-pub struct RunArgs {
+pub struct ConfigArgs {
     /// Bucket the uploads land in; events for other buckets are rejected.
     #[arg(long, env = "UNPROCESSED_BUCKET_NAME")]
     pub unprocessed_bucket_name: Option<String>,
@@ -85,17 +88,17 @@ pub struct RunArgs {
     #[arg(long, env = "REJECTED_EVENTS_QUEUE_NAME")]
     pub rejected_events_queue_name: Option<String>,
     /// Objects larger than this many MB are quarantined unscanned ("file too large").
-    #[arg(long, env = "MAX_FILE_SIZE", default_value_t = 400, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, env = "MAX_FILE_SIZE", default_value_t = defaults::MAX_FILE_SIZE_MB, value_parser = clap::value_parser!(u64).range(1..))]
     pub max_file_size: u64,
     /// clamd's MaxFileSize, MB: an archive member larger than this makes the object
     /// unscannable, because clamd skips such members without an alert. Never more than clamd's.
-    #[arg(long, env = "CLAMD_MAX_FILE_SIZE", default_value_t = 25, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, env = "CLAMD_MAX_FILE_SIZE", default_value_t = defaults::CLAMD_MAX_FILE_SIZE_MB, value_parser = clap::value_parser!(u64).range(1..))]
     pub clamd_max_file_size: u64,
     /// Long-poll wait of each receive, seconds (0 to 20).
     #[arg(long, env = "VIRUS_SCANNER_WORKER_MSG_WAIT_TIME", default_value_t = 20, value_parser = clap::value_parser!(u64).range(0..=20))]
     pub virus_scanner_worker_msg_wait_time: u64,
     /// Visibility timeout of received messages, seconds; extended while a message is in flight.
-    #[arg(long, env = "VIRUS_SCANNER_WORKER_MSG_VISIBILITY_TIMEOUT", default_value_t = 120, value_parser = clap::value_parser!(u64).range(2..=43200))]
+    #[arg(long, env = "VIRUS_SCANNER_WORKER_MSG_VISIBILITY_TIMEOUT", default_value_t = defaults::VISIBILITY_TIMEOUT_SECS, value_parser = clap::value_parser!(u64).range(2..=43200))]
     pub virus_scanner_worker_msg_visibility_timeout: u64,
 
     #[arg(long, env = "AWS_S3_ENDPOINT_URL")]
@@ -127,7 +130,7 @@ pub struct RunArgs {
     #[arg(long, env = "CLAMD_ADDRESS", default_value = "tcp://127.0.0.1:3310")]
     pub clamd_address: ClamdAddress,
     /// Pooled clamd connections (concurrent scans); keep at or below clamd's MaxThreads.
-    #[arg(long, env = "CLAMD_CONNECTIONS", default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=256))]
+    #[arg(long, env = "CLAMD_CONNECTIONS", default_value_t = defaults::CLAMD_CONNECTIONS, value_parser = clap::value_parser!(u64).range(1..=256))]
     pub clamd_connections: u64,
     /// INSTREAM chunk size in bytes.
     #[arg(long, env = "CLAMD_CHUNK_SIZE", default_value_t = 128 * 1024, value_parser = clap::value_parser!(u64).range(64 * 1024..=16 * 1024 * 1024))]
@@ -139,27 +142,27 @@ pub struct RunArgs {
     #[arg(long, env = "CLAMD_READY_TIMEOUT", default_value_t = 120)]
     pub clamd_ready_timeout: u64,
     /// Concurrent S3 GETs; each streams into a clamd connection.
-    #[arg(long, env = "FETCH_CONCURRENCY", default_value_t = 6, value_parser = clap::value_parser!(u64).range(1..=1024))]
+    #[arg(long, env = "FETCH_CONCURRENCY", default_value_t = defaults::FETCH_CONCURRENCY, value_parser = clap::value_parser!(u64).range(1..=1024))]
     pub fetch_concurrency: u64,
     /// SQS messages in flight at once; bounds all buffering inside avscan.
-    #[arg(long, env = "MAX_IN_FLIGHT", default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    #[arg(long, env = "MAX_IN_FLIGHT", default_value_t = defaults::MAX_IN_FLIGHT, value_parser = clap::value_parser!(u64).range(1..=100_000))]
     pub max_in_flight: u64,
     /// Messages asked for per receive (1 to 10).
-    #[arg(long, env = "RECEIVE_BATCH_SIZE", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=10))]
+    #[arg(long, env = "RECEIVE_BATCH_SIZE", default_value_t = defaults::RECEIVE_BATCH_SIZE, value_parser = clap::value_parser!(u64).range(1..=10))]
     pub receive_batch_size: u64,
     /// Milliseconds a finished message may wait for others to share its SendMessageBatch and
     /// DeleteMessageBatch call (ten per call).
-    #[arg(long, env = "BATCH_LINGER_MS", default_value_t = 250, value_parser = clap::value_parser!(u64).range(0..=10_000))]
+    #[arg(long, env = "BATCH_LINGER_MS", default_value_t = defaults::BATCH_LINGER_MS, value_parser = clap::value_parser!(u64).range(0..=10_000))]
     pub batch_linger_ms: u64,
     /// First retry delay of a failed message, seconds; doubles per receive up to the max.
-    #[arg(long, env = "RETRY_BACKOFF_BASE", default_value_t = 5)]
+    #[arg(long, env = "RETRY_BACKOFF_BASE", default_value_t = defaults::RETRY_BACKOFF_BASE_SECS)]
     pub retry_backoff_base: u64,
-    #[arg(long, env = "RETRY_BACKOFF_MAX", default_value_t = 300)]
+    #[arg(long, env = "RETRY_BACKOFF_MAX", default_value_t = defaults::RETRY_BACKOFF_MAX_SECS)]
     pub retry_backoff_max: u64,
     /// More actor restarts than this within RESTART_WINDOW seconds stops avscan (exit 1).
-    #[arg(long, env = "RESTART_LIMIT", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, env = "RESTART_LIMIT", default_value_t = defaults::RESTART_LIMIT, value_parser = clap::value_parser!(u64).range(1..))]
     pub restart_limit: u64,
-    #[arg(long, env = "RESTART_WINDOW", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, env = "RESTART_WINDOW", default_value_t = defaults::RESTART_WINDOW_SECS, value_parser = clap::value_parser!(u64).range(1..))]
     pub restart_window: u64,
     /// Seconds in-flight work may take to finish after SIGTERM before it is released.
     #[arg(long, env = "SHUTDOWN_GRACE", default_value_t = 30)]
@@ -224,14 +227,14 @@ impl Settings {
     }
 }
 
-impl RunArgs {
+impl ConfigArgs {
     pub fn scan_settings(&self) -> ScanSettings {
         ScanSettings {
             clamd_address: self.clamd_address.clone(),
             clamd_chunk_size: self.clamd_chunk_size as usize,
             clamd_timeout: Duration::from_secs(self.clamd_timeout),
-            max_file_size: self.max_file_size.saturating_mul(1024 * 1024),
-            archive_member_limit: self.clamd_max_file_size.saturating_mul(1024 * 1024),
+            max_file_size: self.max_file_size.saturating_mul(MIB),
+            archive_member_limit: self.clamd_max_file_size.saturating_mul(MIB),
             s3: self.s3_endpoint(),
         }
     }
@@ -278,8 +281,8 @@ impl RunArgs {
             });
         }
         let mut pipeline = PipelineConfig::new(unprocessed, quarantine);
-        pipeline.max_file_size = self.max_file_size.saturating_mul(1024 * 1024);
-        pipeline.archive_member_limit = self.clamd_max_file_size.saturating_mul(1024 * 1024);
+        pipeline.max_file_size = self.max_file_size.saturating_mul(MIB);
+        pipeline.archive_member_limit = self.clamd_max_file_size.saturating_mul(MIB);
         pipeline.max_in_flight = self.max_in_flight as usize;
         pipeline.fetch_concurrency = self.fetch_concurrency as usize;
         pipeline.scanner_connections = self.clamd_connections as usize;

@@ -65,8 +65,8 @@ async fn scan_body(clamd: &clamd::Clamd, body: ObjectBody, member_limit: u64) ->
         Ok(session) => session,
         Err(err) => return (format!("ERROR {err}"), Outcome::Error),
     };
-    let (watched, watch) = archive_guard::watch(body, member_limit);
-    match session.scan(watched).await.map(|outcome| watch.judge(outcome)) {
+    let (guarded, archive_check) = archive_guard::check_while_streaming(body, member_limit);
+    match session.scan(guarded).await.map(|outcome| archive_check.apply(outcome)) {
         Ok(outcome) => match outcome.verdict {
             Verdict::Clean => ("OK".into(), Outcome::Clean),
             Verdict::Infected { signature } => (format!("{signature} FOUND"), Outcome::NotClean),

@@ -6,7 +6,7 @@
 //! The guard watches the bytes on their way to clamd, as the scanner streams them, and finds
 //! every zip entry clamd could reach: local file headers anywhere in the stream, and, because a
 //! deflated member or a gzip stream hides what is inside, in their inflated output too (nested
-//! up to [`MAX_DEPTH`]). A member that declares, or inflates to, more than the limit makes the
+//! up to `MAX_DEPTH`). A member that declares, or inflates to, more than the limit makes the
 //! object unscannable. The scanner only consults it when clamd said clean, so it can turn a
 //! clean verdict into "unscannable", never a detection into clean.
 //!
@@ -23,7 +23,7 @@ use crate::model::{QuarantineReason, ScanOutcome, Verdict};
 use crate::ports::ObjectBody;
 
 /// Deeper nesting than this is not followed (clamd's own default MaxRecursion is 17).
-pub const MAX_DEPTH: usize = 8;
+pub(crate) const MAX_DEPTH: usize = 8;
 
 const LOCAL_HEADER: &[u8; 4] = b"PK\x03\x04";
 const LOCAL_HEADER_LEN: usize = 30;
@@ -36,6 +36,7 @@ const KNOWN_METHODS: [u16; 9] = [0, 8, 9, 12, 14, 93, 95, 98, 99];
 /// Why the guard will not let a clean verdict stand.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ArchiveFinding {
+    /// How deep the member sits: 0 in the object itself, 1 inside a member or gzip, ….
     pub depth: usize,
     /// Declared or inflated size of the member, at least.
     pub size: u64,
@@ -61,21 +62,23 @@ impl ArchiveGuard {
         }
     }
 
+    /// Looks at the next bytes of the object.
     pub fn feed(&mut self, bytes: &[u8]) {
         if self.finding.is_none() {
             self.finding = self.level.feed(bytes);
         }
     }
 
+    /// What the guard found so far that clamd would skip, if anything.
     pub fn finding(&self) -> Option<&ArchiveFinding> {
         self.finding.as_ref()
     }
 }
 
 /// Wraps `body` so that every chunk passes a guard on its way to the engine; the returned
-/// [`Watch`] then judges the engine's verdict. One way for the pipeline's scanners and for
-/// `avscan scan` alike.
-pub fn watch(body: ObjectBody, member_limit: u64) -> (ObjectBody, Watch) {
+/// [`ArchiveCheck`] then applies what the guard saw to the engine's verdict. One way for the
+/// pipeline's scanners and for `avscan scan` alike.
+pub fn check_while_streaming(body: ObjectBody, member_limit: u64) -> (ObjectBody, ArchiveCheck) {
     let guard = Arc::new(Mutex::new(ArchiveGuard::new(member_limit)));
     let chunks = body
         .chunks
@@ -88,19 +91,19 @@ pub fn watch(body: ObjectBody, member_limit: u64) -> (ObjectBody, Watch) {
             }
         })
         .boxed();
-    let watched = ObjectBody {
+    let guarded = ObjectBody {
         content_length: body.content_length,
         chunks,
     };
-    (watched, Watch(guard))
+    (guarded, ArchiveCheck(guard))
 }
 
-/// What the guard saw of one body.
-pub struct Watch(Arc<Mutex<ArchiveGuard>>);
+/// What the guard saw of one body, to be applied to the engine's verdict on it.
+pub struct ArchiveCheck(Arc<Mutex<ArchiveGuard>>);
 
-impl Watch {
+impl ArchiveCheck {
     /// A clean verdict does not stand when the guard saw a member the engine skips.
-    pub fn judge(&self, mut outcome: ScanOutcome) -> ScanOutcome {
+    pub fn apply(&self, mut outcome: ScanOutcome) -> ScanOutcome {
         let finding = self.0.lock().unwrap_or_else(|p| p.into_inner()).finding().cloned();
         if let (Verdict::Clean, Some(finding)) = (&outcome.verdict, finding) {
             tracing::warn!(

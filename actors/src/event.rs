@@ -25,18 +25,25 @@ pub enum ParsedMessage {
 /// Why a message or a record is not processed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Rejection {
+    /// The body (or an SNS envelope's message) is not JSON.
     #[error("malformed json: {0}")]
     MalformedJson(String),
+    /// JSON of some other shape.
     #[error("not an s3 event notification")]
     NotAnEvent,
+    /// `Records` is an empty array.
     #[error("event has no records")]
     NoRecords,
+    /// Another event (a delete, a restore…), named.
     #[error("event {0:?} is not ObjectCreated")]
     NotObjectCreated(String),
+    /// A bucket avscan does not serve, named.
     #[error("bucket {0:?} is not the unprocessed bucket")]
     WrongBucket(String),
+    /// A field avscan needs, named.
     #[error("field {0} is missing or has the wrong type")]
     MissingField(&'static str),
+    /// The key is not `<submission_guid>/<filename>`.
     #[error("invalid key: {0}")]
     InvalidKey(#[from] KeyProblem),
 }
@@ -59,16 +66,22 @@ impl Rejection {
 /// Why a key is not `<submission_guid>/<filename>`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum KeyProblem {
+    /// Its percent-escapes decode to bytes that are not UTF-8.
     #[error("not valid utf-8 once decoded")]
     NotUtf8,
+    /// Its report key would not fit S3's 1,024 bytes.
     #[error("longer than {MAX_KEY_BYTES} bytes")]
     TooLong,
+    /// It holds a control character (logs and reports must stay readable).
     #[error("contains a control character")]
     ControlCharacter,
+    /// No `/`: no submission folder.
     #[error("not <submission_guid>/<filename>")]
     TooFewSegments,
+    /// `//`, or a leading or trailing `/`.
     #[error("has an empty segment")]
     EmptySegment,
+    /// A `.` or `..` segment.
     #[error("has a . or .. segment")]
     DotSegment,
 }

@@ -1,6 +1,7 @@
 //! avscan's pipeline: the domain types, the ports it talks through and the supervised actors that
 //! move every S3 event from the inbound queue to a verdict. It has no AWS dependency: the binary
-//! crate plugs adapters into the ports, tests and benches plug in the fakes of [`testsuite`].
+//! crate plugs adapters into the [`ports`], tests and benches plug in the fakes of `testsuite`
+//! (feature `testsuite`).
 //!
 //! # Topology
 //!
@@ -12,24 +13,32 @@
 //!                    │                   │
 //!                    │                   ▼
 //!                    │                Router ──clean──► Forwarder ──► outbound SQS (batches of ten)
-//!                    │                   └──infected / unscannable / stale──► Quarantiner ──► S3 + SNS
+//!                    │                   └──infected / unscannable / gone──► Quarantiner ──► S3 + SNS
 //!                    │
 //!                    └─ every record carries a RecordTicket ─► (all resolved) ─► Acker ──► batch delete / release
 //!                                                                                 └─ heartbeat: extend visibility
 //! ```
 //!
-//! The [`Supervisor`](actors::supervisor) spawns every stage linked to itself and restarts a failed
-//! one with backoff; the two pools do the same for their workers. A restart storm stops the
-//! pipeline with an error so that the process exits and its orchestrator restarts it.
+//! Where each box lives: `stages/poller.rs`, `stages/pool.rs` (both pools), `stages/fetcher.rs`,
+//! `stages/scanner.rs` (with [`archive_guard`]), `stages/router.rs`, `stages/forwarder.rs`,
+//! `stages/quarantiner.rs` (with [`report`]), `stages/acker.rs`; `ticket.rs` holds the
+//! `RecordTicket`. The root supervisor (`supervisor.rs`) spawns every stage linked to itself and
+//! restarts a failed one with backoff; the two pools do the same for their workers. A restart
+//! storm stops the pipeline with an error so that the process exits and its orchestrator
+//! restarts it. [`Pipeline`] (`pipeline.rs`) starts and stops the whole.
+//!
+//! Modules depend one way: [`model`], [`trace`], [`backoff`] and [`metrics`] at the bottom;
+//! [`ports`], [`event`], [`report`] and [`archive_guard`] on them; the ticket, the stages, the
+//! supervisor and the pipeline on top.
 //!
 //! # Acknowledgement contract
 //!
 //! * The poller receives only as many SQS messages as it holds in-flight permits; a permit goes
 //!   back when the message is deleted or released. Every mailbox downstream is therefore bounded
 //!   by `max_in_flight` × records per message.
-//! * Each record of a message travels with a [`RecordTicket`](receipt::RecordTicket) that is
-//!   resolved exactly once: `done`, `reject` or `retry`. Dropping it unresolved (an actor died, a
-//!   send failed) counts as `retry` and logs a warning.
+//! * Each record of a message travels with a `RecordTicket` (`ticket.rs`) that is resolved
+//!   exactly once: `done`, `reject` or `retry`. Dropping it unresolved (an actor died, a send
+//!   failed) counts as `retry` and logs a warning.
 //! * The SQS message is deleted only when every ticket of it was resolved `done` or `reject`, that
 //!   is after every effect of every record succeeded. Any `retry` releases the whole message with a
 //!   backoff so it comes back; duplicates are preferred over loss.
@@ -38,20 +47,30 @@
 //!   [`ArchiveGuard`](archive_guard::ArchiveGuard) on the way to clamd can turn clean into
 //!   unscannable, never the other way.
 
-pub mod actors;
+#![warn(missing_docs)]
+
 pub mod archive_guard;
+pub mod backoff;
+pub mod config;
+pub mod defaults;
 pub mod event;
 pub mod metrics;
 pub mod model;
-pub mod pipeline;
 pub mod ports;
-pub mod receipt;
 pub mod report;
 pub mod restart;
-pub mod stage;
 pub mod trace;
+
+mod address;
+mod pipeline;
+mod shutdown;
+mod stages;
+mod supervisor;
+mod ticket;
 
 #[cfg(feature = "testsuite")]
 pub mod testsuite;
 
-pub use pipeline::{Pipeline, PipelineConfig, PipelinePorts};
+pub use config::PipelineConfig;
+pub use pipeline::{Pipeline, ShutdownReport};
+pub use ports::PipelinePorts;

@@ -1,15 +1,16 @@
-//! Payloads that travel between the actors: the object an event points at, the record that
-//! carries it through the pipeline, and the verdicts a scan can end in.
+//! The domain and the payloads that travel between the actors: the object an event points at,
+//! the record that carries it through the pipeline, and the verdicts a scan can end in. (The
+//! fetcher's answer to the router, `Inspection`, lives beside the router's message.)
 
 use serde_json::Value;
 
-use crate::ports::{ScanError, StoreError};
-use crate::receipt::RecordTicket;
+use crate::ticket::RecordTicket;
 use crate::trace::{ObjectTrace, Traced};
 
 /// The exact object version an event announced.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ObjectRef {
+    /// The bucket the event named.
     pub bucket: String,
     /// Decoded key (events carry it form-encoded).
     pub key: String,
@@ -34,9 +35,11 @@ pub enum EventShape {
 /// One valid ObjectCreated record, ready to be fetched.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ObjectRecord {
+    /// The object to scan.
     pub object: ObjectRef,
     /// The event's own time, reported as `time` (the old worker's field).
     pub event_time: String,
+    /// How the event arrived, which decides what is forwarded.
     pub shape: EventShape,
 }
 
@@ -54,12 +57,16 @@ impl ObjectRecord {
 /// Why an object goes to quarantine; the strings are the old worker's `reason` values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum QuarantineReason {
+    /// clamd found a signature.
     VirusDetected,
+    /// Larger than `MAX_FILE_SIZE` or than clamd's stream limit: not scanned.
     FileTooLarge,
+    /// clamd (or the archive guard) could not look at everything.
     Unscannable,
 }
 
 impl QuarantineReason {
+    /// The old worker's `reason` string.
     pub fn as_str(self) -> &'static str {
         match self {
             QuarantineReason::VirusDetected => "virus detected",
@@ -73,12 +80,18 @@ impl QuarantineReason {
 /// leads to a retry, so `Clean` is only ever built from clamd's `OK`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
+    /// clamd's exact `stream: OK`, and the archive guard found nothing clamd skips.
     Clean,
+    /// A signature matched.
     Infected {
+        /// clamd's name for what it found.
         signature: String,
     },
+    /// Not known to be infected, not known to be clean: quarantined.
     Unscannable {
+        /// Why it could not be judged.
         reason: QuarantineReason,
+        /// The heuristic that said so, when clamd or the guard named one.
         signature: Option<String>,
     },
 }
@@ -114,6 +127,7 @@ impl Verdict {
         }
     }
 
+    /// Why the object is quarantined; `None` for clean.
     pub fn quarantine_reason(&self) -> Option<QuarantineReason> {
         match self {
             Verdict::Clean => None,
@@ -122,6 +136,7 @@ impl Verdict {
         }
     }
 
+    /// The signature found, if any.
     pub fn signature(&self) -> Option<&str> {
         match self {
             Verdict::Clean => None,
@@ -134,6 +149,7 @@ impl Verdict {
 /// What a scanner answers for one object.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ScanOutcome {
+    /// The certain answer.
     pub verdict: Verdict,
     /// clamd's VERSION line (engine and signature database), reported downstream.
     pub engine: Option<String>,
@@ -141,37 +157,19 @@ pub struct ScanOutcome {
 
 /// A record on its way through the pipeline, with the obligation to finish it.
 #[derive(Debug)]
-pub struct RecordJob {
-    pub record: ObjectRecord,
-    pub ticket: RecordTicket,
-    pub trace: ObjectTrace,
+pub(crate) struct RecordJob {
+    /// What to fetch, scan and route.
+    pub(crate) record: ObjectRecord,
+    /// Resolved by whichever stage finishes the record.
+    pub(crate) ticket: RecordTicket,
+    /// The record's `object` span, under its message's span.
+    pub(crate) trace: ObjectTrace,
 }
 
 impl Traced for RecordJob {
     fn trace_span(&self) -> &tracing::Span {
         &self.trace.span
     }
-}
-
-/// What the fetcher learnt about an object.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Inspection {
-    /// Scanned to the end with a certain verdict.
-    Scanned(ScanOutcome),
-    /// Larger than `MAX_FILE_SIZE` (by the event or by the GET's length): not scanned, fail closed.
-    TooLarge { size: u64 },
-    /// The announced object is gone or was replaced (404/412): a newer event exists, or a previous
-    /// attempt already quarantined it.
-    Gone,
-}
-
-/// Why an inspection has no answer; always retried.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum InspectError {
-    #[error(transparent)]
-    Fetch(#[from] StoreError),
-    #[error(transparent)]
-    Scan(#[from] ScanError),
 }
 
 #[cfg(test)]

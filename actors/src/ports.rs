@@ -1,8 +1,10 @@
-//! The ports: narrow traits the pipeline talks through. Adapters for SQS, S3, SNS and clamd live
-//! in the binary crate; in-memory fakes live in [`crate::testsuite`]. Every method is
-//! cancel-safe in the sense that dropping its future leaves no partial effect we rely on.
+//! The ports: narrow traits the pipeline talks through, and [`PipelinePorts`], the set of them
+//! a pipeline is started with. Adapters for SQS, S3, SNS and clamd live in the binary crate;
+//! in-memory fakes live in `testsuite` (feature `testsuite`). Every method is cancel-safe in the
+//! sense that dropping its future leaves no partial effect we rely on.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -12,12 +14,31 @@ use futures::stream::BoxStream;
 use crate::model::{ObjectRef, ScanOutcome};
 pub use crate::trace::TraceHeaders;
 
+/// The adapters the pipeline talks through.
+#[derive(Clone)]
+pub struct PipelinePorts {
+    /// Where S3 events arrive.
+    pub inbound: Arc<dyn InboundQueue>,
+    /// Where clean records go (the validation queue).
+    pub outbound: Arc<dyn MessageSink>,
+    /// Where the raw bodies of rejected events go, if anywhere.
+    pub rejected: Option<Arc<dyn MessageSink>>,
+    /// The buckets: the unprocessed one and the quarantine.
+    pub store: Arc<dyn ObjectStore>,
+    /// Where quarantine notifications go.
+    pub notifier: Arc<dyn Notifier>,
+    /// The scanning engine the scanners hold sessions with.
+    pub scanner: Arc<dyn ScanEngine>,
+}
+
 /// A message as received from the inbound queue.
 #[derive(Debug, Clone)]
 pub struct QueueMessage {
+    /// SQS' message id.
     pub message_id: String,
     /// Changes with every receive; deletes and visibility changes need the latest one.
     pub receipt_handle: String,
+    /// The event, as sent.
     pub body: String,
     /// SQS' ApproximateReceiveCount: 1 on the first delivery; drives the retry backoff.
     pub receive_count: u32,
@@ -28,16 +49,21 @@ pub struct QueueMessage {
 /// A message for the outbound or the rejected-events queue.
 #[derive(Debug, Clone, PartialEq)]
 pub struct OutboundMessage {
+    /// The message body.
     pub body: String,
     /// String message attributes.
     pub attributes: Vec<(String, String)>,
 }
 
+/// A queue call that failed as a whole.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{operation} on queue {queue} failed: {detail}")]
 pub struct QueueError {
+    /// The SQS operation, e.g. `ReceiveMessage`.
     pub operation: &'static str,
+    /// The queue's name or URL.
     pub queue: String,
+    /// What the service or the network said.
     pub detail: String,
 }
 
@@ -58,9 +84,11 @@ pub trait InboundQueue: Send + Sync + 'static {
 /// One entry of a batch delete that did not succeed.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DeleteFailure {
+    /// The entry's receipt handle, as given.
     pub receipt_handle: String,
     /// SQS' `SenderFault = false`: a server-side failure that another try may fix.
     pub retryable: bool,
+    /// SQS' code and message.
     pub detail: String,
 }
 
@@ -78,10 +106,13 @@ pub trait MessageSink: Send + Sync + 'static {
 pub struct SendFailure {
     /// Position of the entry in the batch.
     pub index: usize,
+    /// SQS' code and message.
     pub detail: String,
 }
 
+/// Why an object store call failed; `bucket` and `key` name the object it was about.
 #[derive(Debug, Clone, thiserror::Error)]
+#[allow(missing_docs)] // the fields are the object's address and what went wrong, as the messages say
 pub enum StoreError {
     /// No such object (or version): for a GET, a newer event or a quarantine already took it.
     #[error("s3://{bucket}/{key} not found")]
@@ -103,6 +134,7 @@ pub enum StoreError {
 pub struct ObjectBody {
     /// The GET's Content-Length, checked against the bytes actually streamed.
     pub content_length: u64,
+    /// The body's bytes, in order; an error ends it.
     pub chunks: BoxStream<'static, Result<Bytes, StoreError>>,
 }
 
@@ -111,12 +143,15 @@ pub struct ObjectBody {
 pub struct ObjectMeta {
     /// Without quotes.
     pub etag: String,
+    /// Content-Length.
     pub size: u64,
+    /// Content-Type, if set.
     pub content_type: Option<String>,
     /// User metadata (`x-amz-meta-*`), keys without the prefix, lower case.
     pub metadata: HashMap<String, String>,
 }
 
+/// The buckets: S3 in production.
 #[async_trait]
 pub trait ObjectStore: Send + Sync + 'static {
     /// GETs exactly the announced object: by `version_id` when it has one, else conditional on
@@ -153,31 +188,44 @@ pub trait ObjectStore: Send + Sync + 'static {
 /// An SNS-style notification.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Notification {
+    /// A fixed subject: never user data.
     pub subject: String,
+    /// The body.
     pub message: String,
+    /// String message attributes.
     pub attributes: Vec<(String, String)>,
 }
 
+/// A publish that failed.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("publish to {topic} failed: {detail}")]
 pub struct NotifyError {
+    /// The topic's ARN.
     pub topic: String,
+    /// What the service or the network said.
     pub detail: String,
 }
 
+/// Where quarantine notifications go: SNS in production.
 #[async_trait]
 pub trait Notifier: Send + Sync + 'static {
+    /// Publishes one notification; `Ok` once the service accepted it.
     async fn publish(&self, notification: &Notification) -> Result<(), NotifyError>;
 }
 
+/// Why a scan has no verdict; always retried, never taken for clean.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ScanError {
+    /// The engine cannot be reached (refused, restarting).
     #[error("scanner unavailable: {0}")]
     Unavailable(String),
+    /// The connection broke mid-scan.
     #[error("scanner connection failed: {0}")]
     Io(String),
+    /// A read or write stalled past its timeout.
     #[error("scanner timed out: {0}")]
     Timeout(String),
+    /// A reply that is not a verdict we know.
     #[error("scanner replied {0:?}")]
     UnexpectedReply(String),
     /// The object's body stream broke; the scan was aborted without a verdict.
@@ -185,12 +233,18 @@ pub enum ScanError {
     Source(StoreError),
     /// The body ended before (or went past) its Content-Length: never scanned as complete.
     #[error("object stream had {streamed} bytes, expected {expected}")]
-    LengthMismatch { expected: u64, streamed: u64 },
+    LengthMismatch {
+        /// The Content-Length.
+        expected: u64,
+        /// What came.
+        streamed: u64,
+    },
 }
 
 /// Opens scanning sessions (one per pooled connection).
 #[async_trait]
 pub trait ScanEngine: Send + Sync + 'static {
+    /// Opens a session; fails while the engine is unreachable.
     async fn connect(&self) -> Result<Box<dyn ScanSession>, ScanError>;
 }
 

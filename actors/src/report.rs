@@ -1,38 +1,59 @@
 //! The quarantine report: one JSON document that is both the SNS message and the
 //! `<key>.report.json` object beside the quarantined copy. Its first three fields are the old
 //! worker's (`key`, `time`, `reason`).
+//!
+//! Also the report's codec in S3 user metadata: the quarantined copy and the report object carry
+//! metadata naming their source object (and, on the copy, the verdict), so that a redelivery can
+//! tell "written for this very object" from "left by an earlier upload under the same key", and
+//! can finish a quarantine from the copy alone once the original is gone.
+
+use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{ObjectRecord, QuarantineReason, Verdict};
-use crate::ports::Notification;
+use crate::model::{ObjectRecord, ObjectRef, QuarantineReason, Verdict};
+use crate::ports::{Notification, ObjectMeta};
 
 /// Fixed on purpose: subjects show up in e-mail subscriptions, and keys are user data.
-pub const NOTIFICATION_SUBJECT: &str = "avscan: object quarantined";
+pub(crate) const NOTIFICATION_SUBJECT: &str = "avscan: object quarantined";
 
 /// Suffix of the report object stored beside the quarantined copy.
-pub const REPORT_SUFFIX: &str = ".report.json";
+pub(crate) const REPORT_SUFFIX: &str = ".report.json";
 
+/// What was quarantined, why, and where it went.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct QuarantineReport {
+    /// The source object's key.
     pub key: String,
     /// The event's time.
     pub time: String,
+    /// The old worker's reason: `virus detected`, `file too large`, `unscannable`.
     pub reason: String,
+    /// The source bucket.
     pub bucket: String,
+    /// The source version, in a versioned bucket.
     pub version_id: Option<String>,
+    /// The source ETag, without quotes.
     pub etag: Option<String>,
+    /// The size the event announced.
     pub size: u64,
+    /// `infected` or `unscannable`.
     pub verdict: String,
+    /// What clamd (or the archive guard) found.
     pub signature: Option<String>,
+    /// Where the copy is.
     pub quarantine_bucket: String,
+    /// The copy's key (the source key).
     pub quarantine_key: String,
+    /// When the verdict was given, RFC 3339.
     pub scanned_at: String,
+    /// clamd's VERSION line.
     pub engine: Option<String>,
 }
 
 impl QuarantineReport {
-    pub fn new(
+    /// The report for `record` judged `verdict`.
+    pub(crate) fn new(
         record: &ObjectRecord,
         verdict: &Verdict,
         engine: Option<String>,
@@ -61,16 +82,18 @@ impl QuarantineReport {
         }
     }
 
-    pub fn report_key(&self) -> String {
+    /// Where the report object goes: `<quarantine key>.report.json`.
+    pub(crate) fn report_key(&self) -> String {
         report_key(&self.quarantine_key)
     }
 
-    pub fn to_json(&self) -> String {
+    /// The document, pretty-printed.
+    pub(crate) fn to_json(&self) -> String {
         serde_json::to_string_pretty(self).expect("a report always serialises")
     }
 
     /// The SNS notification: the report itself as the plain message.
-    pub fn notification(&self) -> Notification {
+    pub(crate) fn notification(&self) -> Notification {
         Notification {
             subject: NOTIFICATION_SUBJECT.to_owned(),
             message: self.to_json(),
@@ -83,13 +106,106 @@ impl QuarantineReport {
     }
 }
 
-pub fn report_key(quarantine_key: &str) -> String {
+/// The key of the report for a copy at `quarantine_key`.
+pub(crate) fn report_key(quarantine_key: &str) -> String {
     format!("{quarantine_key}{REPORT_SUFFIX}")
 }
 
 /// Now, as RFC 3339 with milliseconds (`scanned_at`).
-pub fn now_rfc3339() -> String {
+pub(crate) fn now_rfc3339() -> String {
     humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()
+}
+
+// User metadata on the quarantined copy and its report: ties them to their source object, and
+// keeps the verdict on the copy, so a redelivery can finish the quarantine without the original.
+const META_SOURCE_ETAG: &str = "avscan-source-etag";
+const META_SOURCE_VERSION: &str = "avscan-source-version";
+const META_VERDICT: &str = "avscan-verdict";
+const META_REASON: &str = "avscan-reason";
+const META_SIGNATURE: &str = "avscan-signature";
+const META_SCANNED_AT: &str = "avscan-scanned-at";
+const META_ENGINE: &str = "avscan-engine";
+
+impl QuarantineReport {
+    /// Metadata naming the source object; written on the report as well as on the copy.
+    pub(crate) fn source_metadata(&self) -> Vec<(String, String)> {
+        let source = [(META_SOURCE_ETAG, &self.etag), (META_SOURCE_VERSION, &self.version_id)];
+        source
+            .into_iter()
+            .filter_map(|(name, value)| Some((name.to_owned(), value.clone()?)))
+            .collect()
+    }
+
+    /// Metadata of the quarantined copy: the source, and the verdict to finish a quarantine from.
+    pub(crate) fn copy_metadata(&self) -> Vec<(String, String)> {
+        let mut metadata = self.source_metadata();
+        metadata.extend([
+            (META_VERDICT.to_owned(), self.verdict.clone()),
+            (META_REASON.to_owned(), self.reason.clone()),
+            (META_SCANNED_AT.to_owned(), self.scanned_at.clone()),
+        ]);
+        let optional = [(META_SIGNATURE, &self.signature), (META_ENGINE, &self.engine)];
+        metadata.extend(
+            optional
+                .into_iter()
+                .filter_map(|(name, value)| Some((name.to_owned(), value.clone()?))),
+        );
+        metadata
+    }
+
+    /// The report of an earlier attempt's quarantine of `record`, rebuilt from its copy's
+    /// metadata (the original is gone by now).
+    pub(crate) fn from_copy(record: &ObjectRecord, copy: &ObjectMeta, quarantine_bucket: &str) -> Self {
+        let verdict = verdict_from_metadata(&copy.metadata);
+        let mut report = QuarantineReport::new(
+            record,
+            &verdict,
+            copy.metadata.get(META_ENGINE).cloned(),
+            copy.metadata.get(META_SCANNED_AT).cloned().unwrap_or_else(now_rfc3339),
+            quarantine_bucket,
+        );
+        report.signature = copy.metadata.get(META_SIGNATURE).cloned();
+        report
+    }
+}
+
+/// True when `stored` (a quarantined copy or a report) was written for exactly `object`, not for
+/// an earlier upload under the same key.
+pub(crate) fn written_for(stored: &ObjectMeta, object: &ObjectRef) -> bool {
+    let etag_matches = object
+        .etag
+        .as_ref()
+        .map(|etag| stored.metadata.get(META_SOURCE_ETAG) == Some(etag));
+    let version_matches = object
+        .version_id
+        .as_ref()
+        .map(|v| stored.metadata.get(META_SOURCE_VERSION) == Some(v));
+    match (etag_matches, version_matches) {
+        (None, None) => false,
+        (etag, version) => etag.unwrap_or(true) && version.unwrap_or(true),
+    }
+}
+
+/// Rebuilds the verdict an earlier attempt stored on the copy. Unknown values fail closed to
+/// "unscannable": the object stays quarantined either way.
+fn verdict_from_metadata(metadata: &HashMap<String, String>) -> Verdict {
+    let signature = metadata.get(META_SIGNATURE).cloned();
+    match (
+        metadata.get(META_VERDICT).map(String::as_str),
+        metadata.get(META_REASON).map(String::as_str),
+    ) {
+        (Some("infected"), _) => Verdict::Infected {
+            signature: signature.unwrap_or_default(),
+        },
+        (_, Some(reason)) if reason == QuarantineReason::FileTooLarge.as_str() => Verdict::Unscannable {
+            reason: QuarantineReason::FileTooLarge,
+            signature,
+        },
+        _ => Verdict::Unscannable {
+            reason: QuarantineReason::Unscannable,
+            signature,
+        },
+    }
 }
 
 #[cfg(test)]
@@ -97,7 +213,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::model::{EventShape, ObjectRef};
+    use crate::model::EventShape;
 
     #[test]
     fn report_has_the_old_fields_and_the_new_ones_and_is_the_sns_message() {
@@ -145,5 +261,51 @@ mod tests {
                 ("bucket".to_owned(), "unprocessed".to_owned())
             ]
         );
+    }
+
+    fn object(etag: Option<&str>, version: Option<&str>) -> ObjectRef {
+        ObjectRef {
+            bucket: "b".into(),
+            key: "g/k".into(),
+            etag: etag.map(Into::into),
+            version_id: version.map(Into::into),
+            size: 1,
+        }
+    }
+
+    fn copy_with(pairs: &[(&str, &str)]) -> ObjectMeta {
+        ObjectMeta {
+            metadata: pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn copies_and_reports_match_only_their_own_source() {
+        let copy = copy_with(&[(META_SOURCE_ETAG, "e1"), (META_SOURCE_VERSION, "v1")]);
+        assert!(written_for(&copy, &object(Some("e1"), Some("v1"))));
+        assert!(written_for(&copy, &object(Some("e1"), None)));
+        assert!(!written_for(&copy, &object(Some("e2"), None)));
+        assert!(!written_for(&copy, &object(Some("e1"), Some("v2"))));
+        assert!(!written_for(&copy, &object(None, None)));
+        assert!(!written_for(&copy_with(&[]), &object(Some("e1"), None)));
+    }
+
+    #[test]
+    fn stored_verdicts_round_trip_and_unknown_ones_fail_closed() {
+        let infected = copy_with(&[(META_VERDICT, "infected"), (META_SIGNATURE, "Eicar")]);
+        assert_eq!(
+            verdict_from_metadata(&infected.metadata),
+            Verdict::Infected {
+                signature: "Eicar".into()
+            }
+        );
+        let too_large = copy_with(&[(META_VERDICT, "unscannable"), (META_REASON, "file too large")]);
+        assert_eq!(
+            verdict_from_metadata(&too_large.metadata).quarantine_reason(),
+            Some(QuarantineReason::FileTooLarge)
+        );
+        let garbage = copy_with(&[(META_VERDICT, "clean")]);
+        assert_eq!(verdict_from_metadata(&garbage.metadata).label(), "unscannable");
     }
 }

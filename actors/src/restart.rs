@@ -5,43 +5,52 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::backoff::Backoff;
+use crate::defaults;
+
+/// When restarts become a storm, and how long each waits.
 #[derive(Debug, Clone)]
 pub struct RestartPolicy {
     /// More restarts than this within `window` is a storm.
     pub max_restarts: usize,
+    /// How far back restarts count towards a storm.
     pub window: Duration,
     /// Backoff before the first restart in a window; doubles with each further one.
     pub base_backoff: Duration,
+    /// The longest wait before a restart.
     pub max_backoff: Duration,
 }
 
 impl Default for RestartPolicy {
     fn default() -> Self {
         Self {
-            max_restarts: 10,
-            window: Duration::from_secs(60),
+            max_restarts: defaults::RESTART_LIMIT as usize,
+            window: Duration::from_secs(defaults::RESTART_WINDOW_SECS),
             base_backoff: Duration::from_millis(100),
             max_backoff: Duration::from_secs(10),
         }
     }
 }
 
+/// Too many restarts too fast: the pipeline stops and the process exits.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("restart storm: more than {max_restarts} restarts within {window:?}")]
-pub struct RestartStorm {
-    pub max_restarts: usize,
-    pub window: Duration,
+pub(crate) struct RestartStorm {
+    /// The policy's limit that was passed.
+    max_restarts: usize,
+    /// The policy's window.
+    window: Duration,
 }
 
 /// One budget per pipeline: a storm anywhere stops everything.
 #[derive(Debug, Clone)]
-pub struct RestartBudget {
+pub(crate) struct RestartBudget {
     policy: RestartPolicy,
     recent: Arc<Mutex<VecDeque<Instant>>>,
 }
 
 impl RestartBudget {
-    pub fn new(policy: RestartPolicy) -> Self {
+    pub(crate) fn new(policy: RestartPolicy) -> Self {
         Self {
             policy,
             recent: Arc::default(),
@@ -49,7 +58,7 @@ impl RestartBudget {
     }
 
     /// Records a restart now; returns how long to wait before it, or the storm.
-    pub fn charge(&self) -> Result<Duration, RestartStorm> {
+    pub(crate) fn charge(&self) -> Result<Duration, RestartStorm> {
         self.charge_at(Instant::now())
     }
 
@@ -67,13 +76,9 @@ impl RestartBudget {
                 window: self.policy.window,
             });
         }
-        let doublings = recent.len().min(16) as u32;
+        let earlier_restarts = recent.len() as u32;
         recent.push_back(now);
-        Ok(self
-            .policy
-            .base_backoff
-            .saturating_mul(1 << doublings)
-            .min(self.policy.max_backoff))
+        Ok(Backoff::new(self.policy.base_backoff, self.policy.max_backoff).delay(earlier_restarts))
     }
 }
 

@@ -16,18 +16,22 @@ use opentelemetry_sdk::propagation::TraceContextPropagator;
 use tracing::Span;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
+/// The W3C trace context's message attribute.
 pub const TRACEPARENT: &str = "traceparent";
+/// The W3C trace state's message attribute.
 pub const TRACESTATE: &str = "tracestate";
 /// SQS' system attribute for an X-Ray trace header.
 pub const AWS_TRACE_HEADER: &str = "AWSTraceHeader";
 
 /// Keys longer than this are cut in span attributes (S3 allows 1,024 bytes).
-pub const MAX_KEY_ATTRIBUTE_BYTES: usize = 256;
+pub(crate) const MAX_KEY_ATTRIBUTE_BYTES: usize = 256;
 
 /// The trace context an inbound message carried.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TraceHeaders {
+    /// The W3C `traceparent` message attribute.
     pub traceparent: Option<String>,
+    /// The W3C `tracestate` message attribute, meaningful only with a `traceparent`.
     pub tracestate: Option<String>,
     /// X-Ray's `Root=1-…;Parent=…;Sampled=…`, used when there is no `traceparent`.
     pub aws_trace_header: Option<String>,
@@ -59,7 +63,7 @@ impl TraceHeaders {
 /// Translates an X-Ray trace header (`Root=1-5759e988-bd862e3fe1be46a994272793;
 /// Parent=53995c3f42cd8ad8;Sampled=1`) into a W3C `traceparent`. X-Ray's root is its epoch
 /// and unique parts run together, which is exactly a 128-bit W3C trace id.
-pub fn traceparent_from_xray(header: &str) -> Option<String> {
+pub(crate) fn traceparent_from_xray(header: &str) -> Option<String> {
     let (mut root, mut parent, mut sampled) = (None, None, false);
     for part in header.split(';') {
         match part.trim().split_once('=') {
@@ -78,7 +82,7 @@ pub fn traceparent_from_xray(header: &str) -> Option<String> {
 }
 
 /// The `message` span of one received SQS message: the root of avscan's part of the trace.
-pub fn message_span(message_id: &str, attempt: u32, upstream: &TraceHeaders) -> Span {
+pub(crate) fn message_span(message_id: &str, attempt: u32, upstream: &TraceHeaders) -> Span {
     let span = tracing::info_span!(
         "message",
         otel.kind = "consumer",
@@ -94,7 +98,7 @@ pub fn message_span(message_id: &str, attempt: u32, upstream: &TraceHeaders) -> 
 }
 
 /// `key` cut to [`MAX_KEY_ATTRIBUTE_BYTES`] on a character boundary, marked with `…` when cut.
-pub fn capped_key(key: &str) -> std::borrow::Cow<'_, str> {
+pub(crate) fn capped_key(key: &str) -> std::borrow::Cow<'_, str> {
     if key.len() <= MAX_KEY_ATTRIBUTE_BYTES {
         return key.into();
     }
@@ -108,20 +112,21 @@ pub fn capped_key(key: &str) -> std::borrow::Cow<'_, str> {
 /// One object's trace: the `object` span its stages hang under, and the context its message
 /// arrived with.
 #[derive(Debug, Clone)]
-pub struct ObjectTrace {
-    pub span: Span,
+pub(crate) struct ObjectTrace {
+    /// The `object` span.
+    pub(crate) span: Span,
     upstream: Arc<TraceHeaders>,
 }
 
 impl ObjectTrace {
-    pub fn new(span: Span, upstream: Arc<TraceHeaders>) -> Self {
+    pub(crate) fn new(span: Span, upstream: Arc<TraceHeaders>) -> Self {
         Self { span, upstream }
     }
 
     /// Message attributes that let the next service continue the trace from `stage` (the span
     /// of the send or publish). When spans are not exported, the headers the message arrived
     /// with are passed on, so avscan is transparent to a trace it does not record.
-    pub fn propagate(&self, stage: &Span) -> Vec<(String, String)> {
+    pub(crate) fn propagate(&self, stage: &Span) -> Vec<(String, String)> {
         let context = stage.context();
         let headers = if context.span().span_context().is_valid() {
             let mut headers = HashMap::new();
@@ -138,7 +143,8 @@ impl ObjectTrace {
 }
 
 /// A job that belongs to a trace, so a pool can show how long it waited for a worker.
-pub trait Traced {
+pub(crate) trait Traced {
+    /// The span under which the job's waits and stages go.
     fn trace_span(&self) -> &Span;
 }
 

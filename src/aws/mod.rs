@@ -7,8 +7,8 @@
 //! - `s3.rs`: the buckets ([`S3Store`]), with the multipart copy for objects over one CopyObject;
 //! - `sns.rs`: the notification topic ([`SnsNotifier`]).
 //!
-//! [`crate::run`] builds the clients and adapters; `check`, `scan` and `ops` use the clients and
-//! queue look-ups directly.
+//! [`crate::run`](mod@crate::run) builds the clients and adapters; `check`, `scan` and `ops` use
+//! the clients and queue look-ups directly.
 
 mod s3;
 mod sns;

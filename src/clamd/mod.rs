@@ -22,6 +22,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use avscan_actors::backoff::Backoff;
 use avscan_actors::ports::{ScanEngine, ScanError, ScanSession};
 use tokio::io::AsyncWriteExt;
 
@@ -30,6 +31,9 @@ use self::address::ClamdStream;
 pub use self::protocol::parse_scan_reply;
 use self::protocol::{command_frame, parse_version_reply, read_reply, with_timeout, SESSION_START};
 use self::session::ClamdSession;
+
+/// Pauses between PINGs while clamd is not ready: 100 ms, doubling up to 5 s.
+const READY_BACKOFF: Backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
 
 /// How to reach and use clamd.
 #[derive(Debug, Clone)]
@@ -86,14 +90,15 @@ impl Clamd {
     /// Waits until clamd answers PING, logging while it waits, for at most `limit`.
     pub async fn wait_ready(&self, limit: Duration) -> Result<(), ScanError> {
         let deadline = tokio::time::Instant::now() + limit;
-        let mut pause = Duration::from_millis(100);
+        let mut failures = 0;
         loop {
+            let pause = READY_BACKOFF.delay(failures);
             match self.ping().await {
                 Ok(()) => return Ok(()),
                 Err(err) if tokio::time::Instant::now() + pause < deadline => {
                     tracing::info!(address = %self.address, error = %err, retry_in = ?pause, "waiting for clamd");
                     tokio::time::sleep(pause).await;
-                    pause = (pause * 2).min(Duration::from_secs(5));
+                    failures += 1;
                 }
                 Err(err) => return Err(err),
             }

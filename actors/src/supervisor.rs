@@ -1,27 +1,83 @@
-//! The root supervisor: spawns every stage linked to itself, points the stage's [`Address`] at
-//! it, and restarts a stage that failed or stopped unexpectedly after the shared restart backoff.
-//! A restart storm stops the supervisor and reports the pipeline as failed, so the process exits
-//! non-zero and its orchestrator starts a fresh one. During shutdown nothing is restarted.
+//! The root supervisor and the pipeline's wiring: it spawns every stage linked to itself, points
+//! the stage's [`StageAddress`] at it, and restarts a stage that failed or stopped unexpectedly
+//! after the shared restart backoff. A restart storm stops the supervisor and reports the
+//! pipeline as failed, so the process exits non-zero and its orchestrator starts a fresh one.
+//! During shutdown nothing is restarted.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use ractor::{Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, SpawnErr, SupervisionEvent};
+use tokio::sync::{watch, Semaphore};
 
-use super::acker::{Acker, AckerArgs};
-use super::fetcher::{Fetcher, FetcherArgs};
-use super::forwarder::{Forwarder, ForwarderArgs};
-use super::poller::{Poller, PollerArgs};
-use super::pool::{Pool, PoolArgs, SpawnWorker};
-use super::quarantiner::{Quarantiner, QuarantinerArgs};
-use super::router::{Router, RouterArgs};
-use super::scanner::{ScanJob, Scanner, ScannerArgs};
+use crate::address::StageAddress;
+use crate::backoff::Backoff;
+use crate::config::PipelineConfig;
 use crate::model::RecordJob;
-use crate::pipeline::Wiring;
+use crate::ports::PipelinePorts;
+use crate::restart::RestartBudget;
+use crate::shutdown::Shutdown;
+use crate::stages::acker::{Acker, AckerArguments, AckerMsg};
+use crate::stages::fetcher::{Fetcher, FetcherArguments};
+use crate::stages::forwarder::{Forwarder, ForwarderArguments, ForwarderMsg};
+use crate::stages::poller::{Poller, PollerArguments};
+use crate::stages::pool::{Pool, PoolArguments, PoolMsg, SpawnWorker, WorkerKind};
+use crate::stages::quarantiner::{Quarantiner, QuarantinerArguments, QuarantinerMsg};
+use crate::stages::router::{Router, RouterArguments, RouterMsg};
+use crate::stages::scanner::{ScanJob, Scanner, ScannerArguments};
+
+/// Stable addresses of the stages that others send to.
+#[derive(Clone)]
+pub(crate) struct StageAddresses {
+    /// Settles messages; tracks their visibility.
+    pub(crate) acker: StageAddress<AckerMsg>,
+    /// Sends clean records and rejected events.
+    pub(crate) forwarder: StageAddress<ForwarderMsg>,
+    /// Moves what is not clean.
+    pub(crate) quarantiner: StageAddress<QuarantinerMsg>,
+    /// Decides between the two.
+    pub(crate) router: StageAddress<RouterMsg>,
+    /// The clamd sessions.
+    pub(crate) scan_pool: StageAddress<PoolMsg<ScanJob>>,
+    /// The S3 GETs.
+    pub(crate) fetch_pool: StageAddress<PoolMsg<RecordJob>>,
+}
+
+impl StageAddresses {
+    /// Addresses with no actor behind them yet.
+    pub(crate) fn new() -> Self {
+        Self {
+            acker: StageAddress::new("acker"),
+            forwarder: StageAddress::new("forwarder"),
+            quarantiner: StageAddress::new("quarantiner"),
+            router: StageAddress::new("router"),
+            scan_pool: StageAddress::new("scan pool"),
+            fetch_pool: StageAddress::new("fetch pool"),
+        }
+    }
+}
+
+/// The wiring: everything the supervisor needs to (re)build a stage.
+pub(crate) struct SupervisorArguments {
+    /// Tuning and bucket names.
+    pub(crate) config: PipelineConfig,
+    /// The adapters.
+    pub(crate) ports: PipelinePorts,
+    /// Where each stage is reached.
+    pub(crate) addresses: StageAddresses,
+    /// The in-flight permits the poller takes and settlements return.
+    pub(crate) permits: Arc<Semaphore>,
+    /// Shared by every supervisor of the pipeline: a storm anywhere stops everything.
+    pub(crate) restarts: RestartBudget,
+    /// Once requested, nothing is restarted and the poller stops receiving.
+    pub(crate) shutdown: Shutdown,
+    /// Set when a restart storm stopped the pipeline.
+    pub(crate) fatal: watch::Sender<Option<String>>,
+}
 
 /// The stages the root supervisor owns, in start order: consumers before producers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Stage {
+pub(crate) enum Stage {
     Acker,
     Forwarder,
     Quarantiner,
@@ -32,7 +88,8 @@ pub enum Stage {
 }
 
 impl Stage {
-    pub const START_ORDER: [Stage; 7] = [
+    /// Every stage, consumers before producers, so no stage starts sending to one not there.
+    pub(crate) const START_ORDER: [Stage; 7] = [
         Stage::Acker,
         Stage::Forwarder,
         Stage::Quarantiner,
@@ -41,16 +98,33 @@ impl Stage {
         Stage::FetchPool,
         Stage::Poller,
     ];
+
+    /// The stage's label in the restarts metric.
+    fn label(self) -> &'static str {
+        match self {
+            Stage::Acker => "acker",
+            Stage::Forwarder => "forwarder",
+            Stage::Quarantiner => "quarantiner",
+            Stage::Router => "router",
+            Stage::ScanPool => "scanpool",
+            Stage::FetchPool => "fetchpool",
+            Stage::Poller => "poller",
+        }
+    }
 }
 
-pub enum SupervisorMsg {
+/// What the supervisor is told (by itself, after a restart's backoff).
+pub(crate) enum SupervisorMsg {
+    /// Start the stage again.
     Respawn(Stage),
 }
 
-pub struct Supervisor;
+/// The root supervisor actor.
+pub(crate) struct Supervisor;
 
-pub struct SupervisorState {
-    wiring: Arc<Wiring>,
+/// The supervisor's state: the wiring, and which running actor is which stage.
+pub(crate) struct SupervisorState {
+    wiring: Arc<SupervisorArguments>,
     stages: HashMap<ActorId, Stage>,
 }
 
@@ -59,11 +133,10 @@ impl SupervisorState {
         let w = &self.wiring;
         let id = match stage {
             Stage::Acker => {
-                let args = AckerArgs {
+                let args = AckerArguments {
                     queue: w.ports.inbound.clone(),
                     visibility_timeout: w.config.visibility_timeout,
-                    retry_base: w.config.retry_base,
-                    retry_max: w.config.retry_max,
+                    release_backoff: Backoff::new(w.config.retry_base, w.config.retry_max),
                     linger: w.config.batch_linger,
                 };
                 let (actor, _) = Actor::spawn_linked(None, Acker, args, supervisor).await?;
@@ -71,7 +144,7 @@ impl SupervisorState {
                 actor.get_id()
             }
             Stage::Forwarder => {
-                let args = ForwarderArgs {
+                let args = ForwarderArguments {
                     outbound: w.ports.outbound.clone(),
                     rejected: w.ports.rejected.clone(),
                     linger: w.config.batch_linger,
@@ -81,7 +154,7 @@ impl SupervisorState {
                 actor.get_id()
             }
             Stage::Quarantiner => {
-                let args = QuarantinerArgs {
+                let args = QuarantinerArguments {
                     store: w.ports.store.clone(),
                     notifier: w.ports.notifier.clone(),
                     quarantine_bucket: w.config.quarantine_bucket.clone(),
@@ -91,7 +164,7 @@ impl SupervisorState {
                 actor.get_id()
             }
             Stage::Router => {
-                let args = RouterArgs {
+                let args = RouterArguments {
                     forwarder: w.addresses.forwarder.clone(),
                     quarantiner: w.addresses.quarantiner.clone(),
                 };
@@ -103,15 +176,15 @@ impl SupervisorState {
                 let engine = w.ports.scanner.clone();
                 let archive_member_limit = w.config.archive_member_limit;
                 let spawn: SpawnWorker<ScanJob> = Arc::new(move |slot, pool| {
-                    let args = ScannerArgs {
+                    let args = ScannerArguments {
                         engine: engine.clone(),
                         archive_member_limit,
                         slot,
                     };
                     Box::pin(async move { Ok(Actor::spawn_linked(None, Scanner, args, pool).await?.0) })
                 });
-                let args = PoolArgs {
-                    worker_kind: "scanner",
+                let args = PoolArguments {
+                    kind: WorkerKind::Scanner,
                     size: w.config.scanner_connections,
                     spawn,
                     restarts: w.restarts.clone(),
@@ -123,7 +196,7 @@ impl SupervisorState {
             Stage::FetchPool => {
                 let wiring = Arc::clone(w);
                 let spawn: SpawnWorker<RecordJob> = Arc::new(move |slot, pool| {
-                    let args = FetcherArgs {
+                    let args = FetcherArguments {
                         store: wiring.ports.store.clone(),
                         scan_pool: wiring.addresses.scan_pool.clone(),
                         router: wiring.addresses.router.clone(),
@@ -132,8 +205,8 @@ impl SupervisorState {
                     };
                     Box::pin(async move { Ok(Actor::spawn_linked(None, Fetcher, args, pool).await?.0) })
                 });
-                let args = PoolArgs {
-                    worker_kind: "fetcher",
+                let args = PoolArguments {
+                    kind: WorkerKind::Fetcher,
                     size: w.config.fetch_concurrency,
                     spawn,
                     restarts: w.restarts.clone(),
@@ -143,7 +216,7 @@ impl SupervisorState {
                 actor.get_id()
             }
             Stage::Poller => {
-                let args = PollerArgs {
+                let args = PollerArguments {
                     queue: w.ports.inbound.clone(),
                     unprocessed_bucket: w.config.unprocessed_bucket.clone(),
                     permits: w.permits.clone(),
@@ -163,7 +236,7 @@ impl SupervisorState {
     }
 
     fn shutting_down(&self) -> bool {
-        *self.wiring.shutdown.borrow()
+        self.wiring.shutdown.is_requested()
     }
 
     /// Schedules a restart of `stage`, or gives up on a storm.
@@ -185,12 +258,12 @@ impl SupervisorState {
 impl Actor for Supervisor {
     type Msg = SupervisorMsg;
     type State = SupervisorState;
-    type Arguments = Arc<Wiring>;
+    type Arguments = Arc<SupervisorArguments>;
 
     async fn pre_start(
         &self,
         myself: ActorRef<SupervisorMsg>,
-        wiring: Arc<Wiring>,
+        wiring: Arc<SupervisorArguments>,
     ) -> Result<SupervisorState, ActorProcessingErr> {
         let mut state = SupervisorState {
             wiring,
@@ -241,7 +314,7 @@ impl Actor for Supervisor {
             return Ok(());
         }
         tracing::warn!(?stage, reason = %why, "stage died; restarting");
-        metrics::counter!(crate::metrics::RESTARTS, "actor" => format!("{stage:?}").to_lowercase()).increment(1);
+        crate::metrics::count_restart(stage.label());
         state.restart_later(&myself, stage)
     }
 }

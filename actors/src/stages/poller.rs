@@ -8,19 +8,20 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
-use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tracing::Span;
 
 use super::acker::AckerMsg;
 use super::forwarder::ForwarderMsg;
 use super::pool::PoolMsg;
+use crate::address::StageAddress;
+use crate::backoff::Backoff;
 use crate::event::{parse_message, ParsedMessage, Rejection};
-use crate::model::ObjectRef;
-use crate::model::RecordJob;
+use crate::model::{ObjectRef, RecordJob};
 use crate::ports::{InboundQueue, QueueMessage};
-use crate::receipt::{InflightMessage, RecordTicket};
-use crate::stage::Address;
+use crate::shutdown::Shutdown;
+use crate::ticket::{Delivery, InflightMessage, RecordTicket, SettlementOutlet};
 use crate::trace::{self, ObjectTrace};
-use tracing::Span;
 
 /// The span of one record's object, under its message's span; the verdict is recorded by the
 /// router.
@@ -41,31 +42,48 @@ fn object_span(message: &Span, object: &ObjectRef) -> Span {
 }
 
 /// SQS returns at most ten messages per receive.
-pub const MAX_RECEIVE_BATCH: usize = 10;
+pub(crate) const MAX_RECEIVE_BATCH: usize = 10;
 
-pub enum PollerMsg {
+/// The pause after a failed receive: 400 ms after the first failure, doubling to 12.8 s.
+const RECEIVE_FAILURE_BACKOFF: Backoff = Backoff::new(Duration::from_millis(200), Duration::from_millis(12_800));
+
+/// What the poller is told (by itself: each poll ends by asking for the next).
+pub(crate) enum PollerMsg {
+    /// Take permits, receive, dispatch.
     Poll,
 }
 
-pub struct Poller;
+/// The poller actor.
+pub(crate) struct Poller;
 
+/// What the poller is spawned with.
 #[derive(Clone)]
-pub struct PollerArgs {
-    pub queue: Arc<dyn InboundQueue>,
-    pub unprocessed_bucket: String,
-    pub permits: Arc<Semaphore>,
+pub(crate) struct PollerArguments {
+    /// Where messages come from.
+    pub(crate) queue: Arc<dyn InboundQueue>,
+    /// The only bucket records may point at.
+    pub(crate) unprocessed_bucket: String,
+    /// One per message in flight; a receive asks for no more messages than it holds.
+    pub(crate) permits: Arc<Semaphore>,
     /// The permits' total, for the in-flight gauge.
-    pub max_in_flight: usize,
-    pub receive_batch: usize,
-    pub fetch_pool: Address<PoolMsg<RecordJob>>,
-    pub forwarder: Address<ForwarderMsg>,
-    pub acker: Address<AckerMsg>,
-    /// Turns true when the pipeline shuts down: stop receiving.
-    pub shutdown: watch::Receiver<bool>,
+    pub(crate) max_in_flight: usize,
+    /// Messages per receive.
+    pub(crate) receive_batch: usize,
+    /// Where valid records go.
+    pub(crate) fetch_pool: StageAddress<PoolMsg<RecordJob>>,
+    /// Where rejected records go, to be kept.
+    pub(crate) forwarder: StageAddress<ForwarderMsg>,
+    /// Tracks every message's visibility, and takes its settlement.
+    pub(crate) acker: StageAddress<AckerMsg>,
+    /// Stop receiving when it is requested.
+    pub(crate) shutdown: Shutdown,
 }
 
-pub struct PollerState {
-    args: PollerArgs,
+/// The poller's state.
+pub(crate) struct PollerState {
+    arguments: PollerArguments,
+    /// The acker's address as the tickets' outlet, shared by every message.
+    settlements: Arc<dyn SettlementOutlet>,
     /// Grows while receives fail, so a broken queue is not hammered.
     receive_failures: u32,
 }
@@ -75,8 +93,11 @@ impl PollerState {
     /// every receive can ask for a full batch: a receive per freed permit would cost a call per
     /// message.
     async fn take_permits(&self) -> Vec<OwnedSemaphorePermit> {
-        let batch = self.args.receive_batch.clamp(1, self.args.max_in_flight.max(1));
-        let Ok(mut permits) = self.args.permits.clone().acquire_many_owned(batch as u32).await else {
+        let batch = self
+            .arguments
+            .receive_batch
+            .clamp(1, self.arguments.max_in_flight.max(1));
+        let Ok(mut permits) = self.arguments.permits.clone().acquire_many_owned(batch as u32).await else {
             return Vec::new();
         };
         let mut each = Vec::with_capacity(batch);
@@ -89,15 +110,25 @@ impl PollerState {
     fn dispatch(&self, message: QueueMessage, permit: OwnedSemaphorePermit) {
         let message_span = trace::message_span(&message.message_id, message.receive_count, &message.trace);
         let receive = tracing::info_span!(parent: &message_span, "receive", records = tracing::field::Empty).entered();
-        let parsed = parse_message(&message.body, &self.args.unprocessed_bucket);
+        let parsed = parse_message(&message.body, &self.arguments.unprocessed_bucket);
         let records = match &parsed {
             ParsedMessage::Records(records) => records.len(),
             _ => 1,
         };
         receive.record("records", records);
-        let (inflight, mut tickets) =
-            InflightMessage::open(&message, records, permit, self.args.acker.clone(), message_span.clone());
-        let _ = self.args.acker.send(AckerMsg::Track(Arc::downgrade(&inflight)));
+        let delivery = Delivery {
+            message_id: message.message_id.clone(),
+            receipt_handle: message.receipt_handle.clone(),
+            receive_count: message.receive_count,
+        };
+        let (inflight, mut tickets) = InflightMessage::open(
+            delivery,
+            records,
+            permit,
+            self.settlements.clone(),
+            message_span.clone(),
+        );
+        let _ = self.arguments.acker.send(AckerMsg::Track(Arc::downgrade(&inflight)));
         let upstream = Arc::new(message.trace.clone());
         let mut rejected = Vec::new();
         match parsed {
@@ -114,10 +145,10 @@ impl PollerState {
                             let trace =
                                 ObjectTrace::new(object_span(&message_span, &record.object), Arc::clone(&upstream));
                             // A failed send drops the job and its ticket: the message is retried.
-                            let _ = self
-                                .args
-                                .fetch_pool
-                                .send(PoolMsg::Submit(RecordJob { record, ticket, trace }));
+                            let _ =
+                                self.arguments
+                                    .fetch_pool
+                                    .send(PoolMsg::Submit(RecordJob { record, ticket, trace }));
                         }
                         Err(rejection) => rejected.push((rejection, ticket)),
                     }
@@ -145,14 +176,14 @@ impl PollerState {
             tickets,
             span,
         };
-        let _ = self.args.forwarder.send(reject);
+        let _ = self.arguments.forwarder.send(reject);
     }
 
     /// Makes messages received during shutdown visible again at once.
     async fn hand_back(&self, messages: Vec<QueueMessage>) {
         for message in messages {
             if let Err(err) = self
-                .args
+                .arguments
                 .queue
                 .set_visibility(&message.receipt_handle, Duration::ZERO)
                 .await
@@ -166,16 +197,17 @@ impl PollerState {
 impl Actor for Poller {
     type Msg = PollerMsg;
     type State = PollerState;
-    type Arguments = PollerArgs;
+    type Arguments = PollerArguments;
 
     async fn pre_start(
         &self,
         myself: ActorRef<PollerMsg>,
-        args: PollerArgs,
+        arguments: PollerArguments,
     ) -> Result<PollerState, ActorProcessingErr> {
         myself.cast(PollerMsg::Poll)?;
         Ok(PollerState {
-            args,
+            settlements: Arc::new(arguments.acker.clone()),
+            arguments,
             receive_failures: 0,
         })
     }
@@ -186,25 +218,25 @@ impl Actor for Poller {
         _: PollerMsg,
         state: &mut PollerState,
     ) -> Result<(), ActorProcessingErr> {
-        let mut shutdown = state.args.shutdown.clone();
-        if *shutdown.borrow() {
+        let mut shutdown = state.arguments.shutdown.clone();
+        if shutdown.is_requested() {
             myself.stop(Some("shutdown".into()));
             return Ok(());
         }
         let permits = tokio::select! {
             permits = state.take_permits() => permits,
-            _ = shutdown.wait_for(|stopping| *stopping) => Vec::new(),
+            () = shutdown.requested() => Vec::new(),
         };
         if permits.is_empty() {
             myself.stop(Some("shutdown".into()));
             return Ok(());
         }
         // Never cancelled: a receive dropped mid-flight would hide its messages until timeout.
-        match state.args.queue.receive(permits.len()).await {
+        match state.arguments.queue.receive(permits.len()).await {
             Ok(messages) => {
                 state.receive_failures = 0;
                 metrics::counter!(crate::metrics::MESSAGES_RECEIVED).increment(messages.len() as u64);
-                if *state.args.shutdown.borrow() {
+                if state.arguments.shutdown.is_requested() {
                     state.hand_back(messages).await;
                 } else {
                     for (message, permit) in messages.into_iter().zip(permits) {
@@ -214,20 +246,20 @@ impl Actor for Poller {
             }
             Err(err) => {
                 state.receive_failures += 1;
-                let pause = Duration::from_millis(200 * 2u64.pow(state.receive_failures.min(6)));
+                let pause = RECEIVE_FAILURE_BACKOFF.delay(state.receive_failures);
                 tracing::warn!(error = %err, ?pause, "receive failed");
                 drop(permits);
                 tokio::select! {
-                    _ = tokio::time::sleep(pause) => {}
-                    _ = shutdown.wait_for(|stopping| *stopping) => {}
+                    () = tokio::time::sleep(pause) => {}
+                    () = shutdown.requested() => {}
                 }
             }
         }
         // As of this receive (permits of messages not received are back by now); updated on every
         // poll, so at most one long poll old.
-        let free = state.args.permits.available_permits();
+        let free = state.arguments.permits.available_permits();
         metrics::gauge!(crate::metrics::PERMITS_FREE).set(free as f64);
-        metrics::gauge!(crate::metrics::IN_FLIGHT).set(state.args.max_in_flight.saturating_sub(free) as f64);
+        metrics::gauge!(crate::metrics::IN_FLIGHT).set(state.arguments.max_in_flight.saturating_sub(free) as f64);
         myself.cast(PollerMsg::Poll)?;
         Ok(())
     }

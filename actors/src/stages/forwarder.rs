@@ -15,18 +15,27 @@ use tracing::{Instrument, Span};
 
 use crate::model::RecordJob;
 use crate::ports::{MessageSink, OutboundMessage, SendFailure};
-use crate::receipt::RecordTicket;
+use crate::ticket::{RecordTicket, RetryCause};
 
-pub enum ForwarderMsg {
+/// What the forwarder is told.
+pub(crate) enum ForwarderMsg {
     /// A clean record for the validator.
-    Forward { job: RecordJob, engine: Option<String> },
+    Forward {
+        /// The record, with its ticket.
+        job: RecordJob,
+        /// clamd's VERSION line, sent as the `engine` attribute.
+        engine: Option<String>,
+    },
     /// The invalid records of one message (or the whole message): its raw body is kept once, for
     /// inspection, when a rejected queue exists.
     Reject {
+        /// The message's raw body.
         body: String,
+        /// SQS' id of the message, kept as `source_message_id`.
         message_id: String,
         /// One per rejected record.
         reasons: Vec<String>,
+        /// One per rejected record; resolved once the body is kept (or there is nowhere to keep it).
         tickets: Vec<RecordTicket>,
         /// The message's span.
         span: Span,
@@ -35,13 +44,17 @@ pub enum ForwarderMsg {
     Flush,
 }
 
-pub struct Forwarder;
+/// The forwarder actor.
+pub(crate) struct Forwarder;
 
-pub struct ForwarderArgs {
-    pub outbound: Arc<dyn MessageSink>,
-    pub rejected: Option<Arc<dyn MessageSink>>,
+/// What the forwarder is spawned with.
+pub(crate) struct ForwarderArguments {
+    /// The validation queue.
+    pub(crate) outbound: Arc<dyn MessageSink>,
+    /// The rejected-events queue, if one is configured.
+    pub(crate) rejected: Option<Arc<dyn MessageSink>>,
     /// How long a clean record may wait for others to share its send call.
-    pub linger: Duration,
+    pub(crate) linger: Duration,
 }
 
 /// SQS' largest batch, in entries and in bytes of bodies and attributes together.
@@ -50,7 +63,7 @@ const SEND_BATCH_BYTES: usize = 256 * 1024;
 
 /// The outbound message for a clean record: the record as received, plus the verdict, the
 /// engine that gave it and the trace context of `send` (the span of sending it).
-pub fn clean_message(job: &RecordJob, engine: Option<&str>, send: &Span) -> OutboundMessage {
+fn clean_message(job: &RecordJob, engine: Option<&str>, send: &Span) -> OutboundMessage {
     let mut attributes = vec![("verdict".to_owned(), "clean".to_owned())];
     if let Some(engine) = engine {
         attributes.push(("engine".to_owned(), engine.to_owned()));
@@ -73,8 +86,9 @@ struct PendingForward {
     span: Span,
 }
 
-pub struct ForwarderState {
-    args: ForwarderArgs,
+/// The forwarder's state: the clean records waiting for their batch call.
+pub(crate) struct ForwarderState {
+    arguments: ForwarderArguments,
     myself: ActorRef<ForwarderMsg>,
     pending: Vec<PendingForward>,
     pending_bytes: usize,
@@ -95,7 +109,7 @@ impl ForwarderState {
             self.flush().await;
         } else if !self.flush_scheduled {
             self.flush_scheduled = true;
-            self.myself.send_after(self.args.linger, || ForwarderMsg::Flush);
+            self.myself.send_after(self.arguments.linger, || ForwarderMsg::Flush);
         }
     }
 
@@ -106,7 +120,7 @@ impl ForwarderState {
             return;
         }
         let messages: Vec<OutboundMessage> = batch.iter().map(|pending| pending.message.clone()).collect();
-        let sent = self.args.outbound.send_batch(&messages).await;
+        let sent = self.arguments.outbound.send_batch(&messages).await;
         let failed = |index: usize| -> Option<String> {
             match &sent {
                 Ok(failures) => failures
@@ -124,7 +138,7 @@ impl ForwarderState {
                     pending.span.record("error", detail.as_str());
                     let job = pending.job;
                     tracing::warn!(key = %job.record.object.key, message_id = job.ticket.message_id(), error = %detail, "forwarding failed; message will be retried");
-                    job.ticket.retry("forward", detail);
+                    job.ticket.retry(RetryCause::Forward, detail);
                 }
             }
         }
@@ -138,7 +152,7 @@ impl ForwarderState {
         tickets: Vec<RecordTicket>,
         span: Span,
     ) {
-        let Some(rejected) = &self.args.rejected else {
+        let Some(rejected) = &self.arguments.rejected else {
             tickets.into_iter().for_each(RecordTicket::reject);
             return;
         };
@@ -162,7 +176,9 @@ impl ForwarderState {
             None => tickets.into_iter().for_each(RecordTicket::reject),
             Some(detail) => {
                 tracing::warn!(%message_id, error = %detail, "could not keep the rejected event; message will be retried");
-                tickets.into_iter().for_each(|ticket| ticket.retry("forward", &detail));
+                tickets
+                    .into_iter()
+                    .for_each(|ticket| ticket.retry(RetryCause::Forward, &detail));
             }
         }
     }
@@ -171,15 +187,15 @@ impl ForwarderState {
 impl Actor for Forwarder {
     type Msg = ForwarderMsg;
     type State = ForwarderState;
-    type Arguments = ForwarderArgs;
+    type Arguments = ForwarderArguments;
 
     async fn pre_start(
         &self,
         myself: ActorRef<ForwarderMsg>,
-        args: ForwarderArgs,
+        arguments: ForwarderArguments,
     ) -> Result<ForwarderState, ActorProcessingErr> {
         Ok(ForwarderState {
-            args,
+            arguments,
             myself,
             pending: Vec::new(),
             pending_bytes: 0,

@@ -2,9 +2,9 @@
 //! bodies through it, one at a time. Fetchers reach it through the scan [`Pool`](super::pool).
 //! A connection that failed or was closed by the engine is replaced before the next scan.
 //!
-//! Every body also passes through an [`ArchiveGuard`](archive_guard::ArchiveGuard) on its way to the engine: when the engine
-//! says clean but the guard saw an archive member the engine skips silently, the verdict is
-//! unscannable.
+//! Every body also passes through an [`ArchiveGuard`](archive_guard::ArchiveGuard) on its way to
+//! the engine: when the engine says clean but the guard saw an archive member the engine skips
+//! silently, the verdict is unscannable.
 
 use std::sync::Arc;
 
@@ -15,16 +15,19 @@ use tracing::{Instrument, Span};
 
 use super::pool::WorkerSlot;
 use crate::archive_guard;
+use crate::metrics::Latency;
 use crate::model::ScanOutcome;
 use crate::ports::{ObjectBody, ScanEngine, ScanError, ScanSession};
 use crate::trace::Traced;
 
 /// One object to scan; the verdict goes back on `reply`.
-pub struct ScanJob {
-    pub body: ObjectBody,
-    pub reply: oneshot::Sender<Result<ScanOutcome, ScanError>>,
+pub(crate) struct ScanJob {
+    /// The object's body, streamed as the GET delivers it.
+    pub(crate) body: ObjectBody,
+    /// Where the fetcher waits for the verdict.
+    pub(crate) reply: oneshot::Sender<Result<ScanOutcome, ScanError>>,
     /// The object's span, parent of the `scan` span.
-    pub trace: Span,
+    pub(crate) trace: Span,
 }
 
 impl Traced for ScanJob {
@@ -33,19 +36,22 @@ impl Traced for ScanJob {
     }
 }
 
-pub struct Scanner;
+/// A scanner actor: one worker of the scan pool.
+pub(crate) struct Scanner;
 
-pub struct ScannerArgs {
-    pub engine: Arc<dyn ScanEngine>,
+/// What a scanner is spawned with.
+pub(crate) struct ScannerArguments {
+    /// Opens the scanner's session.
+    pub(crate) engine: Arc<dyn ScanEngine>,
     /// Bytes; see [`PipelineConfig::archive_member_limit`](crate::PipelineConfig).
-    pub archive_member_limit: u64,
-    pub slot: WorkerSlot<ScanJob>,
+    pub(crate) archive_member_limit: u64,
+    /// Tells the scan pool when this scanner is free.
+    pub(crate) slot: WorkerSlot<ScanJob>,
 }
 
-pub struct ScannerState {
-    engine: Arc<dyn ScanEngine>,
-    archive_member_limit: u64,
-    slot: WorkerSlot<ScanJob>,
+/// A scanner's state: its arguments and its session.
+pub(crate) struct ScannerState {
+    arguments: ScannerArguments,
     /// Opened lazily, so a scanner starts even while the engine is down.
     session: Option<Box<dyn ScanSession>>,
 }
@@ -55,7 +61,7 @@ impl ScannerState {
         if let Some(session) = self.session.as_mut() {
             if !session.is_reusable() {
                 tracing::debug!(
-                    scanner = self.slot.index,
+                    scanner = self.arguments.slot.index,
                     connection = session.id(),
                     "scanner connection closed by peer; reconnecting"
                 );
@@ -64,35 +70,37 @@ impl ScannerState {
         }
         let session = match self.session.as_mut() {
             Some(session) => session,
-            None => self.session.insert(self.engine.connect().await?),
+            None => self.session.insert(self.arguments.engine.connect().await?),
         };
         span.record("clamd.connection.id", session.id());
         let size = body.content_length;
-        let (watched, watch) = archive_guard::watch(body, self.archive_member_limit);
+        let (guarded, archive_check) = archive_guard::check_while_streaming(body, self.arguments.archive_member_limit);
         let started = std::time::Instant::now();
-        let result = session.scan(watched).await;
+        let result = session.scan(guarded).await;
         if result.is_err() {
             // Whatever state the connection is in, it is not trusted for another scan.
             self.session = None;
         }
-        crate::metrics::stage("scan", started.elapsed());
+        crate::metrics::observe_latency(Latency::Scan, started.elapsed());
         if result.is_ok() {
             metrics::counter!(crate::metrics::BYTES_SCANNED).increment(size);
         }
-        result.map(|outcome| watch.judge(outcome))
+        result.map(|outcome| archive_check.apply(outcome))
     }
 }
 
 impl Actor for Scanner {
     type Msg = ScanJob;
     type State = ScannerState;
-    type Arguments = ScannerArgs;
+    type Arguments = ScannerArguments;
 
-    async fn pre_start(&self, _: ActorRef<ScanJob>, args: ScannerArgs) -> Result<ScannerState, ActorProcessingErr> {
+    async fn pre_start(
+        &self,
+        _: ActorRef<ScanJob>,
+        arguments: ScannerArguments,
+    ) -> Result<ScannerState, ActorProcessingErr> {
         Ok(ScannerState {
-            engine: args.engine,
-            archive_member_limit: args.archive_member_limit,
-            slot: args.slot,
+            arguments,
             session: None,
         })
     }
@@ -106,7 +114,7 @@ impl Actor for Scanner {
         let span = tracing::info_span!(
             parent: &job.trace,
             "scan",
-            scanner = state.slot.index,
+            scanner = state.arguments.slot.index,
             clamd.connection.id = tracing::field::Empty,
             scan.bytes = job.body.content_length,
             scan.verdict = tracing::field::Empty,
@@ -128,7 +136,7 @@ impl Actor for Scanner {
         drop(span);
         // The fetcher may have given up waiting; nothing else to do then.
         let _ = job.reply.send(result);
-        state.slot.ready();
+        state.arguments.slot.ready();
         Ok(())
     }
 }

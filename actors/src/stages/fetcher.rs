@@ -9,24 +9,37 @@ use tokio::sync::oneshot;
 use tracing::{Instrument, Span};
 
 use super::pool::{PoolMsg, WorkerSlot};
-use super::router::RouterMsg;
+use super::router::{InspectError, Inspection, RouterMsg};
 use super::scanner::ScanJob;
-use crate::model::{InspectError, Inspection, ObjectRecord, RecordJob};
+use crate::address::StageAddress;
+use crate::metrics::Latency;
+use crate::model::{ObjectRecord, RecordJob};
 use crate::ports::{ObjectStore, ScanError, StoreError};
-use crate::stage::Address;
+use crate::ticket::RetryCause;
 
-pub struct Fetcher;
+/// A fetcher actor: one worker of the fetch pool.
+pub(crate) struct Fetcher;
 
-pub struct FetcherArgs {
-    pub store: Arc<dyn ObjectStore>,
-    pub scan_pool: Address<PoolMsg<ScanJob>>,
-    pub router: Address<RouterMsg>,
+/// What a fetcher is spawned with.
+pub(crate) struct FetcherArguments {
+    /// Where objects are fetched from.
+    pub(crate) store: Arc<dyn ObjectStore>,
+    /// Where bodies are streamed to.
+    pub(crate) scan_pool: StageAddress<PoolMsg<ScanJob>>,
+    /// Where records go with what was learnt.
+    pub(crate) router: StageAddress<RouterMsg>,
     /// Objects larger than this are quarantined unscanned (`MAX_FILE_SIZE`).
-    pub max_file_size: u64,
-    pub slot: WorkerSlot<RecordJob>,
+    pub(crate) max_file_size: u64,
+    /// Tells the fetch pool when this fetcher is free.
+    pub(crate) slot: WorkerSlot<RecordJob>,
 }
 
-impl FetcherArgs {
+/// A fetcher's state: its arguments (it keeps nothing between records).
+pub(crate) struct FetcherState {
+    arguments: FetcherArguments,
+}
+
+impl FetcherState {
     async fn inspect(&self, record: &ObjectRecord, trace: &Span) -> Result<Inspection, InspectError> {
         // The event's size is only a claim (a forged event could get a small clean object
         // quarantined): the GET's length decides, before any byte is read.
@@ -38,8 +51,8 @@ impl FetcherArgs {
             error = tracing::field::Empty,
         );
         let started = std::time::Instant::now();
-        let got = self.store.get(&record.object).instrument(fetch.clone()).await;
-        crate::metrics::stage("fetch", started.elapsed());
+        let got = self.arguments.store.get(&record.object).instrument(fetch.clone()).await;
+        crate::metrics::observe_latency(Latency::Fetch, started.elapsed());
         match &got {
             Ok(body) => fetch.record("object.content_length", body.content_length),
             Err(err) => fetch.record("error", tracing::field::display(err)),
@@ -50,7 +63,7 @@ impl FetcherArgs {
             Err(StoreError::NotFound { .. } | StoreError::PreconditionFailed { .. }) => return Ok(Inspection::Gone),
             Err(err) => return Err(err.into()),
         };
-        if body.content_length > self.max_file_size {
+        if body.content_length > self.arguments.max_file_size {
             return Ok(Inspection::TooLarge {
                 size: body.content_length,
             });
@@ -61,7 +74,7 @@ impl FetcherArgs {
             reply,
             trace: trace.clone(),
         };
-        if self.scan_pool.send(PoolMsg::Submit(job)).is_err() {
+        if self.arguments.scan_pool.send(PoolMsg::Submit(job)).is_err() {
             return Err(ScanError::Unavailable("scan pool is restarting".into()).into());
         }
         match verdict.await {
@@ -73,24 +86,28 @@ impl FetcherArgs {
 
 impl Actor for Fetcher {
     type Msg = RecordJob;
-    type State = FetcherArgs;
-    type Arguments = FetcherArgs;
+    type State = FetcherState;
+    type Arguments = FetcherArguments;
 
-    async fn pre_start(&self, _: ActorRef<RecordJob>, args: FetcherArgs) -> Result<FetcherArgs, ActorProcessingErr> {
-        Ok(args)
+    async fn pre_start(
+        &self,
+        _: ActorRef<RecordJob>,
+        arguments: FetcherArguments,
+    ) -> Result<FetcherState, ActorProcessingErr> {
+        Ok(FetcherState { arguments })
     }
 
     async fn handle(
         &self,
         _: ActorRef<RecordJob>,
         job: RecordJob,
-        state: &mut FetcherArgs,
+        state: &mut FetcherState,
     ) -> Result<(), ActorProcessingErr> {
         let inspection = state.inspect(&job.record, &job.trace.span).await;
-        if let Err(RouterMsg::Route { job, .. }) = state.router.send(RouterMsg::Route { job, inspection }) {
-            job.ticket.retry("restart", "router is restarting");
+        if let Err(RouterMsg::Route { job, .. }) = state.arguments.router.send(RouterMsg::Route { job, inspection }) {
+            job.ticket.retry(RetryCause::Restart, "router is restarting");
         }
-        state.slot.ready();
+        state.arguments.slot.ready();
         Ok(())
     }
 }

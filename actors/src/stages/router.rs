@@ -7,35 +7,72 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 
 use super::forwarder::ForwarderMsg;
 use super::quarantiner::QuarantinerMsg;
-use crate::model::{InspectError, Inspection, QuarantineReason, RecordJob, ScanOutcome, Verdict};
-use crate::stage::Address;
+use crate::address::StageAddress;
+use crate::model::{QuarantineReason, RecordJob, ScanOutcome, Verdict};
+use crate::ports::{ScanError, StoreError};
+use crate::ticket::RetryCause;
 
-pub enum RouterMsg {
+/// What the router is told.
+pub(crate) enum RouterMsg {
+    /// A fetcher is done with a record: route it by what it learnt.
     Route {
+        /// The record, with its ticket.
         job: RecordJob,
+        /// What the fetcher learnt, or why it learnt nothing.
         inspection: Result<Inspection, InspectError>,
     },
 }
 
+/// What the fetcher learnt about an object.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Inspection {
+    /// Scanned to the end with a certain verdict.
+    Scanned(ScanOutcome),
+    /// Larger than `MAX_FILE_SIZE` (by the event or by the GET's length): not scanned, fail closed.
+    TooLarge {
+        /// The GET's length.
+        size: u64,
+    },
+    /// The announced object is gone or was replaced (404/412): a newer event exists, or a previous
+    /// attempt already quarantined it.
+    Gone,
+}
+
+/// Why an inspection has no answer; always retried.
+#[derive(Debug, Clone, thiserror::Error)]
+pub(crate) enum InspectError {
+    /// The GET failed.
+    #[error(transparent)]
+    Fetch(#[from] StoreError),
+    /// The scan gave no verdict.
+    #[error(transparent)]
+    Scan(#[from] ScanError),
+}
+
 /// Where a record goes next.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Route {
+pub(crate) enum Route {
+    /// Clean: to the outbound queue.
     Forward {
+        /// clamd's VERSION line, forwarded as an attribute.
         engine: Option<String>,
     },
+    /// Infected, unscannable or too large: to the quarantine.
     Quarantine(ScanOutcome),
     /// The object is gone: finish a quarantine a previous attempt started, or drop a stale event.
     CheckQuarantined,
-    /// No verdict; `cause` is `fetch` or `scan`.
+    /// No verdict: the message goes back to the queue.
     Retry {
-        cause: &'static str,
+        /// Which side failed: `Fetch` or `Scan`.
+        cause: RetryCause,
+        /// What happened.
         reason: String,
     },
 }
 
 impl Route {
     /// The route's name in traces.
-    pub fn label(&self) -> &'static str {
+    pub(crate) fn label(&self) -> &'static str {
         match self {
             Route::Forward { .. } => "forward",
             Route::Quarantine(_) => "quarantine",
@@ -43,10 +80,20 @@ impl Route {
             Route::Retry { .. } => "retry",
         }
     }
+
+    /// The route's label in `avscan_records_total`: the verdict, `gone`, or none for a retry.
+    fn verdict_label(&self) -> Option<&'static str> {
+        match self {
+            Route::Forward { .. } => Some(Verdict::Clean.label()),
+            Route::Quarantine(outcome) => Some(outcome.verdict.label()),
+            Route::CheckQuarantined => Some("gone"),
+            Route::Retry { .. } => None,
+        }
+    }
 }
 
 /// The one place that maps an inspection (or its failure) to a route.
-pub fn route(inspection: Result<Inspection, InspectError>) -> Route {
+pub(crate) fn route(inspection: Result<Inspection, InspectError>) -> Route {
     match inspection {
         Ok(Inspection::Scanned(ScanOutcome {
             verdict: Verdict::Clean,
@@ -63,37 +110,33 @@ pub fn route(inspection: Result<Inspection, InspectError>) -> Route {
         Ok(Inspection::Gone) => Route::CheckQuarantined,
         Err(err) => Route::Retry {
             cause: match err {
-                InspectError::Fetch(_) => "fetch",
-                InspectError::Scan(_) => "scan",
+                InspectError::Fetch(_) => RetryCause::Fetch,
+                InspectError::Scan(_) => RetryCause::Scan,
             },
             reason: err.to_string(),
         },
     }
 }
 
-pub struct Router;
+/// The router actor.
+pub(crate) struct Router;
 
-pub struct RouterArgs {
-    pub forwarder: Address<ForwarderMsg>,
-    pub quarantiner: Address<QuarantinerMsg>,
+/// What the router is spawned with: where the two routes lead.
+pub(crate) struct RouterArguments {
+    /// Clean records go here.
+    pub(crate) forwarder: StageAddress<ForwarderMsg>,
+    /// Everything that is not clean goes here.
+    pub(crate) quarantiner: StageAddress<QuarantinerMsg>,
 }
 
-impl Actor for Router {
-    type Msg = RouterMsg;
-    type State = RouterArgs;
-    type Arguments = RouterArgs;
+/// The router's state: its arguments (it keeps nothing else).
+pub(crate) struct RouterState {
+    arguments: RouterArguments,
+}
 
-    async fn pre_start(&self, _: ActorRef<RouterMsg>, args: RouterArgs) -> Result<RouterArgs, ActorProcessingErr> {
-        Ok(args)
-    }
-
-    async fn handle(
-        &self,
-        _: ActorRef<RouterMsg>,
-        message: RouterMsg,
-        state: &mut RouterArgs,
-    ) -> Result<(), ActorProcessingErr> {
-        let RouterMsg::Route { job, inspection } = message;
+impl RouterState {
+    /// Routes one record; a failed send drops the job, and its ticket retries the message.
+    fn dispatch(&self, job: RecordJob, inspection: Result<Inspection, InspectError>) {
         let object = &job.record.object;
         let route = route(inspection);
         let object_span = &job.trace.span;
@@ -114,11 +157,13 @@ impl Actor for Router {
                 object_span.record("error", reason.as_str());
             }
         }
+        if let Some(verdict) = route.verdict_label() {
+            crate::metrics::count_routed(verdict);
+        }
         match route {
             Route::Forward { engine } => {
                 tracing::info!(bucket = %object.bucket, key = %object.key, message_id = job.ticket.message_id(), "clean; forwarding");
-                crate::metrics::record("clean");
-                let _ = state.forwarder.send(ForwarderMsg::Forward { job, engine });
+                let _ = self.arguments.forwarder.send(ForwarderMsg::Forward { job, engine });
             }
             Route::Quarantine(outcome) => {
                 tracing::warn!(
@@ -126,12 +171,16 @@ impl Actor for Router {
                     verdict = outcome.verdict.label(), signature = outcome.verdict.signature().unwrap_or(""),
                     "quarantining"
                 );
-                crate::metrics::record(outcome.verdict.label());
-                let _ = state.quarantiner.send(QuarantinerMsg::Quarantine { job, outcome });
+                let _ = self
+                    .arguments
+                    .quarantiner
+                    .send(QuarantinerMsg::Quarantine { job, outcome });
             }
             Route::CheckQuarantined => {
-                crate::metrics::record("gone");
-                let _ = state.quarantiner.send(QuarantinerMsg::Gone { job });
+                let _ = self
+                    .arguments
+                    .quarantiner
+                    .send(QuarantinerMsg::CheckQuarantined { job });
             }
             Route::Retry { cause, reason } => {
                 tracing::warn!(
@@ -141,7 +190,30 @@ impl Actor for Router {
                 job.ticket.retry(cause, reason);
             }
         }
-        // A failed send above drops the job, and its ticket retries the message.
+    }
+}
+
+impl Actor for Router {
+    type Msg = RouterMsg;
+    type State = RouterState;
+    type Arguments = RouterArguments;
+
+    async fn pre_start(
+        &self,
+        _: ActorRef<RouterMsg>,
+        arguments: RouterArguments,
+    ) -> Result<RouterState, ActorProcessingErr> {
+        Ok(RouterState { arguments })
+    }
+
+    async fn handle(
+        &self,
+        _: ActorRef<RouterMsg>,
+        message: RouterMsg,
+        state: &mut RouterState,
+    ) -> Result<(), ActorProcessingErr> {
+        let RouterMsg::Route { job, inspection } = message;
+        state.dispatch(job, inspection);
         Ok(())
     }
 }
@@ -149,7 +221,6 @@ impl Actor for Router {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ports::{ScanError, StoreError};
 
     fn scanned(verdict: Verdict) -> Result<Inspection, InspectError> {
         Ok(Inspection::Scanned(ScanOutcome {
@@ -194,7 +265,9 @@ mod tests {
     fn failures_are_retried_and_gone_objects_checked() {
         assert_eq!(route(Ok(Inspection::Gone)), Route::CheckQuarantined);
         let scan_failure = route(Err(ScanError::Timeout("reply".into()).into()));
-        assert!(matches!(scan_failure, Route::Retry { cause: "scan", reason } if reason.contains("timed out")));
+        assert!(
+            matches!(scan_failure, Route::Retry { cause: RetryCause::Scan, reason } if reason.contains("timed out"))
+        );
         let fetch_failure = route(Err(StoreError::Failed {
             operation: "GetObject",
             bucket: "b".into(),
@@ -202,6 +275,12 @@ mod tests {
             detail: "503".into(),
         }
         .into()));
-        assert!(matches!(fetch_failure, Route::Retry { cause: "fetch", .. }));
+        assert!(matches!(
+            fetch_failure,
+            Route::Retry {
+                cause: RetryCause::Fetch,
+                ..
+            }
+        ));
     }
 }

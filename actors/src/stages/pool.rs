@@ -5,6 +5,14 @@
 //!
 //! Each job's time in the pool shows in its trace as a `wait` span (`pool` = the worker kind),
 //! from submission until a worker takes it.
+//!
+//! Why not ractor's factory, which also spreads jobs over a pool of workers: the factory
+//! restarts its workers on its own, while ours charge the pipeline's one [`RestartBudget`], so
+//! that a storm in any pool stops the whole pipeline; its answer to overload is to discard jobs
+//! (`DiscardSettings`), while a job of ours carries a ticket that must never be dropped quietly,
+//! and overload is prevented upstream, by the poller's permits, before a message is received;
+//! and we want each job's wait for a worker as a span of its trace. What remains is small enough
+//! to own: a backlog, an idle list and the supervision of the workers, below.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -15,7 +23,8 @@ use ractor::{Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, Message, S
 use crate::restart::RestartBudget;
 use crate::trace::Traced;
 
-pub enum PoolMsg<J> {
+/// What a pool is told.
+pub(crate) enum PoolMsg<J> {
     /// A job for any worker.
     Submit(J),
     /// Worker `index` finished its job and takes the next.
@@ -24,24 +33,45 @@ pub enum PoolMsg<J> {
     Respawn(usize),
 }
 
+/// The two pools, named in logs, spans (`pool`) and metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum WorkerKind {
+    /// The fetch pool's workers.
+    Fetcher,
+    /// The scan pool's workers.
+    Scanner,
+}
+
+impl WorkerKind {
+    /// The kind's label in logs, spans and metrics.
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            WorkerKind::Fetcher => "fetcher",
+            WorkerKind::Scanner => "scanner",
+        }
+    }
+}
+
 /// Given to each worker so it can tell its pool it is free again.
-pub struct WorkerSlot<J> {
+pub(crate) struct WorkerSlot<J> {
     pool: ActorRef<PoolMsg<J>>,
-    pub index: usize,
+    /// The worker's number in its pool, for logs.
+    pub(crate) index: usize,
 }
 
 impl<J: Message> WorkerSlot<J> {
     /// Call once after every job, whatever its outcome.
-    pub fn ready(&self) {
+    pub(crate) fn ready(&self) {
         let _ = self.pool.cast(PoolMsg::Idle(self.index));
     }
 }
 
 /// Spawns worker number `slot.index`, linked to the given supervisor (the pool).
-pub type SpawnWorker<J> =
+pub(crate) type SpawnWorker<J> =
     Arc<dyn Fn(WorkerSlot<J>, ActorCell) -> BoxFuture<'static, Result<ActorRef<J>, SpawnErr>> + Send + Sync>;
 
-pub struct Pool<J> {
+/// The pool actor, for jobs of type `J`.
+pub(crate) struct Pool<J> {
     _job: std::marker::PhantomData<fn() -> J>,
 }
 
@@ -53,16 +83,21 @@ impl<J> Default for Pool<J> {
     }
 }
 
-pub struct PoolArgs<J> {
-    /// For logs: "fetcher", "scanner".
-    pub worker_kind: &'static str,
-    pub size: usize,
-    pub spawn: SpawnWorker<J>,
-    pub restarts: RestartBudget,
+/// What a pool is spawned with.
+pub(crate) struct PoolArguments<J> {
+    /// Which pool this is.
+    pub(crate) kind: WorkerKind,
+    /// How many workers it keeps.
+    pub(crate) size: usize,
+    /// How to start (and restart) a worker.
+    pub(crate) spawn: SpawnWorker<J>,
+    /// The pipeline's restart budget, charged for every worker restart.
+    pub(crate) restarts: RestartBudget,
 }
 
-pub struct PoolState<J> {
-    args: PoolArgs<J>,
+/// A pool's workers, which of them are idle, and the jobs waiting for one.
+pub(crate) struct PoolState<J> {
+    arguments: PoolArguments<J>,
     workers: Vec<Option<ActorRef<J>>>,
     by_id: HashMap<ActorId, usize>,
     idle: VecDeque<usize>,
@@ -76,7 +111,7 @@ impl<J: Message + Traced> PoolState<J> {
             pool: pool.clone(),
             index,
         };
-        let worker = (self.args.spawn)(slot, pool.get_cell()).await?;
+        let worker = (self.arguments.spawn)(slot, pool.get_cell()).await?;
         self.by_id.insert(worker.get_id(), index);
         self.workers[index] = Some(worker);
         Ok(())
@@ -102,11 +137,11 @@ impl<J: Message + Traced> PoolState<J> {
     fn report_occupancy(&self) {
         let idle = self.idle.len();
         let busy = self.workers.iter().flatten().count().saturating_sub(idle);
-        crate::metrics::pool(self.args.worker_kind, busy, idle);
+        crate::metrics::set_pool_occupancy(self.arguments.kind.label(), busy, idle);
     }
 
     fn submit(&mut self, mut job: J) {
-        let wait = tracing::info_span!(parent: job.trace_span(), "wait", pool = self.args.worker_kind);
+        let wait = tracing::info_span!(parent: job.trace_span(), "wait", pool = self.arguments.kind.label());
         while let Some(index) = self.idle.pop_front() {
             let Some(worker) = self.workers[index].clone() else {
                 continue;
@@ -124,16 +159,16 @@ impl<J: Message + Traced> PoolState<J> {
 impl<J: Message + Traced> Actor for Pool<J> {
     type Msg = PoolMsg<J>;
     type State = PoolState<J>;
-    type Arguments = PoolArgs<J>;
+    type Arguments = PoolArguments<J>;
 
     async fn pre_start(
         &self,
         myself: ActorRef<Self::Msg>,
-        args: PoolArgs<J>,
+        arguments: PoolArguments<J>,
     ) -> Result<Self::State, ActorProcessingErr> {
-        let size = args.size.max(1);
+        let size = arguments.size.max(1);
         let mut state = PoolState {
-            args,
+            arguments,
             workers: (0..size).map(|_| None).collect(),
             by_id: HashMap::new(),
             idle: VecDeque::new(),
@@ -157,12 +192,12 @@ impl<J: Message + Traced> Actor for Pool<J> {
             PoolMsg::Idle(index) => state.worker_free(index),
             PoolMsg::Respawn(index) => {
                 if let Err(err) = state.spawn(index, &myself).await {
-                    tracing::error!(worker = state.args.worker_kind, index, error = %err, "worker failed to start");
-                    let backoff = state.args.restarts.charge()?;
+                    tracing::error!(worker = state.arguments.kind.label(), index, error = %err, "worker failed to start");
+                    let backoff = state.arguments.restarts.charge()?;
                     myself.send_after(backoff, move || PoolMsg::Respawn(index));
                     return Ok(());
                 }
-                tracing::info!(worker = state.args.worker_kind, index, "worker restarted");
+                tracing::info!(worker = state.arguments.kind.label(), index, "worker restarted");
                 state.worker_free(index);
             }
         }
@@ -187,9 +222,10 @@ impl<J: Message + Traced> Actor for Pool<J> {
         state.workers[index] = None;
         state.idle.retain(|idle| *idle != index);
         // A storm fails the pool, which its own supervisor sees and accounts for.
-        let backoff = state.args.restarts.charge()?;
-        tracing::warn!(worker = state.args.worker_kind, index, reason = %failure, ?backoff, "worker died; restarting");
-        metrics::counter!(crate::metrics::RESTARTS, "actor" => state.args.worker_kind).increment(1);
+        let backoff = state.arguments.restarts.charge()?;
+        let kind = state.arguments.kind.label();
+        tracing::warn!(worker = kind, index, reason = %failure, ?backoff, "worker died; restarting");
+        crate::metrics::count_restart(kind);
         myself.send_after(backoff, move || PoolMsg::Respawn(index));
         Ok(())
     }

@@ -2,7 +2,8 @@
 //! messages, ten per `DeleteMessageBatch` call, releases the ones to retry with a backoff, and,
 //! on a heartbeat, extends the visibility timeout of messages still being worked on so that no
 //! other worker receives them mid-scan. Messages reach it through their
-//! [`RecordTicket`](crate::receipt::RecordTicket)s.
+//! [`RecordTicket`](crate::ticket::RecordTicket)s: the acker's address is the tickets'
+//! [`SettlementOutlet`].
 //!
 //! A delete waits at most the pipeline's batch linger for nine others, and not at all when no
 //! other message in flight could join it. Entries of a batch that fail with
@@ -18,37 +19,62 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::sync::oneshot;
 use tracing::Instrument;
 
+use crate::address::StageAddress;
+use crate::backoff::Backoff;
+use crate::metrics::Latency;
 use crate::ports::InboundQueue;
-use crate::receipt::{retry_delay, InflightMessage, SettleOutcome, Settlement};
+use crate::ticket::{InflightMessage, SettleOutcome, Settlement, SettlementOutlet};
 
-pub enum AckerMsg {
+/// What the acker is told.
+pub(crate) enum AckerMsg {
     /// Watch this message's visibility while it is in flight.
     Track(Weak<InflightMessage>),
+    /// A message's last ticket was resolved: delete or release it.
     Settle(Settlement),
     /// Sends the deletes collected so far.
     FlushDeletes,
+    /// Extends the visibility of messages in flight that are due.
     Heartbeat,
     /// Shutdown: make every unfinished message visible now; replies with how many.
     ReleaseAll(oneshot::Sender<usize>),
 }
 
-pub struct Acker;
+impl SettlementOutlet for StageAddress<AckerMsg> {
+    fn settle(&self, settlement: Settlement) -> Result<(), Settlement> {
+        match self.send(AckerMsg::Settle(settlement)) {
+            Ok(()) => Ok(()),
+            Err(AckerMsg::Settle(settlement)) => Err(settlement),
+            Err(_) => unreachable!("a failed send hands back the message it was given"),
+        }
+    }
+}
 
+/// The acker actor.
+pub(crate) struct Acker;
+
+/// What the acker is spawned with.
 #[derive(Clone)]
-pub struct AckerArgs {
-    pub queue: Arc<dyn InboundQueue>,
+pub(crate) struct AckerArguments {
+    /// The inbound queue: deletes, releases and visibility extensions.
+    pub(crate) queue: Arc<dyn InboundQueue>,
     /// The visibility timeout messages are received with, and extended to.
-    pub visibility_timeout: Duration,
-    pub retry_base: Duration,
-    pub retry_max: Duration,
+    pub(crate) visibility_timeout: Duration,
+    /// How long a released message stays invisible, by receive count.
+    pub(crate) release_backoff: Backoff,
     /// How long a settled message may wait for others to share its delete call.
-    pub linger: Duration,
+    pub(crate) linger: Duration,
 }
 
 /// SQS' largest batch.
 const DELETE_BATCH: usize = 10;
 /// Tries per delete entry before the message is left to reappear.
-pub const DELETE_ATTEMPTS: u32 = 3;
+const DELETE_ATTEMPTS: u32 = 3;
+
+/// How long a released message stays invisible before its next attempt: doubling from the
+/// backoff's base with each receive, capped at its max, so a failing dependency is not hammered.
+fn release_delay(receive_count: u32, backoff: Backoff) -> Duration {
+    backoff.delay(receive_count.saturating_sub(1))
+}
 
 /// A settled message waiting for its delete call; its permit is held until then.
 struct PendingDelete {
@@ -58,8 +84,9 @@ struct PendingDelete {
     span: tracing::Span,
 }
 
-pub struct AckerState {
-    args: AckerArgs,
+/// The acker's state: what is in flight, and the deletes waiting for company.
+pub(crate) struct AckerState {
+    arguments: AckerArguments,
     myself: ActorRef<AckerMsg>,
     /// In-flight messages by receipt handle, with when their visibility was last set.
     tracked: HashMap<String, (Weak<InflightMessage>, Instant)>,
@@ -89,7 +116,7 @@ impl AckerState {
             if self.pending_deletes.len() >= DELETE_BATCH || !self.others_in_flight() {
                 self.flush_deletes().await;
             } else {
-                self.schedule_flush(self.args.linger);
+                self.schedule_flush(self.arguments.linger);
             }
             return;
         };
@@ -98,11 +125,11 @@ impl AckerState {
             tracing::debug!(message_id = %message.message_id, "already released at shutdown");
             return;
         }
-        let delay = retry_delay(message.receive_count, self.args.retry_base, self.args.retry_max);
+        let delay = release_delay(message.receive_count, self.arguments.release_backoff);
         let span = tracing::info_span!(parent: &message.span, "ack", ack = "release", %reason, retry_delay = ?delay);
         tracing::info!(message_id = %message.message_id, attempt = message.receive_count, %reason, ?delay, "releasing message for a retry");
         let released = self
-            .args
+            .arguments
             .queue
             .set_visibility(&message.receipt_handle, delay)
             .instrument(span)
@@ -136,7 +163,7 @@ impl AckerState {
                 .iter()
                 .map(|pending| pending.settlement.message.receipt_handle.clone())
                 .collect();
-            let failures: HashMap<String, (bool, String)> = match self.args.queue.delete_batch(&handles).await {
+            let failures: HashMap<String, (bool, String)> = match self.arguments.queue.delete_batch(&handles).await {
                 Ok(failures) => failures
                     .into_iter()
                     .map(|failure| (failure.receipt_handle, (failure.retryable, failure.detail)))
@@ -154,7 +181,7 @@ impl AckerState {
                     None => {
                         tracing::debug!(message_id = %message.message_id, "message deleted");
                         metrics::counter!(crate::metrics::DELETES).increment(1);
-                        crate::metrics::stage("end_to_end", message.received_at.elapsed());
+                        crate::metrics::observe_latency(Latency::EndToEnd, message.received_at.elapsed());
                     }
                     Some((true, detail)) if pending.attempts + 1 < DELETE_ATTEMPTS => {
                         tracing::info!(message_id = %message.message_id, error = %detail, "delete failed; trying again");
@@ -170,13 +197,13 @@ impl AckerState {
         }
         if !retry.is_empty() {
             self.pending_deletes = retry;
-            self.schedule_flush(self.args.linger.max(Duration::from_millis(20)) * 10);
+            self.schedule_flush(self.arguments.linger.max(Duration::from_millis(20)) * 10);
         }
     }
 
     async fn heartbeat(&mut self) {
         let now = Instant::now();
-        let due_after = self.args.visibility_timeout / 2;
+        let due_after = self.arguments.visibility_timeout / 2;
         self.tracked
             .retain(|_, (message, _)| message.upgrade().is_some_and(|message| message.is_pending()));
         for (receipt_handle, (message, last_set)) in self.tracked.iter_mut() {
@@ -185,9 +212,9 @@ impl AckerState {
             }
             let Some(message) = message.upgrade() else { continue };
             match self
-                .args
+                .arguments
                 .queue
-                .set_visibility(receipt_handle, self.args.visibility_timeout)
+                .set_visibility(receipt_handle, self.arguments.visibility_timeout)
                 .await
             {
                 Ok(()) => {
@@ -211,7 +238,12 @@ impl AckerState {
             let Some(message) = message.upgrade().filter(|message| message.is_pending()) else {
                 continue;
             };
-            match self.args.queue.set_visibility(&receipt_handle, Duration::ZERO).await {
+            match self
+                .arguments
+                .queue
+                .set_visibility(&receipt_handle, Duration::ZERO)
+                .await
+            {
                 Ok(()) => {
                     tracing::info!(parent: &message.span, message_id = %message.message_id, "released at shutdown");
                     released += 1
@@ -228,14 +260,18 @@ impl AckerState {
 impl Actor for Acker {
     type Msg = AckerMsg;
     type State = AckerState;
-    type Arguments = AckerArgs;
+    type Arguments = AckerArguments;
 
-    async fn pre_start(&self, myself: ActorRef<AckerMsg>, args: AckerArgs) -> Result<AckerState, ActorProcessingErr> {
+    async fn pre_start(
+        &self,
+        myself: ActorRef<AckerMsg>,
+        arguments: AckerArguments,
+    ) -> Result<AckerState, ActorProcessingErr> {
         // Often enough that every message is extended well before it would reappear.
-        let tick = (args.visibility_timeout / 4).max(Duration::from_millis(250));
+        let tick = (arguments.visibility_timeout / 4).max(Duration::from_millis(250));
         myself.send_interval(tick, || AckerMsg::Heartbeat);
         Ok(AckerState {
-            args,
+            arguments,
             myself,
             tracked: HashMap::new(),
             pending_deletes: Vec::new(),
@@ -270,5 +306,20 @@ impl Actor for Acker {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn release_delay_doubles_and_is_capped() {
+        let backoff = Backoff::new(Duration::from_secs(5), Duration::from_secs(60));
+        assert_eq!(release_delay(1, backoff), Duration::from_secs(5));
+        assert_eq!(release_delay(2, backoff), Duration::from_secs(10));
+        assert_eq!(release_delay(4, backoff), Duration::from_secs(40));
+        assert_eq!(release_delay(9, backoff), Duration::from_secs(60));
+        assert_eq!(release_delay(0, backoff), Duration::from_secs(5));
     }
 }

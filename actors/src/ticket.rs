@@ -1,0 +1,344 @@
+//! Acknowledgement as a type. A received SQS message becomes one [`InflightMessage`] and one
+//! [`RecordTicket`] per record. Each ticket is resolved exactly once; when the last one is, the
+//! message is settled: a [`Settlement`] that deletes it if every record is done, or releases it
+//! for a retry otherwise, handed to the message's [`SettlementOutlet`]. A ticket dropped
+//! unresolved counts as a retry, so a crashed actor never acknowledges by accident.
+//!
+//! Tickets know nothing of who takes the settlement (in the pipeline, the acker's address
+//! implements the outlet), so they are tested here with plain synchronous asserts, the way
+//! vector tests its finalizers.
+
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use tokio::sync::OwnedSemaphorePermit;
+
+/// Why a record goes back to the queue: a closed set, counted by cause in the retries metric.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RetryCause {
+    /// The S3 GET failed (not a 404/412: those are answers).
+    Fetch,
+    /// clamd gave no verdict.
+    Scan,
+    /// The outbound or rejected-events send failed.
+    Forward,
+    /// A quarantine step failed.
+    Quarantine,
+    /// The next stage was restarting when the record had to be handed on.
+    Restart,
+    /// The ticket was dropped unresolved (an actor died holding it).
+    Dropped,
+}
+
+impl RetryCause {
+    /// The cause's label in `avscan_retries_total`.
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            RetryCause::Fetch => "fetch",
+            RetryCause::Scan => "scan",
+            RetryCause::Forward => "forward",
+            RetryCause::Quarantine => "quarantine",
+            RetryCause::Restart => "restart",
+            RetryCause::Dropped => "dropped",
+        }
+    }
+}
+
+/// How a settled message leaves the pipeline.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum SettleOutcome {
+    /// Every record succeeded (or was rejected): delete the message.
+    Delete,
+    /// At least one record must be retried: make the message visible again after a backoff.
+    Release {
+        /// The first retry's reason.
+        reason: String,
+    },
+}
+
+/// A message whose last ticket was resolved, on its way to the outlet.
+#[derive(Debug)]
+pub(crate) struct Settlement {
+    /// The message settled.
+    pub(crate) message: Arc<InflightMessage>,
+    /// Delete or release.
+    pub(crate) outcome: SettleOutcome,
+    /// Returned to the poller only after the outlet's SQS call, so that in-flight counts
+    /// messages until they are really gone: held, never read, and given back by dropping it.
+    #[allow(dead_code)]
+    pub(crate) permit: Option<OwnedSemaphorePermit>,
+}
+
+/// Takes the settlements of messages: the acker in the pipeline, a collector in tests.
+pub(crate) trait SettlementOutlet: Send + Sync + 'static {
+    /// Takes one settlement. `Err` gives it back when nobody can take it now (the acker is
+    /// restarting): the message then stays on the queue until its visibility timeout, and
+    /// dropping the settlement returns its permit.
+    fn settle(&self, settlement: Settlement) -> Result<(), Settlement>;
+}
+
+/// One delivery of an SQS message, as much of it as its acknowledgement needs.
+#[derive(Debug, Clone)]
+pub(crate) struct Delivery {
+    /// SQS' message id, for logs.
+    pub(crate) message_id: String,
+    /// The handle of this receive: deletes and visibility changes need the latest one.
+    pub(crate) receipt_handle: String,
+    /// SQS' ApproximateReceiveCount: 1 on the first delivery; drives the release backoff.
+    pub(crate) receive_count: u32,
+}
+
+#[derive(Debug)]
+struct Progress {
+    pending: usize,
+    retry_reason: Option<String>,
+    permit: Option<OwnedSemaphorePermit>,
+}
+
+/// One received SQS message, shared by the tickets of its records.
+pub(crate) struct InflightMessage {
+    /// SQS' message id, for logs.
+    pub(crate) message_id: String,
+    /// The handle of the receive this message is in flight under.
+    pub(crate) receipt_handle: String,
+    /// Which attempt this is (SQS' ApproximateReceiveCount).
+    pub(crate) receive_count: u32,
+    /// When it was received: the end-to-end latency starts here.
+    pub(crate) received_at: Instant,
+    /// The message's span: the root of avscan's part of its trace, ended when the message is
+    /// deleted or released.
+    pub(crate) span: tracing::Span,
+    progress: Mutex<Progress>,
+    outlet: Arc<dyn SettlementOutlet>,
+}
+
+impl std::fmt::Debug for InflightMessage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InflightMessage")
+            .field("message_id", &self.message_id)
+            .field("receive_count", &self.receive_count)
+            .finish_non_exhaustive()
+    }
+}
+
+impl InflightMessage {
+    /// Starts tracking `delivery` with `records` tickets (at least one); `permit` is held until
+    /// the settlement is dropped.
+    pub(crate) fn open(
+        delivery: Delivery,
+        records: usize,
+        permit: OwnedSemaphorePermit,
+        outlet: Arc<dyn SettlementOutlet>,
+        span: tracing::Span,
+    ) -> (Arc<InflightMessage>, Vec<RecordTicket>) {
+        let records = records.max(1);
+        let inflight = Arc::new(InflightMessage {
+            message_id: delivery.message_id,
+            receipt_handle: delivery.receipt_handle,
+            receive_count: delivery.receive_count,
+            received_at: Instant::now(),
+            span,
+            progress: Mutex::new(Progress {
+                pending: records,
+                retry_reason: None,
+                permit: Some(permit),
+            }),
+            outlet,
+        });
+        let tickets = (0..records)
+            .map(|_| RecordTicket {
+                message: Some(Arc::clone(&inflight)),
+            })
+            .collect();
+        (inflight, tickets)
+    }
+
+    /// True while some ticket is unresolved.
+    pub(crate) fn is_pending(&self) -> bool {
+        self.lock().pending > 0
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Progress> {
+        self.progress.lock().unwrap_or_else(|poison| poison.into_inner())
+    }
+
+    fn resolve(self: Arc<Self>, retry_reason: Option<String>) {
+        let settlement = {
+            let mut progress = self.lock();
+            progress.pending -= 1;
+            if progress.retry_reason.is_none() {
+                progress.retry_reason = retry_reason;
+            }
+            if progress.pending > 0 {
+                return;
+            }
+            let outcome = match progress.retry_reason.take() {
+                None => SettleOutcome::Delete,
+                Some(reason) => SettleOutcome::Release { reason },
+            };
+            Settlement {
+                message: Arc::clone(&self),
+                outcome,
+                permit: progress.permit.take(),
+            }
+        };
+        if let Err(lost) = self.outlet.settle(settlement) {
+            tracing::warn!(
+                message_id = %lost.message.message_id,
+                "acker is down; message stays on the queue until its visibility timeout"
+            );
+        }
+    }
+}
+
+/// The obligation to finish one record. Resolve it with [`done`](Self::done),
+/// [`reject`](Self::reject) or [`retry`](Self::retry); dropping it means retry.
+#[derive(Debug)]
+#[must_use = "a dropped ticket retries its message"]
+pub(crate) struct RecordTicket {
+    message: Option<Arc<InflightMessage>>,
+}
+
+impl RecordTicket {
+    /// The SQS message id of the record's message, for logs.
+    pub(crate) fn message_id(&self) -> &str {
+        self.message.as_ref().map_or("", |message| &message.message_id)
+    }
+
+    /// SQS' receive count of the message: which attempt this is.
+    pub(crate) fn attempt(&self) -> u32 {
+        self.message.as_ref().map_or(0, |message| message.receive_count)
+    }
+
+    /// Every effect of the record succeeded.
+    pub(crate) fn done(mut self) {
+        if let Some(message) = self.message.take() {
+            message.resolve(None);
+        }
+    }
+
+    /// The record is invalid and must not block the queue: it counts as finished.
+    pub(crate) fn reject(self) {
+        self.done()
+    }
+
+    /// The record must be handled again: the message is released once all its records finish.
+    /// `cause` is counted in the retries metric; `reason` says what happened.
+    pub(crate) fn retry(mut self, cause: RetryCause, reason: impl std::fmt::Display) {
+        if let Some(message) = self.message.take() {
+            crate::metrics::count_retry(cause.label());
+            message.resolve(Some(reason.to_string()));
+        }
+    }
+}
+
+impl Drop for RecordTicket {
+    fn drop(&mut self) {
+        if let Some(message) = self.message.take() {
+            tracing::warn!(message_id = %message.message_id, "record dropped unresolved; its message will be retried");
+            crate::metrics::count_retry(RetryCause::Dropped.label());
+            message.resolve(Some("record dropped unresolved".to_owned()));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::sync::Semaphore;
+
+    use super::*;
+
+    /// Keeps every settlement as (message id, outcome, permit still held).
+    #[derive(Default)]
+    struct Collected(Mutex<Vec<(String, SettleOutcome, bool)>>);
+
+    impl SettlementOutlet for Collected {
+        fn settle(&self, settlement: Settlement) -> Result<(), Settlement> {
+            let entry = (
+                settlement.message.message_id.clone(),
+                settlement.outcome.clone(),
+                settlement.permit.is_some(),
+            );
+            self.0.lock().unwrap().push(entry);
+            Ok(())
+        }
+    }
+
+    impl Collected {
+        fn taken(&self) -> Vec<(String, SettleOutcome, bool)> {
+            std::mem::take(&mut *self.0.lock().unwrap())
+        }
+    }
+
+    /// An outlet that takes nothing, like an acker that is down.
+    struct Down;
+
+    impl SettlementOutlet for Down {
+        fn settle(&self, settlement: Settlement) -> Result<(), Settlement> {
+            Err(settlement)
+        }
+    }
+
+    fn delivery(id: &str) -> Delivery {
+        Delivery {
+            message_id: id.into(),
+            receipt_handle: format!("rh-{id}"),
+            receive_count: 1,
+        }
+    }
+
+    fn open(id: &str, records: usize, outlet: Arc<dyn SettlementOutlet>) -> (Arc<Semaphore>, Vec<RecordTicket>) {
+        let permits = Arc::new(Semaphore::new(1));
+        let permit = permits.clone().try_acquire_owned().unwrap();
+        let (_, tickets) = InflightMessage::open(delivery(id), records, permit, outlet, tracing::Span::none());
+        (permits, tickets)
+    }
+
+    #[test]
+    fn message_is_deleted_only_after_every_ticket_is_done() {
+        let settled = Arc::new(Collected::default());
+        let (_permits, mut tickets) = open("m1", 2, settled.clone());
+        tickets.pop().unwrap().done();
+        assert!(settled.taken().is_empty(), "settled before the second record finished");
+        tickets.pop().unwrap().reject();
+        assert_eq!(settled.taken(), vec![("m1".into(), SettleOutcome::Delete, true)]);
+    }
+
+    #[test]
+    fn one_retry_releases_the_whole_message() {
+        let settled = Arc::new(Collected::default());
+        let (_permits, mut tickets) = open("m2", 2, settled.clone());
+        tickets.pop().unwrap().retry(RetryCause::Scan, "clamd down");
+        tickets.pop().unwrap().done();
+        assert_eq!(
+            settled.taken(),
+            vec![(
+                "m2".into(),
+                SettleOutcome::Release {
+                    reason: "clamd down".into()
+                },
+                true
+            )]
+        );
+    }
+
+    #[test]
+    fn a_dropped_ticket_counts_as_retry() {
+        let settled = Arc::new(Collected::default());
+        let (_permits, tickets) = open("m3", 1, settled.clone());
+        drop(tickets);
+        let taken = settled.taken();
+        assert_eq!(taken.len(), 1);
+        assert!(matches!(taken[0].1, SettleOutcome::Release { .. }));
+    }
+
+    #[test]
+    fn with_the_acker_down_the_permit_still_comes_back() {
+        let (permits, tickets) = open("m4", 1, Arc::new(Down));
+        assert_eq!(permits.available_permits(), 0);
+        for ticket in tickets {
+            ticket.done();
+        }
+        assert_eq!(permits.available_permits(), 1);
+    }
+}

@@ -1,0 +1,175 @@
+//! `avscan run`: builds the adapters from the settings (resolving the queues), serves the
+//! operations endpoint, waits for clamd and proves its `MaxFileSize` with the start-up canary,
+//! then runs the pipeline until the shutdown signal and drains it. [`RunError`] says why it
+//! ended early; `main` turns it into the exit code.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use avscan_actors::{Pipeline, PipelinePorts};
+use aws_config::SdkConfig;
+
+use crate::config::Settings;
+use crate::{aws, clamd, limits, ops};
+
+/// Why `run` ended early; the process exit code follows from it.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("clamd at {address} did not answer within {waited:?}: {detail}")]
+    ClamdNotReady {
+        address: String,
+        waited: std::time::Duration,
+        detail: String,
+    },
+    #[error(transparent)]
+    Queue(#[from] avscan_actors::ports::QueueError),
+    #[error(transparent)]
+    ClamdLimits(#[from] limits::LimitError),
+    #[error("operations endpoint on {address}: {detail}")]
+    Ops {
+        address: std::net::SocketAddr,
+        detail: String,
+    },
+    #[error("pipeline failed to start: {0}")]
+    Start(String),
+    #[error("pipeline stopped: {0}")]
+    Failed(String),
+}
+
+/// Builds the real adapters from the settings; resolves the queues.
+async fn ports(settings: &Settings, sdk: &SdkConfig, clamd: &clamd::Clamd) -> Result<PipelinePorts, RunError> {
+    let sqs = aws::sqs_client(sdk, &settings.sqs, settings.wait_time);
+    let inbound_url = aws::queue_url(&sqs, &settings.inbound_queue).await?;
+    let outbound_url = aws::queue_url(&sqs, &settings.outbound_queue).await?;
+    let rejected_url = match &settings.rejected_queue {
+        Some(queue) => Some(aws::queue_url(&sqs, queue).await?),
+        None => None,
+    };
+    let ports = PipelinePorts {
+        inbound: Arc::new(aws::SqsInbound {
+            client: sqs.clone(),
+            url: inbound_url,
+            wait_time: settings.wait_time,
+            visibility_timeout: settings.pipeline.visibility_timeout,
+        }),
+        outbound: Arc::new(aws::SqsSink {
+            client: sqs.clone(),
+            url: outbound_url,
+        }),
+        rejected: rejected_url.map(|url| {
+            Arc::new(aws::SqsSink {
+                client: sqs.clone(),
+                url,
+            }) as _
+        }),
+        store: Arc::new(aws::S3Store::new(aws::s3_client(sdk, &settings.s3))),
+        notifier: Arc::new(aws::SnsNotifier {
+            client: aws::sns_client(sdk, &settings.sns),
+            topic_arn: settings.topic_arn.clone(),
+        }),
+        scanner: Arc::new(clamd.clone()),
+    };
+    Ok(ports)
+}
+
+/// Stage latencies from a millisecond to ten minutes.
+const LATENCY_BUCKETS: [f64; 14] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0, 60.0, 600.0,
+];
+
+/// The metrics recorder (installed once per process) and what `/readyz` checks: clamd and the
+/// two queues avscan cannot work without.
+fn probes(settings: &Settings, sdk: &SdkConfig, clamd: clamd::Clamd) -> Result<Arc<ops::Probes>, RunError> {
+    let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .set_buckets(&LATENCY_BUCKETS)
+        .and_then(|builder| builder.install_recorder())
+        .map_err(|err| RunError::Start(format!("metrics recorder: {err}")))?;
+    avscan_actors::metrics::describe();
+    Ok(ops::Probes::new(
+        metrics,
+        clamd,
+        aws::sqs_client(sdk, &settings.sqs, Duration::ZERO),
+        vec![settings.inbound_queue.clone(), settings.outbound_queue.clone()],
+    ))
+}
+
+/// Connects the adapters, waits for clamd and starts the pipeline.
+async fn start(settings: &Settings, sdk: &SdkConfig, clamd: &clamd::Clamd) -> Result<Pipeline, RunError> {
+    let ports = ports(settings, sdk, clamd).await?;
+    clamd
+        .wait_ready(settings.clamd_ready_timeout)
+        .await
+        .map_err(|err| RunError::ClamdNotReady {
+            address: settings.clamd_address.to_string(),
+            waited: settings.clamd_ready_timeout,
+            detail: err.to_string(),
+        })?;
+    match clamd.command("VERSION").await {
+        Ok(version) => tracing::info!(address = %settings.clamd_address, %version, "clamd ready"),
+        Err(err) => tracing::warn!(error = %err, "clamd answered PING but not VERSION"),
+    }
+    let member_limit = settings.pipeline.archive_member_limit;
+    // A clamd that cannot finish one scan is not ready either: keep trying until the ready
+    // timeout. Only a definite answer below the limit stops avscan at once.
+    let deadline = tokio::time::Instant::now() + settings.clamd_ready_timeout;
+    loop {
+        match limits::verify_member_limit(clamd, member_limit).await {
+            Ok(()) => break,
+            Err(limits::LimitError::Scan(err)) if tokio::time::Instant::now() < deadline => {
+                tracing::warn!(error = %err, "clamd could not scan the start-up canary; trying again");
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            }
+            Err(err) => return Err(err.into()),
+        }
+    }
+    tracing::info!(
+        clamd_max_file_size = member_limit,
+        "clamd scans archive members up to CLAMD_MAX_FILE_SIZE"
+    );
+    Pipeline::start(settings.pipeline.clone(), ports)
+        .await
+        .map_err(|err| RunError::Start(err.to_string()))
+}
+
+/// Runs avscan until `shutdown` resolves, then drains within the grace period.
+pub async fn run(settings: Settings, shutdown: impl std::future::Future<Output = ()>) -> Result<(), RunError> {
+    // Listening for the signal from the start: a SIGTERM while avscan still waits for clamd or
+    // resolves queues is a clean stop too, with nothing in flight.
+    tokio::pin!(shutdown);
+    // One SDK configuration and one clamd client for the probes and the pipeline.
+    let sdk = aws::sdk_config(&[&settings.sqs, &settings.s3, &settings.sns]).await;
+    let clamd = settings.clamd();
+    let probes = probes(&settings, &sdk, clamd.clone())?;
+    let ops_address = ops::serve(settings.ops_address, probes.clone())
+        .await
+        .map_err(|err| RunError::Ops {
+            address: settings.ops_address,
+            detail: err.to_string(),
+        })?;
+    tracing::info!(address = %ops_address, "operations endpoint listening (/metrics, /healthz, /readyz)");
+    let mut pipeline = tokio::select! {
+        () = &mut shutdown => {
+            tracing::info!("shutdown requested before the pipeline started");
+            return Ok(());
+        }
+        started = start(&settings, &sdk, &clamd) => started?,
+    };
+    probes.set(ops::Phase::Running);
+    tracing::info!(
+        inbound = %settings.inbound_queue,
+        max_in_flight = settings.pipeline.max_in_flight,
+        clamd_connections = settings.pipeline.scanner_connections,
+        fetch_concurrency = settings.pipeline.fetch_concurrency,
+        "avscan running"
+    );
+    tokio::select! {
+        () = shutdown => {
+            probes.set(ops::Phase::Stopping);
+            tracing::info!(grace = ?settings.shutdown_grace, in_flight = pipeline.in_flight(), "shutting down");
+            let report = pipeline.shutdown(settings.shutdown_grace).await;
+            tracing::info!(drained = report.drained, released = report.released, "stopped");
+            Ok(())
+        }
+        reason = pipeline.failed() => Err(RunError::Failed(reason)),
+    }
+}

@@ -8,9 +8,9 @@ use std::time::Duration;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Backoff {
     /// The wait after the first failure (`step` 0).
-    pub base: Duration,
+    base: Duration,
     /// The wait never grows beyond this.
-    pub max: Duration,
+    max: Duration,
 }
 
 impl Backoff {

@@ -50,7 +50,7 @@ pub enum Rejection {
 
 impl Rejection {
     /// A short stable label, for logs and counters.
-    pub fn label(&self) -> &'static str {
+    pub(crate) fn label(&self) -> &'static str {
         match self {
             Rejection::MalformedJson(_) => "malformed_json",
             Rejection::NotAnEvent => "not_an_event",

@@ -27,9 +27,12 @@
 //! storm stops the pipeline with an error so that the process exits and its orchestrator
 //! restarts it. [`Pipeline`] (`pipeline.rs`) starts and stops the whole.
 //!
-//! Modules depend one way: [`model`], [`trace`], [`backoff`] and [`metrics`] at the bottom;
-//! [`ports`], [`event`], [`report`] and [`archive_guard`] on them; the ticket, the stages, the
-//! supervisor and the pipeline on top.
+//! Modules depend one way, no two on each other. At the bottom, importing nothing of the crate:
+//! [`trace`], [`backoff`], [`defaults`], [`metrics`], and the `address` and `shutdown` helpers.
+//! Then the `ticket` (on metrics), [`model`] (on the ticket and trace), [`ports`] (on model and
+//! trace), [`event`], [`report`] and [`archive_guard`] (on model and ports), [`restart`] and
+//! [`config`]. The stages use all of these; the supervisor wires the stages; the [`Pipeline`]
+//! façade starts the supervisor.
 //!
 //! # Acknowledgement contract
 //!

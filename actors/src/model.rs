@@ -45,7 +45,7 @@ pub struct ObjectRecord {
 
 impl ObjectRecord {
     /// The body sent to the outbound queue when the object is clean.
-    pub fn outbound_body(&self) -> String {
+    pub(crate) fn outbound_body(&self) -> String {
         match &self.shape {
             // Written around the record rather than through `json!`, which would copy it first.
             EventShape::S3Record(record) => format!(r#"{{"Records":[{record}]}}"#),

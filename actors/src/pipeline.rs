@@ -79,11 +79,12 @@ impl Pipeline {
         self.max_in_flight - self.permits.available_permits()
     }
 
-    /// Resolves when the pipeline gave up (a restart storm), with the reason.
+    /// Resolves when the pipeline gave up, with the reason: a restart storm, or (should its
+    /// own code ever fail) the root supervisor stopping, which leaves nothing running.
     pub async fn failed(&mut self) -> String {
         match self.fatal.wait_for(Option::is_some).await {
             Ok(reason) => reason.clone().unwrap_or_default(),
-            Err(_) => "pipeline stopped".to_owned(),
+            Err(_) => "the root supervisor stopped".to_owned(),
         }
     }
 

@@ -112,20 +112,33 @@ pub struct SendFailure {
 
 /// Why an object store call failed; `bucket` and `key` name the object it was about.
 #[derive(Debug, Clone, thiserror::Error)]
-#[allow(missing_docs)] // the fields are the object's address and what went wrong, as the messages say
 pub enum StoreError {
     /// No such object (or version): for a GET, a newer event or a quarantine already took it.
     #[error("s3://{bucket}/{key} not found")]
-    NotFound { bucket: String, key: String },
+    NotFound {
+        /// The object's bucket.
+        bucket: String,
+        /// The object's key.
+        key: String,
+    },
     /// The object exists but is not the one the event announced (its ETag changed).
     #[error("s3://{bucket}/{key} is not the announced version")]
-    PreconditionFailed { bucket: String, key: String },
+    PreconditionFailed {
+        /// The object's bucket.
+        bucket: String,
+        /// The object's key.
+        key: String,
+    },
     /// Anything else: network, 5xx, throttling, a broken body stream. Retried.
     #[error("{operation} s3://{bucket}/{key} failed: {detail}")]
     Failed {
+        /// The S3 operation, e.g. `GetObject`.
         operation: &'static str,
+        /// The object's bucket.
         bucket: String,
+        /// The object's key.
         key: String,
+        /// What the service or the network said.
         detail: String,
     },
 }

@@ -20,8 +20,6 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 pub const TRACEPARENT: &str = "traceparent";
 /// The W3C trace state's message attribute.
 pub const TRACESTATE: &str = "tracestate";
-/// SQS' system attribute for an X-Ray trace header.
-pub const AWS_TRACE_HEADER: &str = "AWSTraceHeader";
 
 /// Keys longer than this are cut in span attributes (S3 allows 1,024 bytes).
 pub(crate) const MAX_KEY_ATTRIBUTE_BYTES: usize = 256;
@@ -40,7 +38,7 @@ pub struct TraceHeaders {
 impl TraceHeaders {
     /// The context as W3C headers: the message's own `traceparent`, else one translated from
     /// its X-Ray header. Empty when it carried neither (or nothing usable).
-    pub fn w3c(&self) -> HashMap<String, String> {
+    pub(crate) fn w3c(&self) -> HashMap<String, String> {
         let mut headers = HashMap::new();
         if let Some(traceparent) = &self.traceparent {
             headers.insert(TRACEPARENT.to_owned(), traceparent.clone());
@@ -54,7 +52,7 @@ impl TraceHeaders {
     }
 
     /// The sender's span context, when the headers name a valid one.
-    pub fn context(&self) -> Option<opentelemetry::Context> {
+    pub(crate) fn context(&self) -> Option<opentelemetry::Context> {
         let context = TraceContextPropagator::new().extract(&self.w3c());
         context.span().span_context().is_valid().then_some(context)
     }

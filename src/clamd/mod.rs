@@ -10,7 +10,7 @@
 //!   [`parse_scan_reply`].
 //! - `session.rs`: one session, which scans objects with INSTREAM.
 //!
-//! Built by `config.rs` from the settings; used by `lib.rs` (the pipeline's scanners, waiting for
+//! Built by `config.rs` from the settings; used by `run.rs` (the pipeline's scanners, waiting for
 //! clamd), `ops.rs` (`/readyz`), `check.rs`, `scan.rs` (ad-hoc scans), `limits.rs` (the start-up
 //! canary), the benches and the tests against the real clamd.
 

@@ -312,6 +312,7 @@ impl Actor for Acker {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ticket::{Delivery, SettleOutcome};
 
     #[test]
     fn release_delay_doubles_and_is_capped() {
@@ -321,5 +322,34 @@ mod tests {
         assert_eq!(release_delay(4, backoff), Duration::from_secs(40));
         assert_eq!(release_delay(9, backoff), Duration::from_secs(60));
         assert_eq!(release_delay(0, backoff), Duration::from_secs(5));
+    }
+
+    #[test]
+    fn an_acker_address_with_no_acker_behind_it_hands_the_settlement_back() {
+        let permits = Arc::new(tokio::sync::Semaphore::new(1));
+        let delivery = Delivery {
+            message_id: "m".into(),
+            receipt_handle: "rh".into(),
+            receive_count: 1,
+        };
+        let outlet: Arc<dyn SettlementOutlet> = Arc::new(StageAddress::<AckerMsg>::new("acker"));
+        let (message, tickets) = InflightMessage::open(
+            delivery,
+            1,
+            permits.clone().try_acquire_owned().unwrap(),
+            outlet,
+            tracing::Span::none(),
+        );
+        let settlement = Settlement {
+            message,
+            outcome: SettleOutcome::Delete,
+            permit: None,
+        };
+        let address = StageAddress::<AckerMsg>::new("acker");
+        let returned = address.settle(settlement).expect_err("nobody to take it");
+        assert_eq!(returned.outcome, SettleOutcome::Delete);
+        // The ticket settles through the same kind of address: its permit comes back all the same.
+        drop(tickets);
+        assert_eq!(permits.available_permits(), 1);
     }
 }

@@ -45,7 +45,7 @@ fn object_span(message: &Span, object: &ObjectRef) -> Span {
 pub(crate) const MAX_RECEIVE_BATCH: usize = 10;
 
 /// The pause after a failed receive: 400 ms after the first failure, doubling to 12.8 s.
-const RECEIVE_FAILURE_BACKOFF: Backoff = Backoff::new(Duration::from_millis(200), Duration::from_millis(12_800));
+const RECEIVE_FAILURE_BACKOFF: Backoff = Backoff::new(Duration::from_millis(400), Duration::from_millis(12_800));
 
 /// What the poller is told (by itself: each poll ends by asking for the next).
 pub(crate) enum PollerMsg {
@@ -246,7 +246,7 @@ impl Actor for Poller {
             }
             Err(err) => {
                 state.receive_failures += 1;
-                let pause = RECEIVE_FAILURE_BACKOFF.delay(state.receive_failures);
+                let pause = RECEIVE_FAILURE_BACKOFF.delay(state.receive_failures - 1);
                 tracing::warn!(error = %err, ?pause, "receive failed");
                 drop(permits);
                 tokio::select! {

@@ -50,8 +50,13 @@ pub struct ScanSettings {
     pub clamd_address: ClamdAddress,
     pub clamd_chunk_size: usize,
     pub clamd_timeout: Duration,
+    /// clamd's `MaxScanTime`: how long clamd may take after the stream ended.
+    pub clamd_max_scan_time: Duration,
     pub max_file_size: u64,
-    pub archive_member_limit: u64,
+    /// Bytes; `None` until clamd's `MaxFileSize` is discovered at start.
+    pub clamd_max_file_size: Option<u64>,
+    /// Bytes the archive guard may inflate per object.
+    pub archive_inflate_budget: u64,
     pub s3: ServiceEndpoint,
 }
 
@@ -91,9 +96,17 @@ pub struct ConfigArgs {
     #[arg(long, env = "MAX_FILE_SIZE", default_value_t = defaults::MAX_FILE_SIZE_MB, value_parser = clap::value_parser!(u64).range(1..))]
     pub max_file_size: u64,
     /// clamd's MaxFileSize, MB: an archive member larger than this makes the object
-    /// unscannable, because clamd skips such members without an alert. Never more than clamd's.
-    #[arg(long, env = "CLAMD_MAX_FILE_SIZE", default_value_t = defaults::CLAMD_MAX_FILE_SIZE_MB, value_parser = clap::value_parser!(u64).range(1..))]
-    pub clamd_max_file_size: u64,
+    /// unscannable, because clamd truncates such members without an alert. Unset: avscan
+    /// discovers clamd's value at start-up with cheap canaries; set: avscan verifies it.
+    #[arg(long, env = "CLAMD_MAX_FILE_SIZE", value_parser = clap::value_parser!(u64).range(1..=4095))]
+    pub clamd_max_file_size: Option<u64>,
+    /// clamd's MaxScanSize, MB: the most the archive guard inflates of one object before it
+    /// gives up (unscannable), as clamd gives up there too.
+    #[arg(long, env = "CLAMD_MAX_SCAN_SIZE", default_value_t = defaults::CLAMD_MAX_SCAN_SIZE_MB, value_parser = clap::value_parser!(u64).range(1..))]
+    pub clamd_max_scan_size: u64,
+    /// clamd's MaxScanTime, seconds: how long clamd may take to answer after the stream ended.
+    #[arg(long, env = "CLAMD_MAX_SCAN_TIME", default_value_t = defaults::CLAMD_MAX_SCAN_TIME_SECS, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub clamd_max_scan_time: u64,
     /// Long-poll wait of each receive, seconds (0 to 20).
     #[arg(long, env = "VIRUS_SCANNER_WORKER_MSG_WAIT_TIME", default_value_t = 20, value_parser = clap::value_parser!(u64).range(0..=20))]
     pub virus_scanner_worker_msg_wait_time: u64,
@@ -135,8 +148,10 @@ pub struct ConfigArgs {
     /// INSTREAM chunk size in bytes.
     #[arg(long, env = "CLAMD_CHUNK_SIZE", default_value_t = 128 * 1024, value_parser = clap::value_parser!(u64).range(64 * 1024..=16 * 1024 * 1024))]
     pub clamd_chunk_size: u64,
-    /// Longest wait for one clamd read or write, seconds; a stall beyond it is retried.
-    #[arg(long, env = "CLAMD_TIMEOUT", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+    /// Longest stall of one clamd read or write (or of the object's body), seconds; a stall
+    /// beyond it is retried. clamd's answer after the stream ended waits up to
+    /// CLAMD_MAX_SCAN_TIME plus this.
+    #[arg(long, env = "CLAMD_TIMEOUT", default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub clamd_timeout: u64,
     /// How long to wait at start for clamd to answer PING and scan the start-up canary, seconds.
     #[arg(long, env = "CLAMD_READY_TIMEOUT", default_value_t = 120)]
@@ -204,6 +219,10 @@ pub struct Settings {
     pub clamd_address: ClamdAddress,
     pub clamd_chunk_size: usize,
     pub clamd_timeout: Duration,
+    /// clamd's `MaxScanTime`: how long clamd may take after the stream ended.
+    pub clamd_max_scan_time: Duration,
+    /// Bytes; `None` until clamd's `MaxFileSize` is discovered at start.
+    pub clamd_max_file_size: Option<u64>,
     pub clamd_ready_timeout: Duration,
     pub shutdown_grace: Duration,
     pub log_format: LogFormat,
@@ -224,6 +243,7 @@ impl Settings {
     /// The clamd client these settings describe (no connection yet).
     pub fn clamd(&self) -> crate::clamd::Clamd {
         crate::clamd::Clamd::new(self.clamd_address.clone(), self.clamd_chunk_size, self.clamd_timeout)
+            .with_max_scan_time(self.clamd_max_scan_time)
     }
 }
 
@@ -233,8 +253,10 @@ impl ConfigArgs {
             clamd_address: self.clamd_address.clone(),
             clamd_chunk_size: self.clamd_chunk_size as usize,
             clamd_timeout: Duration::from_secs(self.clamd_timeout),
+            clamd_max_scan_time: Duration::from_secs(self.clamd_max_scan_time),
             max_file_size: self.max_file_size.saturating_mul(MIB),
-            archive_member_limit: self.clamd_max_file_size.saturating_mul(MIB),
+            clamd_max_file_size: self.clamd_max_file_size.map(|mb| mb.saturating_mul(MIB)),
+            archive_inflate_budget: self.clamd_max_scan_size.saturating_mul(MIB),
             s3: self.s3_endpoint(),
         }
     }
@@ -273,16 +295,15 @@ impl ConfigArgs {
             });
         }
         let visibility = Duration::from_secs(self.virus_scanner_worker_msg_visibility_timeout);
+        // No bound against the visibility timeout: the heartbeat keeps a message hidden however
+        // long its scan takes, so the old worker's 30 s visibility works with every default.
         let clamd_timeout = Duration::from_secs(self.clamd_timeout);
-        if clamd_timeout >= visibility {
-            return Err(ConfigError {
-                variable: "CLAMD_TIMEOUT",
-                problem: "must be shorter than VIRUS_SCANNER_WORKER_MSG_VISIBILITY_TIMEOUT".into(),
-            });
-        }
+        let clamd_max_file_size = self.clamd_max_file_size.map(|mb| mb.saturating_mul(MIB));
         let mut pipeline = PipelineConfig::new(unprocessed, quarantine);
         pipeline.max_file_size = self.max_file_size.saturating_mul(MIB);
-        pipeline.archive_member_limit = self.clamd_max_file_size.saturating_mul(MIB);
+        // Replaced at start-up by the MaxFileSize verified (or discovered) on clamd.
+        pipeline.archive_member_limit = clamd_max_file_size.unwrap_or(pipeline.archive_member_limit);
+        pipeline.archive_inflate_budget = self.clamd_max_scan_size.saturating_mul(MIB);
         pipeline.max_in_flight = self.max_in_flight as usize;
         pipeline.fetch_concurrency = self.fetch_concurrency as usize;
         pipeline.scanner_connections = self.clamd_connections as usize;
@@ -322,6 +343,8 @@ impl ConfigArgs {
             clamd_address: self.clamd_address.clone(),
             clamd_chunk_size: self.clamd_chunk_size as usize,
             clamd_timeout,
+            clamd_max_scan_time: Duration::from_secs(self.clamd_max_scan_time),
+            clamd_max_file_size,
             clamd_ready_timeout: Duration::from_secs(self.clamd_ready_timeout),
             shutdown_grace: Duration::from_secs(self.shutdown_grace),
             log_format: self.log_format,
@@ -382,7 +405,24 @@ mod tests {
         args.extend(["--clamd-address", "localhost:3310"]);
         assert!(parse(&args).unwrap_err().contains("CLAMD_ADDRESS"));
         let mut args = COMPLETE.to_vec();
-        args.extend(["--clamd-timeout", "300"]);
-        assert!(parse(&args).unwrap_err().starts_with("CLAMD_TIMEOUT"));
+        args.extend(["--clamd-timeout", "0"]);
+        assert!(parse(&args).unwrap_err().contains("CLAMD_TIMEOUT"));
+    }
+
+    #[test]
+    fn the_old_workers_timings_parse_with_every_default() {
+        // Its shipped .env: visibility 30 s, wait 10 s, MAX_FILE_SIZE 400 (MB).
+        let mut args = COMPLETE.to_vec();
+        args.extend([
+            "--virus-scanner-worker-msg-visibility-timeout",
+            "30",
+            "--virus-scanner-worker-msg-wait-time",
+            "10",
+            "--max-file-size",
+            "400",
+        ]);
+        let settings = parse(&args).unwrap();
+        assert_eq!(settings.pipeline.visibility_timeout, Duration::from_secs(30));
+        assert_eq!(settings.clamd_max_file_size, None, "discovered on clamd at start-up");
     }
 }

@@ -29,7 +29,8 @@ pub async fn scan(inputs: &[String], settings: &ScanSettings) -> Outcome {
         settings.clamd_address.clone(),
         settings.clamd_chunk_size,
         settings.clamd_timeout,
-    );
+    )
+    .with_max_scan_time(settings.clamd_max_scan_time);
     let mut store = None;
     let mut worst = Outcome::Clean;
     for input in inputs {
@@ -52,7 +53,12 @@ pub async fn scan(inputs: &[String], settings: &ScanSettings) -> Outcome {
                 ),
                 Outcome::NotClean,
             ),
-            Ok(body) => scan_body(&clamd, body, settings.archive_member_limit).await,
+            Ok(body) => {
+                let member_limit = settings
+                    .clamd_max_file_size
+                    .unwrap_or(avscan_actors::defaults::CLAMD_MAX_FILE_SIZE_MB * avscan_actors::defaults::MIB);
+                scan_body(&clamd, body, member_limit).await
+            }
         };
         println!("{input}: {line}");
         worst = worst.max(outcome);

@@ -19,6 +19,9 @@ pub struct PipelineConfig {
     /// without an alert, so the [`ArchiveGuard`](crate::archive_guard) makes such an object
     /// unscannable instead of clean.
     pub archive_member_limit: u64,
+    /// Bytes the archive guard may inflate per object, all nesting levels together (clamd's
+    /// `MaxScanSize`): past it, the guard gives up and the object is unscannable.
+    pub archive_inflate_budget: u64,
     /// SQS messages in the pipeline at once; bounds every queue inside it.
     pub max_in_flight: usize,
     /// Concurrent S3 GETs (each streams into a scanner).
@@ -48,6 +51,7 @@ impl PipelineConfig {
             quarantine_bucket: quarantine_bucket.into(),
             max_file_size: defaults::MAX_FILE_SIZE_MB * MIB,
             archive_member_limit: defaults::CLAMD_MAX_FILE_SIZE_MB * MIB,
+            archive_inflate_budget: defaults::CLAMD_MAX_SCAN_SIZE_MB * MIB,
             max_in_flight: defaults::MAX_IN_FLIGHT as usize,
             fetch_concurrency: defaults::FETCH_CONCURRENCY as usize,
             scanner_connections: defaults::CLAMD_CONNECTIONS as usize,

@@ -10,6 +10,10 @@ pub const MIB: u64 = 1024 * 1024;
 pub const MAX_FILE_SIZE_MB: u64 = 400;
 /// `CLAMD_MAX_FILE_SIZE`, MB: the `MaxFileSize` of Debian's stock clamd.conf.
 pub const CLAMD_MAX_FILE_SIZE_MB: u64 = 25;
+/// `CLAMD_MAX_SCAN_SIZE`, MB: clamd's compiled-in `MaxScanSize` (and the official image's).
+pub const CLAMD_MAX_SCAN_SIZE_MB: u64 = 400;
+/// `CLAMD_MAX_SCAN_TIME`, seconds: clamd's default `MaxScanTime` (120000 ms).
+pub const CLAMD_MAX_SCAN_TIME_SECS: u64 = 120;
 /// `MAX_IN_FLIGHT`: SQS messages inside avscan at once.
 pub const MAX_IN_FLIGHT: u64 = 64;
 /// `FETCH_CONCURRENCY`: concurrent S3 GETs.

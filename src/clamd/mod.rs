@@ -42,9 +42,14 @@ pub struct Clamd {
     pub address: ClamdAddress,
     /// INSTREAM chunk size; clamd's per-chunk overhead makes small chunks slow (≥ 64 KiB).
     pub chunk_size: usize,
-    /// Longest wait for any one read or write: a stalled clamd becomes a retry, well before the
-    /// message's visibility timeout.
+    /// The stall clock: the longest wait for any one read or write (and for the object's next
+    /// chunk): a stalled clamd or S3 body becomes a retry.
     pub io_timeout: Duration,
+    /// clamd's `MaxScanTime`. The scan clock: after the stream ended, clamd's answer is awaited
+    /// this long plus `io_timeout`, so clamd's own limit (an answer, or its MaxScanTime alert)
+    /// always comes first; past it the session is closed and the scan retried.
+    pub max_scan_time: Duration,
+    /// Shared by clones (the pool's sessions), so session ids are unique in logs and traces.
     next_connection_id: std::sync::Arc<AtomicU64>,
 }
 
@@ -55,8 +60,15 @@ impl Clamd {
             address,
             chunk_size: chunk_size.max(1024),
             io_timeout,
+            max_scan_time: Duration::from_secs(avscan_actors::defaults::CLAMD_MAX_SCAN_TIME_SECS),
             next_connection_id: Default::default(),
         }
+    }
+
+    /// The same client with clamd's `MaxScanTime` set to `max_scan_time`.
+    pub fn with_max_scan_time(mut self, max_scan_time: Duration) -> Self {
+        self.max_scan_time = max_scan_time;
+        self
     }
 
     async fn open(&self) -> Result<ClamdStream, ScanError> {
@@ -120,6 +132,7 @@ impl ScanEngine for Clamd {
             engine,
             self.chunk_size,
             self.io_timeout,
+            self.max_scan_time + self.io_timeout,
         )))
     }
 }

@@ -23,7 +23,10 @@ pub(super) struct ClamdSession {
     next_command: u64,
     engine: String,
     chunk_size: usize,
+    /// The stall clock: any one read or write.
     io_timeout: Duration,
+    /// The scan clock: clamd's answer after the stream ended.
+    reply_timeout: Duration,
     /// Set once clamd is known to close the connection (its size limit) or a write failed.
     closing: bool,
 }
@@ -31,7 +34,14 @@ pub(super) struct ClamdSession {
 impl ClamdSession {
     /// A session on `stream`, which has sent `zIDSESSION` and had `zVERSION` (command 1) answered
     /// with `engine`; its scans are numbered from 2.
-    pub(super) fn new(stream: ClamdStream, id: u64, engine: String, chunk_size: usize, io_timeout: Duration) -> Self {
+    pub(super) fn new(
+        stream: ClamdStream,
+        id: u64,
+        engine: String,
+        chunk_size: usize,
+        io_timeout: Duration,
+        reply_timeout: Duration,
+    ) -> Self {
         Self {
             stream,
             id,
@@ -39,6 +49,7 @@ impl ClamdSession {
             engine,
             chunk_size,
             io_timeout,
+            reply_timeout,
             closing: false,
         }
     }
@@ -112,7 +123,8 @@ impl ClamdSession {
         if let Err(err) = with_timeout(self.io_timeout, "ending INSTREAM", self.stream.write_all(&INSTREAM_END)).await {
             return self.reply_after_failed_write(command, err).await;
         }
-        let reply = read_reply(&mut self.stream, self.io_timeout).await?;
+        // clamd scans only now, for up to its MaxScanTime: the scan clock, not the stall clock.
+        let reply = read_reply(&mut self.stream, self.reply_timeout).await?;
         parse_scan_reply(&reply, Some(command))
     }
 }
@@ -165,6 +177,15 @@ mod tests {
 
     /// A fake clamd on 127.0.0.1:0 that records what it reads and answers with `reply`.
     async fn fake_clamd(reply: &'static str) -> (Clamd, tokio::task::JoinHandle<Vec<u8>>) {
+        fake_clamd_scanning_for(reply, Duration::ZERO).await
+    }
+
+    /// As [`fake_clamd`], taking `scan_time` to answer after the stream ended, as a real clamd
+    /// takes to scan a large object.
+    async fn fake_clamd_scanning_for(
+        reply: &'static str,
+        scan_time: Duration,
+    ) -> (Clamd, tokio::task::JoinHandle<Vec<u8>>) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = ClamdAddress::Tcp(listener.local_addr().unwrap().to_string());
         let server = tokio::spawn(async move {
@@ -185,7 +206,8 @@ mod tests {
                 }
                 received.extend_from_slice(&buf[..n]);
             }
-            socket.write_all(reply.as_bytes()).await.unwrap();
+            tokio::time::sleep(scan_time).await;
+            let _ = socket.write_all(reply.as_bytes()).await;
             received.split_off(start)
         });
         (Clamd::new(address, 1024, Duration::from_secs(5)), server)
@@ -246,5 +268,33 @@ mod tests {
         let (clamd, _server) = fake_clamd("7: stream: OK\0").await;
         let mut session = clamd.connect().await.unwrap();
         assert!(session.scan(body(vec![b"abc"], 3)).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn a_scan_longer_than_the_stall_limit_but_within_max_scan_time_gets_its_verdict() {
+        let (clamd, _server) = fake_clamd_scanning_for("2: stream: OK\0", Duration::from_millis(800)).await;
+        let clamd = Clamd {
+            io_timeout: Duration::from_millis(200),
+            ..clamd
+        }
+        .with_max_scan_time(Duration::from_secs(2));
+        let mut session = clamd.connect().await.unwrap();
+        let outcome = session.scan(body(vec![b"abc"], 3)).await.unwrap();
+        assert_eq!(outcome.verdict, Verdict::Clean);
+    }
+
+    #[tokio::test]
+    async fn a_scan_past_max_scan_time_is_a_timeout_not_a_verdict() {
+        let (clamd, _server) = fake_clamd_scanning_for("2: stream: OK\0", Duration::from_secs(3)).await;
+        let clamd = Clamd {
+            io_timeout: Duration::from_millis(200),
+            ..clamd
+        }
+        .with_max_scan_time(Duration::from_millis(300));
+        let mut session = clamd.connect().await.unwrap();
+        let started = std::time::Instant::now();
+        let result = session.scan(body(vec![b"abc"], 3)).await;
+        assert!(matches!(result, Err(ScanError::Timeout(_))), "{result:?}");
+        assert!(started.elapsed() < Duration::from_secs(2), "waited past the scan clock");
     }
 }

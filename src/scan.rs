@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use avscan_actors::archive_guard;
+use avscan_actors::archive_guard::{self, GuardLimits};
 use avscan_actors::model::{ObjectRef, QuarantineReason, Verdict};
 use avscan_actors::ports::{ObjectBody, ObjectStore, ScanEngine};
 use bytes::Bytes;
@@ -54,10 +54,13 @@ pub async fn scan(inputs: &[String], settings: &ScanSettings) -> Outcome {
                 Outcome::NotClean,
             ),
             Ok(body) => {
-                let member_limit = settings
-                    .clamd_max_file_size
-                    .unwrap_or(avscan_actors::defaults::CLAMD_MAX_FILE_SIZE_MB * avscan_actors::defaults::MIB);
-                scan_body(&clamd, body, member_limit).await
+                let limits = GuardLimits {
+                    member_limit: settings
+                        .clamd_max_file_size
+                        .unwrap_or(avscan_actors::defaults::CLAMD_MAX_FILE_SIZE_MB * avscan_actors::defaults::MIB),
+                    inflate_budget: settings.archive_inflate_budget,
+                };
+                scan_body(&clamd, body, limits).await
             }
         };
         println!("{input}: {line}");
@@ -66,13 +69,17 @@ pub async fn scan(inputs: &[String], settings: &ScanSettings) -> Outcome {
     worst
 }
 
-async fn scan_body(clamd: &clamd::Clamd, body: ObjectBody, member_limit: u64) -> (String, Outcome) {
+async fn scan_body(clamd: &clamd::Clamd, body: ObjectBody, limits: GuardLimits) -> (String, Outcome) {
     let mut session = match clamd.connect().await {
         Ok(session) => session,
         Err(err) => return (format!("ERROR {err}"), Outcome::Error),
     };
-    let (guarded, archive_check) = archive_guard::check_while_streaming(body, member_limit);
-    match session.scan(guarded).await.map(|outcome| archive_check.apply(outcome)) {
+    let (guarded, archive_check) = archive_guard::check_while_streaming(body, limits);
+    let scanned = match session.scan(guarded).await {
+        Ok(outcome) => Ok(archive_check.apply(outcome).await),
+        Err(err) => Err(err),
+    };
+    match scanned {
         Ok(outcome) => match outcome.verdict {
             Verdict::Clean => ("OK".into(), Outcome::Clean),
             Verdict::Infected { signature } => (format!("{signature} FOUND"), Outcome::NotClean),

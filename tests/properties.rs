@@ -4,7 +4,7 @@
 //! Every input gets a typed result, never a panic; only clamd's exact `stream: OK` is clean.
 
 use avscan::clamd::parse_scan_reply;
-use avscan_actors::archive_guard::ArchiveGuard;
+use avscan_actors::archive_guard::{ArchiveGuard, GuardLimits};
 use avscan_actors::event::{decode_event_key, parse_message, validate_key, ParsedMessage};
 use avscan_actors::model::Verdict;
 use proptest::prelude::*;
@@ -147,7 +147,7 @@ proptest! {
         let mut input = bytes;
         let at = at.min(input.len());
         input.splice(at..at, header);
-        let mut guard = ArchiveGuard::new(1024);
+        let mut guard = ArchiveGuard::new(GuardLimits { member_limit: 1024, inflate_budget: 64 * 1024 });
         let mut rest = &input[..];
         for cut in cuts.iter().cycle() {
             if rest.is_empty() {
@@ -157,6 +157,6 @@ proptest! {
             guard.feed(piece);
             rest = tail;
         }
-        let _ = guard.finding();
+        let _ = guard.finish();
     }
 }

@@ -11,6 +11,7 @@ use ractor::{Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, SpawnErr, 
 use tokio::sync::{watch, Semaphore};
 
 use crate::address::StageAddress;
+use crate::archive_guard::GuardLimits;
 use crate::backoff::Backoff;
 use crate::config::PipelineConfig;
 use crate::model::RecordJob;
@@ -174,11 +175,14 @@ impl SupervisorState {
             }
             Stage::ScanPool => {
                 let engine = w.ports.scanner.clone();
-                let archive_member_limit = w.config.archive_member_limit;
+                let guard_limits = GuardLimits {
+                    member_limit: w.config.archive_member_limit,
+                    inflate_budget: w.config.archive_inflate_budget,
+                };
                 let spawn: SpawnWorker<ScanJob> = Arc::new(move |slot, pool| {
                     let args = ScannerArguments {
                         engine: engine.clone(),
-                        archive_member_limit,
+                        guard_limits,
                         slot,
                     };
                     Box::pin(async move { Ok(Actor::spawn_linked(None, Scanner, args, pool).await?.0) })

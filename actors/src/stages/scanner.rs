@@ -14,7 +14,7 @@ use tokio::sync::oneshot;
 use tracing::{Instrument, Span};
 
 use super::pool::WorkerSlot;
-use crate::archive_guard;
+use crate::archive_guard::{self, GuardLimits};
 use crate::metrics::Latency;
 use crate::model::ScanOutcome;
 use crate::ports::{ObjectBody, ScanEngine, ScanError, ScanSession};
@@ -43,8 +43,8 @@ pub(crate) struct Scanner;
 pub(crate) struct ScannerArguments {
     /// Opens the scanner's session.
     pub(crate) engine: Arc<dyn ScanEngine>,
-    /// Bytes; see [`PipelineConfig::archive_member_limit`](crate::PipelineConfig).
-    pub(crate) archive_member_limit: u64,
+    /// How far the archive guard follows each body (see [`PipelineConfig`](crate::PipelineConfig)).
+    pub(crate) guard_limits: GuardLimits,
     /// Tells the scan pool when this scanner is free.
     pub(crate) slot: WorkerSlot<ScanJob>,
 }
@@ -74,7 +74,7 @@ impl ScannerState {
         };
         span.record("clamd.connection.id", session.id());
         let size = body.content_length;
-        let (guarded, archive_check) = archive_guard::check_while_streaming(body, self.arguments.archive_member_limit);
+        let (guarded, archive_check) = archive_guard::check_while_streaming(body, self.arguments.guard_limits);
         let started = std::time::Instant::now();
         let result = session.scan(guarded).await;
         if result.is_err() {
@@ -85,7 +85,7 @@ impl ScannerState {
         if result.is_ok() {
             metrics::counter!(crate::metrics::BYTES_SCANNED).increment(size);
         }
-        result.map(|outcome| archive_check.apply(outcome))
+        Ok(archive_check.apply(result?).await)
     }
 }
 

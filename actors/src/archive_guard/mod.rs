@@ -1,0 +1,182 @@
+//! The archive guard: it watches the bytes on their way to clamd and turns a clean verdict into
+//! unscannable wherever clamd would not have looked at everything without saying so. clamd
+//! answers `stream: OK` for content it silently skipped (read from libclamav 1.4's `unzip.c`,
+//! `untar.c`, `scanners.c`; the README's Guarantees list the cases):
+//!
+//! - a zip member larger than `MaxFileSize` is cut at the limit and the rest never scanned, even
+//!   with `AlertExceedsMax yes` (Cisco-Talos/clamav#633), wherever the zip sits;
+//! - zip members clamd does not extract: methods other than stored, deflate, deflate64, implode
+//!   and bzip2; encrypted, masked, zip64 or data-descriptor members of an embedded zip; members
+//!   no central directory names (a zip without one yields nothing); a deflate stream that breaks
+//!   off, or ends past its compressed size; a stored member whose sizes disagree;
+//! - tar members hidden from its header walk (a POSIX header without its magic, a size it cannot
+//!   read, data behind a link entry);
+//! - containers it opens but the guard cannot follow (bzip2, xz, 7z, RAR, CAB).
+//!
+//! The guard models what clamd extracts, layer by layer (`layer.rs`): the object, then every
+//! member or decompressed stream clamd would scan as a file of its own, typed from its first
+//! bytes as clamd types it. It follows zip (`zip.rs`: stored and deflated members, through the
+//! central directory as clamd does, and zips embedded after other bytes), gzip (`gzip.rs`) and
+//! tar (`tar.rs`). Whatever it cannot follow to the end makes the object unscannable, each case
+//! with a signature of its own ([`FindingKind`]): nesting deeper than [`MAX_DEPTH`], more than
+//! the inflate budget (clamd's `MaxScanSize`), a member method it cannot inflate, a header that
+//! clamd would misread.
+//!
+//! Its work per object is bounded (bytes inflated, depth, members) and, through
+//! [`check_while_streaming`], runs on a blocking thread of its own beside the stream, so no
+//! object can stall other scans, heartbeats or deletes. It only ever turns clean into
+//! unscannable, never a detection into clean.
+
+mod context;
+mod finding;
+mod gzip;
+mod layer;
+mod tar;
+mod zip;
+mod zip_embedded;
+mod zip_headers;
+mod zip_member;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use futures::StreamExt;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use crate::model::{QuarantineReason, ScanOutcome, Verdict};
+use crate::ports::ObjectBody;
+use context::Context;
+pub use finding::{ArchiveFinding, FindingKind, GuardLimits, MAX_DEPTH, MAX_MEMBERS};
+use layer::Layer;
+
+/// Watches one object's bytes: [`feed`](Self::feed) every chunk in order, then
+/// [`finish`](Self::finish): some findings (a zip's central directory) are only known at the end.
+pub struct ArchiveGuard {
+    context: Context,
+    root: Layer,
+    finding: Option<ArchiveFinding>,
+}
+
+impl ArchiveGuard {
+    /// A guard for one object.
+    pub fn new(limits: GuardLimits) -> Self {
+        Self {
+            context: Context::new(limits, layer::open),
+            root: Layer::new(0),
+            finding: None,
+        }
+    }
+
+    /// Looks at the next bytes of the object; after a finding, nothing more is done.
+    pub fn feed(&mut self, bytes: &[u8]) {
+        if self.finding.is_none() {
+            if let Err(finding) = self.root.feed(bytes, &mut self.context) {
+                self.finding = Some(finding);
+            }
+        }
+    }
+
+    /// The end of the object: what the guard found, if anything.
+    pub fn finish(mut self) -> Option<ArchiveFinding> {
+        if self.finding.is_none() {
+            if let Err(finding) = self.root.finish(&mut self.context) {
+                self.finding = Some(finding);
+            }
+        }
+        self.finding
+    }
+
+    /// True once something was found: the rest of the object need not be looked at.
+    pub fn has_finding(&self) -> bool {
+        self.finding.is_some()
+    }
+}
+
+/// Chunks waiting for the guard's thread; the stream to clamd waits when it falls behind.
+const GUARD_QUEUE: usize = 8;
+
+/// Wraps `body` so that every chunk also goes to a guard on a blocking thread of its own; the
+/// returned [`ArchiveCheck`] then applies what the guard found to the engine's verdict. One way
+/// for the pipeline's scanners and for `avscan scan` alike. Needs a Tokio runtime.
+pub fn check_while_streaming(body: ObjectBody, limits: GuardLimits) -> (ObjectBody, ArchiveCheck) {
+    let (sender, mut receiver) = mpsc::channel::<bytes::Bytes>(GUARD_QUEUE);
+    let cancelled = Arc::new(AtomicBool::new(false));
+    let guard = tokio::task::spawn_blocking({
+        let cancelled = cancelled.clone();
+        move || {
+            let mut guard = ArchiveGuard::new(limits);
+            while let Some(chunk) = receiver.blocking_recv() {
+                if cancelled.load(Ordering::Relaxed) {
+                    return None;
+                }
+                guard.feed(&chunk);
+                if guard.has_finding() {
+                    // Dropping the receiver makes further sends fail at once: clamd still gets
+                    // every byte, the guard stops working.
+                    break;
+                }
+            }
+            guard.finish()
+        }
+    });
+    let chunks = body
+        .chunks
+        .then(move |chunk| {
+            let sender = sender.clone();
+            async move {
+                if let Ok(bytes) = &chunk {
+                    let _ = sender.send(bytes.clone()).await;
+                }
+                chunk
+            }
+        })
+        .boxed();
+    let guarded = ObjectBody {
+        content_length: body.content_length,
+        chunks,
+    };
+    (guarded, ArchiveCheck { guard, cancelled })
+}
+
+/// The guard of one body, running; [`apply`](Self::apply) waits for it once the engine answered.
+pub struct ArchiveCheck {
+    guard: JoinHandle<Option<ArchiveFinding>>,
+    cancelled: Arc<AtomicBool>,
+}
+
+impl ArchiveCheck {
+    /// A clean verdict does not stand when the guard found content the engine skipped. Call it
+    /// after the body was streamed to the end (the engine's answer means it was).
+    pub async fn apply(self, mut outcome: ScanOutcome) -> ScanOutcome {
+        if outcome.verdict != Verdict::Clean {
+            self.cancelled.store(true, Ordering::Relaxed);
+            return outcome;
+        }
+        let finding = match self.guard.await {
+            Ok(finding) => finding,
+            // The guard panicked: what it would have said is unknown, so nothing is clean.
+            Err(err) => Some(ArchiveFinding::new(
+                FindingKind::Malformed,
+                0,
+                format!("guard failed: {err}"),
+            )),
+        };
+        if let Some(finding) = finding {
+            tracing::warn!(
+                signature = finding.kind.signature(),
+                depth = finding.depth,
+                detail = %finding.detail,
+                "the archive guard saw content clamd skips; unscannable, not clean"
+            );
+            outcome.verdict = Verdict::Unscannable {
+                reason: QuarantineReason::Unscannable,
+                signature: Some(finding.kind.signature().into()),
+            };
+        }
+        outcome
+    }
+}
+
+#[cfg(test)]
+mod tests;

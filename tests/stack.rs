@@ -119,6 +119,57 @@ async fn a_test_marker_deep_inside_a_file_is_found_with_config_from_dotenv_and_q
     assert_eq!(avscan.stop().await, Some(0));
 }
 
+/// The old worker's shipped `.env`, as its users will copy it: its timings (visibility 30 s,
+/// wait 10 s, MAX_FILE_SIZE 400), the per-service AWS variables, and variables of its other
+/// workers that avscan must ignore. Nothing of avscan's own: no CLAMD_* (the default address is
+/// the local stack's clamd, whose MaxFileSize avscan then discovers).
+fn old_worker_dotenv(env: &TestEnv) -> std::collections::HashMap<String, String> {
+    let mut dotenv: std::collections::HashMap<String, String> = [
+        ("APP_RUN_MODE", "virus_scanner".to_owned()),
+        ("UNPROCESSED_BUCKET_NAME", env.unprocessed.clone()),
+        ("QUARANTINE_BUCKET_NAME", env.quarantine.clone()),
+        ("ARCHIVE_BUCKET_NAME", "archive".to_owned()),
+        ("VIRUS_SCANNING_QUEUE_NAME", env.inbound_name.clone()),
+        ("VALIDATION_QUEUE_NAME", env.validation_name.clone()),
+        ("ARCHIVE_QUEUE_NAME", "archive".to_owned()),
+        ("VALIDATOR_QUEUE_NAME", "validator".to_owned()),
+        ("VIRUS_NOTIFICATION_TOPIC_ARN", env.topic_arn.clone()),
+        ("VIRUS_SCANNER_WORKER_MSG_WAIT_TIME", "10".to_owned()),
+        ("VIRUS_SCANNER_WORKER_MSG_VISIBILITY_TIMEOUT", "30".to_owned()),
+        ("VALIDATOR_WORKER_MSG_WAIT_TIME", "10".to_owned()),
+        ("ARCHIVE_WORKER_MSG_VISIBILITY_TIMEOUT", "60".to_owned()),
+        ("MAX_FILE_SIZE", "400".to_owned()),
+        ("AUDIT_EVENT_RESEND_INTERVAL", "43200".to_owned()),
+    ]
+    .into_iter()
+    .map(|(name, value)| (name.to_owned(), value))
+    .collect();
+    for service in ["S3", "SQS", "SNS"] {
+        dotenv.insert(format!("AWS_{service}_ENDPOINT_URL"), endpoint());
+        dotenv.insert(format!("AWS_{service}_REGION"), REGION.into());
+        dotenv.insert(format!("AWS_{service}_ACCESS_KEY_ID"), "test".into());
+        dotenv.insert(format!("AWS_{service}_SECRET_ACCESS_KEY"), "test".into());
+    }
+    dotenv
+}
+
+#[tokio::test]
+async fn the_old_workers_dotenv_runs_unchanged() {
+    let env = TestEnv::new(true).await;
+    // Only what a shell gives every process, plus a free port for the ops endpoint (tests run
+    // side by side; the default 9090 would be shared).
+    let environment = [("OPS_ADDRESS".to_owned(), "127.0.0.1:0".to_owned())].into_iter().collect();
+    let avscan = Avscan::start_in(&environment, &old_worker_dotenv(&env));
+    env.put("guid/clean.txt", b"clean content").await;
+    env.put("guid/eicar.com", EICAR).await;
+    env.wait_for_object(&env.quarantine, "guid/eicar.com.report.json", Duration::from_secs(120))
+        .await;
+    let forwarded = env.drain_forwarded(1, Duration::from_secs(60)).await;
+    assert_eq!(forwarded.get("guid/clean.txt"), Some(&1), "{forwarded:?}\n{}", avscan.log_text());
+    env.wait_inbound_empty(WAIT).await;
+    assert_eq!(avscan.stop().await, Some(0));
+}
+
 #[tokio::test]
 async fn objects_over_max_file_size_are_quarantined_as_too_large() {
     let env = TestEnv::new(true).await;

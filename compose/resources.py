@@ -69,6 +69,8 @@ def main():
     env["CLAMD_ADDRESS"] = "tcp://127.0.0.1:3310"
     # compose/clamav/clamd.conf's MaxFileSize: archive members up to this are scanned.
     env["CLAMD_MAX_FILE_SIZE"] = "400"
+    # ... and its MaxScanSize: the archive guard extracts up to this much of one object.
+    env["CLAMD_MAX_SCAN_SIZE"] = "1600"
     env["VIRUS_SCANNER_WORKER_MSG_WAIT_TIME"] = "2"
     with open(args.env_file, "w") as out:
         out.write("# written by compose/resources.py for the local stack\n")

@@ -11,8 +11,8 @@
 //! - `session.rs`: one session, which scans objects with INSTREAM.
 //!
 //! Built by `config.rs` from the settings; used by `run.rs` (the pipeline's scanners, waiting for
-//! clamd), `ops.rs` (`/readyz`), `check.rs`, `scan.rs` (ad-hoc scans), `limits.rs` (the start-up
-//! canary), the benches and the tests against the real clamd.
+//! clamd), `ops.rs` (`/readyz`), `check.rs`, `scan.rs` (ad-hoc scans), `limits/` (the start-up
+//! canaries), the benches and the tests against the real clamd.
 
 mod address;
 mod protocol;
@@ -24,12 +24,15 @@ use std::time::Duration;
 use async_trait::async_trait;
 use avscan_actors::backoff::Backoff;
 use avscan_actors::ports::{ScanEngine, ScanError, ScanSession};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 pub use self::address::ClamdAddress;
 use self::address::ClamdStream;
 pub use self::protocol::parse_scan_reply;
-use self::protocol::{command_frame, parse_version_reply, read_reply, with_timeout, SESSION_START};
+use self::protocol::{
+    command_frame, parse_stream_limit_reply, parse_version_reply, read_reply, stream_limit_probe_frame, with_timeout,
+    SESSION_START,
+};
 use self::session::ClamdSession;
 
 /// Pauses between PINGs while clamd is not ready: 100 ms, doubling up to 5 s.
@@ -97,6 +100,44 @@ impl Clamd {
             "PONG" => Ok(()),
             other => Err(ScanError::UnexpectedReply(other.to_owned())),
         }
+    }
+
+    /// Whether clamd's `StreamMaxLength` admits a stream of `len` bytes, asked without sending
+    /// them: an INSTREAM whose one chunk header declares `len` bytes, then the end of our side of
+    /// the connection. clamd checks the declared length before it reads the chunk: over its limit
+    /// it answers `INSTREAM size limit exceeded` at once (`false`); within it, it waits for the
+    /// bytes and closes without a word when the connection ends (`true`). A few hundred bytes on
+    /// the wire whatever `len` is. Any other reply is an error.
+    pub async fn stream_limit_admits(&self, len: u32) -> Result<bool, ScanError> {
+        let mut stream = self.open().await?;
+        with_timeout(
+            self.io_timeout,
+            "declaring a chunk",
+            stream.write_all(&stream_limit_probe_frame(len)),
+        )
+        .await?;
+        with_timeout(self.io_timeout, "ending the stream", stream.shutdown()).await?;
+        let mut reply = Vec::new();
+        let read = async {
+            let mut buf = [0u8; 256];
+            loop {
+                match stream.read(&mut buf).await {
+                    Ok(0) => return Ok(()),
+                    Ok(n) => reply.extend_from_slice(&buf[..n]),
+                    // clamd may reset the connection after its reply; the reply decides.
+                    Err(_) if !reply.is_empty() => return Ok(()),
+                    Err(err) => return Err(err),
+                }
+                if reply.len() > 4096 {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::InvalidData,
+                        "clamd reply too long",
+                    ));
+                }
+            }
+        };
+        with_timeout(self.io_timeout, "reading reply", read).await?;
+        parse_stream_limit_reply(&reply)
     }
 
     /// Waits until clamd answers PING, logging while it waits, for at most `limit`.

@@ -29,6 +29,31 @@ pub(super) fn command_frame(command: &str) -> Vec<u8> {
     format!("z{command}\0").into_bytes()
 }
 
+/// An INSTREAM command followed by the header of one chunk of `len` bytes and nothing else:
+/// clamd compares a chunk's declared length with what is left of its `StreamMaxLength` before it
+/// reads the chunk (`handle_stream` in clamd's `server-th.c`), so this asks whether it would
+/// take a stream that long without sending it.
+pub(super) fn stream_limit_probe_frame(len: u32) -> Vec<u8> {
+    let mut frame = INSTREAM_START.to_vec();
+    frame.extend_from_slice(&len.to_be_bytes());
+    frame
+}
+
+/// What clamd sent in answer to [`stream_limit_probe_frame`] before it closed the connection:
+/// nothing (it waited for the chunk until we ended the connection: the length is admitted) or
+/// its size-limit error (refused).
+pub(super) fn parse_stream_limit_reply(reply: &[u8]) -> Result<bool, ScanError> {
+    let text = String::from_utf8_lossy(reply);
+    let text = text.trim_end_matches(['\0', '\n']);
+    if text.is_empty() {
+        Ok(true)
+    } else if text.starts_with("INSTREAM size limit exceeded") {
+        Ok(false)
+    } else {
+        Err(ScanError::UnexpectedReply(text.to_owned()))
+    }
+}
+
 /// One INSTREAM chunk: its length as 4 big-endian bytes, then the bytes, without copying them.
 pub(super) fn chunk_frame(chunk: &[u8]) -> impl Buf + '_ {
     let header = (chunk.len() as u32).to_be_bytes();
@@ -170,5 +195,17 @@ mod tests {
         ] {
             assert!(parse_scan_reply(bad, Some(2)).is_err(), "{bad:?} must not be a verdict");
         }
+    }
+
+    #[test]
+    fn the_stream_limit_probe_declares_one_chunk_and_reads_silence_as_admitted() {
+        assert_eq!(
+            stream_limit_probe_frame(0x0102_0304),
+            b"zINSTREAM\0\x01\x02\x03\x04".to_vec()
+        );
+        assert!(parse_stream_limit_reply(b"").unwrap());
+        assert!(!parse_stream_limit_reply(b"INSTREAM size limit exceeded. ERROR\0").unwrap());
+        assert!(parse_stream_limit_reply(b"UNKNOWN COMMAND\0").is_err());
+        assert!(parse_stream_limit_reply(b"COMMAND READ TIMED OUT\n").is_err());
     }
 }

@@ -301,8 +301,10 @@ async fn upload_large(env: &TestEnv, key: &str, size: usize) {
 
 async fn memory_with_a_large_object(large_mib: usize) {
     let limit = format!("{}M", large_mib + 64);
+    // MaxScanSize above MaxFileSize, as avscan requires at start-up.
+    let scan_limit = format!("{}M", 2 * (large_mib + 64));
     let mut clamd = LocalClamd::configure(&format!(
-        "StreamMaxLength {limit}\nMaxFileSize {limit}\nMaxScanSize {limit}\nMaxThreads 20"
+        "StreamMaxLength {limit}\nMaxFileSize {limit}\nMaxScanSize {scan_limit}\nMaxThreads 20"
     ));
     clamd.start();
     let env = Arc::new(TestEnv::new(true).await);

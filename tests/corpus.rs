@@ -674,6 +674,8 @@ async fn clamd_limits_are_unscannable_and_the_zip_hole_is_closed() {
     let mut vars = env.avscan_env();
     vars.insert("CLAMD_ADDRESS".into(), clamd.address());
     vars.insert("CLAMD_MAX_FILE_SIZE".into(), "10".into());
+    // Within the clamd's StreamMaxLength, as avscan requires.
+    vars.insert("MAX_FILE_SIZE".into(), "60".into());
     run(&env, &vars, archive_limit_cases()).await;
 }
 

@@ -455,13 +455,18 @@ async fn avscan_waits_for_a_clamd_that_starts_after_it_and_talks_over_a_unix_soc
 #[tokio::test]
 async fn clamds_own_stream_limit_makes_an_object_unscannable_as_too_large_not_clean() {
     // clamd cuts the stream at 1 MB and closes; avscan must read its reply after the failed write.
-    let mut clamd = LocalClamd::configure("StreamMaxLength 1M");
+    // avscan refuses to start with a StreamMaxLength below MAX_FILE_SIZE, so clamd's limit is
+    // lowered under a running avscan, as a changed clamd.conf and a restarted clamd would.
+    let mut clamd = LocalClamd::configure("");
     clamd.start();
     let env = TestEnv::new(true).await;
     let mut vars = env.avscan_env();
     vars.insert("CLAMD_ADDRESS".into(), clamd.address());
     vars.insert("CLAMD_CHUNK_SIZE".into(), "65536".into());
     let avscan = Avscan::start(&vars);
+    avscan.wait_for_log("avscan running", WAIT).await;
+    clamd.reconfigure("StreamMaxLength 1M");
+    clamd.wait_ready().await;
     env.put("guid/over-clamd-limit.bin", &vec![b'z'; 8 * 1024 * 1024]).await;
     let report: Value = serde_json::from_slice(
         &env.wait_for_object(&env.quarantine, "guid/over-clamd-limit.bin.report.json", WAIT)

@@ -122,8 +122,16 @@ impl Drop for Avscan {
     }
 }
 
-/// A clamd of the test's own on a unix socket, with the project's signatures and extra config
-/// lines; started when asked (so a test can start it late) and killed on drop.
+/// What avscan proves of clamd at start-up (see `src/limits/`), set as the local stack's
+/// clamd.conf sets it: alerts for what passes a limit and for encrypted archives, and a stream
+/// limit of avscan's default MAX_FILE_SIZE. A test's own lines come first and win: clamd takes
+/// the first occurrence of an option (measured: `AlertExceedsMax yes` then `AlertExceedsMax no`
+/// alerts).
+const AVSCAN_NEEDS: &str = "AlertExceedsMax yes\nAlertEncrypted yes\nStreamMaxLength 400M";
+
+/// A clamd of the test's own on a unix socket, with the project's signatures, the test's extra
+/// config lines and then what avscan needs of clamd; started when asked (so a test can start it
+/// late) and killed on drop.
 pub struct LocalClamd {
     dir: PathBuf,
     /// The unix socket clamd listens on once started.
@@ -133,29 +141,50 @@ pub struct LocalClamd {
 }
 
 impl LocalClamd {
-    /// Writes the config (the project's signatures, `extra_config` appended); does not start clamd.
+    /// Writes the config (the project's signatures, `extra_config`, then [`AVSCAN_NEEDS`], which
+    /// `extra_config` overrides); does not start clamd.
     pub fn configure(extra_config: &str) -> LocalClamd {
         let dir = std::env::temp_dir().join(format!("avscan-clamd-{}", uuid::Uuid::new_v4().simple()));
         std::fs::create_dir_all(&dir).unwrap();
         let socket = dir.join("clamd.sock");
-        let db = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("compose/clamav/db");
         let conf = dir.join("clamd.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "LocalSocket {}\nDatabaseDirectory {}\nForeground yes\nLogFile {}\n{extra_config}\n",
-                socket.display(),
-                db.display(),
-                dir.join("clamd.log").display()
-            ),
-        )
-        .unwrap();
-        LocalClamd {
+        let clamd = LocalClamd {
             dir,
             socket,
             conf,
             child: None,
-        }
+        };
+        clamd.write_config(extra_config);
+        clamd
+    }
+
+    /// Writes the config file; clamd reads it when it starts.
+    fn write_config(&self, extra_config: &str) {
+        let db = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("compose/clamav/db");
+        std::fs::write(
+            &self.conf,
+            format!(
+                "LocalSocket {}\nDatabaseDirectory {}\nForeground yes\nLogFile {}\n{extra_config}\n{AVSCAN_NEEDS}\n",
+                self.socket.display(),
+                db.display(),
+                self.dir.join("clamd.log").display()
+            ),
+        )
+        .unwrap();
+    }
+
+    /// Kills clamd and starts it again, on the same socket, configured with `extra_config` instead:
+    /// a clamd whose configuration changed under a running avscan.
+    pub fn reconfigure(&mut self, extra_config: &str) {
+        self.kill();
+        self.write_config(extra_config);
+        self.start();
+    }
+
+    /// Waits until clamd answers PING on its socket.
+    pub async fn wait_ready(&self) {
+        let client = avscan::clamd::Clamd::new(self.address().parse().unwrap(), 65536, Duration::from_secs(5));
+        client.wait_ready(Duration::from_secs(30)).await.unwrap();
     }
 
     /// The socket as avscan's CLAMD_ADDRESS (`unix://…`).

@@ -1,7 +1,8 @@
 //! `avscan check`: the first thing to run against a new deployment. Resolves every queue, bucket
-//! and topic the configuration names and asks clamd for PING, VERSION and the start-up canary,
-//! printing one line per check (`ok` or `FAIL`, the variable, what was found). Every check runs
-//! even after a failure, so one run shows everything that is wrong.
+//! and topic the configuration names and asks clamd for PING, VERSION and the start-up canaries
+//! (one line per clamd.conf setting avscan proves, see `limits`), printing one line per check
+//! (`ok` or `FAIL`, the variable or setting, what was found). Every check runs even after a
+//! failure, so one run shows everything that is wrong.
 
 use std::fmt::Display;
 
@@ -50,17 +51,17 @@ pub async fn check(settings: &Settings) -> bool {
     match clamd.ping().await {
         Ok(()) => {
             report(line(what, clamd.command("VERSION").await, |version| version));
-            let limit = settings.pipeline.archive_member_limit;
-            report(line(
-                "clamd MaxFileSize".into(),
-                limits::verify_member_limit(&clamd, limit).await,
-                |()| {
-                    format!(
-                        "scans files of CLAMD_MAX_FILE_SIZE ({} MB) completely",
-                        limit / (1024 * 1024)
-                    )
-                },
-            ));
+            let expected = limits::Expected {
+                member_limit: settings.clamd_max_file_size,
+                max_file_size: settings.pipeline.max_file_size,
+            };
+            for (setting, finding) in limits::prove(&clamd, &expected).await.findings {
+                report(Line {
+                    ok: finding.is_proven(),
+                    what: format!("clamd {setting}"),
+                    detail: finding.to_string(),
+                });
+            }
         }
         Err(err) => report(line::<(), _>(what, Err(err), |_| String::new())),
     }

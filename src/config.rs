@@ -26,8 +26,9 @@ pub struct Cli {
 pub enum Command {
     /// Run the scanner until SIGTERM or SIGINT.
     Run(Box<ConfigArgs>),
-    /// Check the configuration against the real services: clamd (PING, VERSION, its
-    /// MaxFileSize), every queue, both buckets and the topic; one line each, exit 1 on a failure.
+    /// Check the configuration against the real services: clamd (PING, VERSION, and the five
+    /// clamd.conf settings avscan proves), every queue, both buckets and the topic; one line
+    /// each, exit 1 on a failure.
     Check(Box<ConfigArgs>),
     /// Scan files or S3 objects now, through the same clamd client and rules; one line each.
     /// Exit 0 if all are clean, 1 if any is infected or unscannable, 2 on an error (clamdscan's
@@ -98,7 +99,7 @@ pub struct ConfigArgs {
     /// clamd's MaxFileSize, MB: an archive member larger than this makes the object
     /// unscannable, because clamd truncates such members without an alert. Unset: avscan
     /// discovers clamd's value at start-up with cheap canaries; set: avscan verifies it.
-    #[arg(long, env = "CLAMD_MAX_FILE_SIZE", value_parser = clap::value_parser!(u64).range(1..=4095))]
+    #[arg(long, env = "CLAMD_MAX_FILE_SIZE", value_parser = clap::value_parser!(u64).range(1..=crate::limits::MAX_MEMBER_LIMIT_MB))]
     pub clamd_max_file_size: Option<u64>,
     /// clamd's MaxScanSize, MB: the most the archive guard inflates of one object before it
     /// gives up (unscannable), as clamd gives up there too.

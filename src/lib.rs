@@ -6,7 +6,7 @@
 //!   environment);
 //! - [`aws`]: the SQS, S3 and SNS adapters, one file per service; [`clamd`]: our clamd client;
 //! - [`run`](mod@run): `avscan run`, which wires the adapters into a pipeline and runs it until shutdown;
-//!   [`limits`]: its start-up canary; [`ops`]: `/metrics`, `/healthz`, `/readyz`;
+//!   [`limits`]: its start-up canaries, which prove clamd's configuration; [`ops`]: `/metrics`, `/healthz`, `/readyz`;
 //!   [`telemetry`]: logs and trace export;
 //! - [`check`]: `avscan check`; [`scan`]: `avscan scan`.
 

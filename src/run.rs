@@ -1,7 +1,7 @@
 //! `avscan run`: builds the adapters from the settings (resolving the queues), serves the
-//! operations endpoint, waits for clamd and proves its `MaxFileSize` with the start-up canary,
-//! then runs the pipeline until the shutdown signal and drains it. [`RunError`] says why it
-//! ended early; `main` turns it into the exit code.
+//! operations endpoint, waits for clamd and proves its configuration with the start-up canaries
+//! (`limits`), then runs the pipeline until the shutdown signal and drains it. [`RunError`] says
+//! why it ended early; `main` turns it into the exit code.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,7 +24,7 @@ pub enum RunError {
     #[error(transparent)]
     Queue(#[from] avscan_actors::ports::QueueError),
     #[error(transparent)]
-    ClamdLimits(#[from] limits::LimitError),
+    ClamdConfig(#[from] limits::ConfigError),
     #[error("operations endpoint on {address}: {detail}")]
     Ops {
         address: std::net::SocketAddr,
@@ -93,7 +93,8 @@ fn probes(settings: &Settings, sdk: &SdkConfig, clamd: clamd::Clamd) -> Result<A
     ))
 }
 
-/// Connects the adapters, waits for clamd and starts the pipeline.
+/// Connects the adapters, waits for clamd, proves its configuration and starts the pipeline
+/// with the archive guard's member limit set to clamd's proven MaxFileSize.
 async fn start(settings: &Settings, sdk: &SdkConfig, clamd: &clamd::Clamd) -> Result<Pipeline, RunError> {
     let ports = ports(settings, sdk, clamd).await?;
     clamd
@@ -104,29 +105,62 @@ async fn start(settings: &Settings, sdk: &SdkConfig, clamd: &clamd::Clamd) -> Re
             waited: settings.clamd_ready_timeout,
             detail: err.to_string(),
         })?;
-    match clamd.command("VERSION").await {
-        Ok(version) => tracing::info!(address = %settings.clamd_address, %version, "clamd ready"),
-        Err(err) => tracing::warn!(error = %err, "clamd answered PING but not VERSION"),
-    }
-    let member_limit = settings.pipeline.archive_member_limit;
-    // A clamd that cannot finish one scan is not ready either: keep trying until the ready
-    // timeout. Only a definite answer below the limit stops avscan at once.
+    let version = match clamd.command("VERSION").await {
+        Ok(version) => version,
+        Err(err) => {
+            tracing::warn!(error = %err, "clamd answered PING but not VERSION");
+            String::new()
+        }
+    };
+    tracing::info!(address = %settings.clamd_address, %version, "clamd answers; proving its configuration");
+    let expected = limits::Expected {
+        member_limit: settings.clamd_max_file_size,
+        max_file_size: settings.pipeline.max_file_size,
+    };
+    // A clamd that cannot finish a scan is not ready either: keep trying until the ready
+    // timeout. Only a definite wrong answer stops avscan at once.
     let deadline = tokio::time::Instant::now() + settings.clamd_ready_timeout;
-    loop {
-        match limits::verify_member_limit(clamd, member_limit).await {
-            Ok(()) => break,
-            Err(limits::LimitError::Scan(err)) if tokio::time::Instant::now() < deadline => {
-                tracing::warn!(error = %err, "clamd could not scan the start-up canary; trying again");
+    let proven = loop {
+        match limits::prove(clamd, &expected).await.outcome() {
+            Ok(proven) => break proven,
+            Err(limits::ConfigError::Unanswered { setting, source }) if tokio::time::Instant::now() < deadline => {
+                tracing::warn!(%setting, error = %source, "clamd could not scan the start-up canary; trying again");
                 tokio::time::sleep(std::time::Duration::from_secs(1)).await;
             }
             Err(err) => return Err(err.into()),
         }
+    };
+    for (setting, proof) in &proven.findings {
+        tracing::debug!(%setting, proof, "clamd setting proven");
+    }
+    let member_limit_mb = proven.member_limit / avscan_actors::defaults::MIB;
+    if let Some(discovery) = proven.discovery {
+        tracing::info!(
+            clamd_max_file_size_mb = discovery.mb,
+            took_ms = discovery.took.as_millis() as u64,
+            probes = discovery.probes,
+            "discovered clamd's MaxFileSize; set CLAMD_MAX_FILE_SIZE={} to verify it instead",
+            discovery.mb
+        );
+    }
+    if proven.member_limit < settings.pipeline.max_file_size {
+        tracing::warn!(
+            clamd_max_file_size_mb = member_limit_mb,
+            max_file_size_mb = settings.pipeline.max_file_size / avscan_actors::defaults::MIB,
+            "objects larger than clamd's MaxFileSize, up to MAX_FILE_SIZE, are quarantined as unscannable \
+             (clamd answers Heuristics.Limits.Exceeded.MaxFileSize for them)"
+        );
     }
     tracing::info!(
-        clamd_max_file_size = member_limit,
-        "clamd scans archive members up to CLAMD_MAX_FILE_SIZE"
+        address = %settings.clamd_address,
+        %version,
+        clamd_max_file_size_mb = member_limit_mb,
+        took_ms = proven.took.as_millis() as u64,
+        "clamd ready: AlertExceedsMax, MaxFileSize, MaxScanSize, StreamMaxLength and AlertEncryptedArchive proven"
     );
-    Pipeline::start(settings.pipeline.clone(), ports)
+    let mut pipeline = settings.pipeline.clone();
+    pipeline.archive_member_limit = proven.member_limit;
+    Pipeline::start(pipeline, ports)
         .await
         .map_err(|err| RunError::Start(err.to_string()))
 }

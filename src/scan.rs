@@ -1,6 +1,7 @@
 //! `avscan scan <path | s3://bucket/key>...`: ad-hoc scans through the same clamd client and
 //! the same rules as the pipeline (size limit, archive guard, only `stream: OK` is clean), one
-//! line per input in clamdscan's style. The exit code follows clamdscan's convention: 0 all
+//! line per input in clamdscan's style, once clamd's configuration is proven as for `avscan run`
+//! (else every input is an error). The exit code follows clamdscan's convention: 0 all
 //! clean, 1 something infected or unscannable, 2 an error (an input that could not be scanned).
 
 use std::path::Path;
@@ -13,7 +14,7 @@ use futures::StreamExt;
 use tokio::io::AsyncReadExt;
 
 use crate::config::ScanSettings;
-use crate::{aws, clamd};
+use crate::{aws, clamd, limits};
 
 /// How one input ended, worst last: the exit code is the worst of all.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -31,6 +32,22 @@ pub async fn scan(inputs: &[String], settings: &ScanSettings) -> Outcome {
         settings.clamd_timeout,
     )
     .with_max_scan_time(settings.clamd_max_scan_time);
+    // The same proof as `avscan run`: a verdict from a clamd that skips in silence is worth
+    // nothing, and the archive guard needs clamd's MaxFileSize.
+    let expected = limits::Expected {
+        member_limit: settings.clamd_max_file_size,
+        max_file_size: settings.max_file_size,
+    };
+    let member_limit = match limits::prove(&clamd, &expected).await.outcome() {
+        Ok(proven) => proven.member_limit,
+        Err(err) => {
+            eprintln!("avscan: {err}");
+            for input in inputs {
+                println!("{input}: ERROR not scanned: {err}");
+            }
+            return Outcome::Error;
+        }
+    };
     let mut store = None;
     let mut worst = Outcome::Clean;
     for input in inputs {
@@ -55,9 +72,7 @@ pub async fn scan(inputs: &[String], settings: &ScanSettings) -> Outcome {
             ),
             Ok(body) => {
                 let limits = GuardLimits {
-                    member_limit: settings
-                        .clamd_max_file_size
-                        .unwrap_or(avscan_actors::defaults::CLAMD_MAX_FILE_SIZE_MB * avscan_actors::defaults::MIB),
+                    member_limit,
                     inflate_budget: settings.archive_inflate_budget,
                 };
                 scan_body(&clamd, body, limits).await

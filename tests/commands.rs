@@ -13,12 +13,17 @@ async fn check_prints_one_ok_line_per_resource_and_exits_0() {
     let (code, stdout) = run_command(&env.avscan_env(), &["check"]).await;
     assert_eq!(code, Some(0), "{stdout}");
     let lines: Vec<&str> = stdout.lines().collect();
-    assert_eq!(lines.len(), 8, "{stdout}");
+    assert_eq!(lines.len(), 12, "{stdout}");
     assert!(lines.iter().all(|line| line.starts_with("ok ")), "{stdout}");
     for expected in [
         "clamd tcp://",
         "ClamAV ",
-        "clamd MaxFileSize: scans files of CLAMD_MAX_FILE_SIZE (25 MB) completely",
+        // The local stack's clamd, CLAMD_MAX_FILE_SIZE unset: discovered, one line per setting.
+        "clamd AlertExceedsMax: yes",
+        "clamd MaxFileSize: 400 MB, discovered in ",
+        "clamd MaxScanSize: above the discovered 400 MB",
+        "clamd StreamMaxLength: at least MAX_FILE_SIZE (400 MB)",
+        "clamd AlertEncryptedArchive: yes",
         &format!(
             "queue VIRUS_SCANNING_QUEUE_NAME={}: {}",
             env.inbound_name, env.inbound_url

@@ -351,7 +351,7 @@ async fn a_clamd_that_never_finishes_a_scan_is_not_ready_and_avscan_exits_1() {
     assert_eq!(avscan.wait_exit().await, Some(1));
     assert!(std::fs::read_to_string(log_path)
         .unwrap()
-        .contains("could not check clamd's MaxFileSize"));
+        .contains("could not check clamd's AlertExceedsMax"));
     assert!(
         env.queue_depth(&env.inbound_url).await >= 1,
         "the event stays on the queue"

@@ -52,16 +52,11 @@ async fn ports(settings: &Settings, sdk: &SdkConfig, clamd: &clamd::Clamd) -> Re
             wait_time: settings.wait_time,
             visibility_timeout: settings.pipeline.visibility_timeout,
         }),
-        outbound: Arc::new(aws::SqsSink {
-            client: sqs.clone(),
-            url: outbound_url,
-        }),
-        rejected: rejected_url.map(|url| {
-            Arc::new(aws::SqsSink {
-                client: sqs.clone(),
-                url,
-            }) as _
-        }),
+        outbound: Arc::new(sink(&sqs, outbound_url).await?),
+        rejected: match rejected_url {
+            Some(url) => Some(Arc::new(sink(&sqs, url).await?) as _),
+            None => None,
+        },
         store: Arc::new(aws::S3Store::new(aws::s3_client(sdk, &settings.s3))),
         notifier: Arc::new(aws::SnsNotifier {
             client: aws::sns_client(sdk, &settings.sns),
@@ -70,6 +65,16 @@ async fn ports(settings: &Settings, sdk: &SdkConfig, clamd: &clamd::Clamd) -> Re
         scanner: Arc::new(clamd.clone()),
     };
     Ok(ports)
+}
+
+/// A queue avscan sends to, with its `MaximumMessageSize`.
+async fn sink(sqs: &aws_sdk_sqs::Client, url: String) -> Result<aws::SqsSink, RunError> {
+    let max_message_bytes = aws::queue_max_message_bytes(sqs, &url).await?;
+    Ok(aws::SqsSink {
+        client: sqs.clone(),
+        url,
+        max_message_bytes,
+    })
 }
 
 /// Stage latencies from a millisecond to ten minutes.

@@ -158,14 +158,21 @@ async fn the_old_workers_dotenv_runs_unchanged() {
     let env = TestEnv::new(true).await;
     // Only what a shell gives every process, plus a free port for the ops endpoint (tests run
     // side by side; the default 9090 would be shared).
-    let environment = [("OPS_ADDRESS".to_owned(), "127.0.0.1:0".to_owned())].into_iter().collect();
+    let environment = [("OPS_ADDRESS".to_owned(), "127.0.0.1:0".to_owned())]
+        .into_iter()
+        .collect();
     let avscan = Avscan::start_in(&environment, &old_worker_dotenv(&env));
     env.put("guid/clean.txt", b"clean content").await;
     env.put("guid/eicar.com", EICAR).await;
     env.wait_for_object(&env.quarantine, "guid/eicar.com.report.json", Duration::from_secs(120))
         .await;
     let forwarded = env.drain_forwarded(1, Duration::from_secs(60)).await;
-    assert_eq!(forwarded.get("guid/clean.txt"), Some(&1), "{forwarded:?}\n{}", avscan.log_text());
+    assert_eq!(
+        forwarded.get("guid/clean.txt"),
+        Some(&1),
+        "{forwarded:?}\n{}",
+        avscan.log_text()
+    );
     env.wait_inbound_empty(WAIT).await;
     assert_eq!(avscan.stop().await, Some(0));
 }
@@ -211,6 +218,40 @@ async fn malformed_and_invalid_events_are_rejected_kept_and_never_block_the_queu
         .await
         .is_empty());
     assert!(env.keys(&env.quarantine).await.is_empty());
+    avscan.stop().await;
+}
+
+#[tokio::test]
+async fn a_rejected_event_larger_than_the_rejected_queue_takes_is_kept_cut_and_never_blocks_its_message() {
+    let env = TestEnv::new(false).await;
+    // A rejected-events queue created smaller than the inbound one.
+    env.sqs
+        .set_queue_attributes()
+        .queue_url(&env.rejected_url)
+        .attributes(aws_sdk_sqs::types::QueueAttributeName::MaximumMessageSize, "1024")
+        .send()
+        .await
+        .unwrap();
+    let etag = env.put("guid/ok.txt", b"fine").await;
+    let mut invalid = s3_record(&env.unprocessed, "guid/other.txt", 1, "e");
+    invalid["eventName"] = format!("ObjectRemoved:{}", "x".repeat(5000)).into();
+    env.send_inbound(
+        &json!({ "Records": [s3_record(&env.unprocessed, "guid/ok.txt", 4, &etag), invalid] }).to_string(),
+    )
+    .await;
+    let avscan = env.start_avscan();
+    let rejected = env.receive(&env.rejected_url, 1, WAIT).await;
+    assert_eq!(rejected.len(), 1);
+    assert_eq!(attribute(&rejected[0], "truncated").as_deref(), Some("true"));
+    let original_size: usize = attribute(&rejected[0], "original_size").unwrap().parse().unwrap();
+    assert!(original_size > 5000);
+    assert_eq!(
+        attribute(&rejected[0], "original_sha256").map(|digest| digest.len()),
+        Some(64)
+    );
+    env.wait_inbound_empty(WAIT).await;
+    let forwarded = env.drain_forwarded(1, WAIT).await;
+    assert_eq!(forwarded.get("guid/ok.txt"), Some(&1), "forwarded once: {forwarded:?}");
     avscan.stop().await;
 }
 

@@ -17,6 +17,8 @@ pub(crate) const RECORDS: &str = "avscan_records_total";
 pub(crate) const REJECTED: &str = "avscan_rejected_total";
 /// Records sent back for a retry, by cause.
 pub(crate) const RETRIES: &str = "avscan_retries_total";
+/// Copies of rejected events sent to the rejected-events queue, by copy: whole, truncated, refused.
+pub(crate) const REJECTED_COPIES: &str = "avscan_rejected_copies_total";
 /// Actor restarts, by actor.
 pub(crate) const RESTARTS: &str = "avscan_actor_restarts_total";
 /// Time per stage (histogram).
@@ -47,6 +49,10 @@ pub fn describe() {
     describe_counter!(
         RETRIES,
         "records sent back for a retry, by cause: fetch, scan, forward, quarantine, restart, dropped"
+    );
+    describe_counter!(
+        REJECTED_COPIES,
+        "copies of rejected events kept on the rejected-events queue, by copy: whole, truncated (cut to fit, with size and SHA-256), refused (not kept; logged)"
     );
     describe_counter!(RESTARTS, "actor restarts, by actor");
     describe_histogram!(

@@ -99,6 +99,27 @@ pub trait MessageSink: Send + Sync + 'static {
     /// known to be sent); otherwise the entries that failed are returned. An empty slice is a
     /// no-op.
     async fn send_batch(&self, messages: &[OutboundMessage]) -> Result<Vec<SendFailure>, QueueError>;
+
+    /// The largest message the queue takes, bytes: the body plus every attribute's name, type
+    /// (`String`) and value, as SQS counts it. A larger one fails as a permanent refusal.
+    fn max_message_bytes(&self) -> usize {
+        SQS_MAX_MESSAGE_BYTES
+    }
+}
+
+/// SQS' default (and, before 2025, largest) `MaximumMessageSize`.
+pub const SQS_MAX_MESSAGE_BYTES: usize = 256 * 1024;
+
+impl OutboundMessage {
+    /// Its size as SQS counts it against `MaximumMessageSize`.
+    pub fn size(&self) -> usize {
+        self.body.len()
+            + self
+                .attributes
+                .iter()
+                .map(|(name, value)| name.len() + "String".len() + value.len())
+                .sum::<usize>()
+    }
 }
 
 /// One entry of a batch send that did not succeed.
@@ -106,6 +127,9 @@ pub trait MessageSink: Send + Sync + 'static {
 pub struct SendFailure {
     /// Position of the entry in the batch.
     pub index: usize,
+    /// The queue refused the message itself (too long, invalid contents): sending it again
+    /// fails the same way. Otherwise (server-side, throttling) another try may succeed.
+    pub permanent: bool,
     /// SQS' code and message.
     pub detail: String,
 }

@@ -24,7 +24,7 @@ use crate::config::ServiceEndpoint;
 
 pub use s3::{S3Store, MAX_SINGLE_COPY};
 pub use sns::SnsNotifier;
-pub use sqs::{queue_depth, queue_url, SqsInbound, SqsSink};
+pub use sqs::{queue_depth, queue_max_message_bytes, queue_url, SqsInbound, SqsSink};
 
 /// The SDK's shared configuration. A region from the per-service variables short-cuts the
 /// region chain (which would otherwise probe instance metadata).

@@ -12,6 +12,7 @@ use aws_sdk_sqs::types::{
 };
 
 use super::detail;
+use aws_sdk_sqs::error::ProvideErrorMetadata;
 
 /// Resolves a queue given by name (GetQueueUrl) or by URL.
 pub async fn queue_url(client: &aws_sdk_sqs::Client, name_or_url: &str) -> Result<String, QueueError> {
@@ -193,10 +194,45 @@ pub struct SqsSink {
     pub client: aws_sdk_sqs::Client,
     /// Every call names the queue by URL, resolved once at start-up.
     pub url: String,
+    /// The queue's `MaximumMessageSize`, read once at start-up.
+    pub max_message_bytes: usize,
+}
+
+/// Error codes with which SQS refuses the messages themselves: sending them again cannot help.
+const REFUSALS: [&str; 5] = [
+    "InvalidParameterValue",
+    "InvalidMessageContents",
+    "BatchRequestTooLong",
+    "InvalidAttributeName",
+    "InvalidAttributeValue",
+];
+
+/// A queue's `MaximumMessageSize` (which also proves it exists).
+pub async fn queue_max_message_bytes(client: &aws_sdk_sqs::Client, url: &str) -> Result<usize, QueueError> {
+    let output = client
+        .get_queue_attributes()
+        .queue_url(url)
+        .attribute_names(QueueAttributeName::MaximumMessageSize)
+        .send()
+        .await
+        .map_err(|err| QueueError {
+            operation: "GetQueueAttributes",
+            queue: url.to_owned(),
+            detail: detail(err),
+        })?;
+    Ok(output
+        .attributes
+        .and_then(|attributes| attributes.get(&QueueAttributeName::MaximumMessageSize).cloned())
+        .and_then(|size| size.parse().ok())
+        .unwrap_or(avscan_actors::ports::SQS_MAX_MESSAGE_BYTES))
 }
 
 #[async_trait]
 impl MessageSink for SqsSink {
+    fn max_message_bytes(&self) -> usize {
+        self.max_message_bytes
+    }
+
     async fn send_batch(&self, messages: &[OutboundMessage]) -> Result<Vec<SendFailure>, QueueError> {
         if messages.is_empty() {
             return Ok(Vec::new());
@@ -222,14 +258,33 @@ impl MessageSink for SqsSink {
             }
             entries.push(entry.build().map_err(|err| error(err.to_string()))?);
         }
-        let output = self
+        let output = match self
             .client
             .send_message_batch()
             .queue_url(&self.url)
             .set_entries(Some(entries))
             .send()
             .await
-            .map_err(|err| error(detail(err)))?;
+        {
+            Ok(output) => output,
+            // A refusal of the call for what it carries: every entry is refused, for good.
+            Err(err)
+                if err
+                    .as_service_error()
+                    .and_then(|e| e.code())
+                    .is_some_and(|code| REFUSALS.contains(&code)) =>
+            {
+                let detail = detail(err);
+                return Ok((0..messages.len())
+                    .map(|index| SendFailure {
+                        index,
+                        permanent: true,
+                        detail: detail.clone(),
+                    })
+                    .collect());
+            }
+            Err(err) => return Err(error(detail(err))),
+        };
         // A failure naming no entry of ours cannot be placed: then nothing counts as sent.
         output
             .failed
@@ -237,6 +292,7 @@ impl MessageSink for SqsSink {
             .map(|failed| match failed.id.parse::<usize>() {
                 Ok(index) if index < messages.len() => Ok(SendFailure {
                     index,
+                    permanent: failed.sender_fault,
                     detail: format!("{}: {}", failed.code, failed.message.unwrap_or_default()),
                 }),
                 _ => Err(error(format!("failure for unknown entry {:?}", failed.id))),

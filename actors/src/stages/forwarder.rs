@@ -79,6 +79,74 @@ fn size_of(message: &OutboundMessage) -> usize {
     message.body.len() + message.attributes.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>()
 }
 
+/// The `reason` attribute of a rejected copy is cut here: it quotes event fields an attacker sets.
+const MAX_REASON_BYTES: usize = 1024;
+
+/// `text` cut to at most `max` bytes on a character boundary, marked with `…` when cut.
+fn capped(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_owned();
+    }
+    let mut end = max.saturating_sub('…'.len_utf8());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &text[..end])
+}
+
+/// Whether a rejected body was kept whole or cut to fit the rejected-events queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RejectedCopy {
+    Whole,
+    Truncated,
+}
+
+impl RejectedCopy {
+    fn label(self) -> &'static str {
+        match self {
+            RejectedCopy::Whole => "whole",
+            RejectedCopy::Truncated => "truncated",
+        }
+    }
+}
+
+/// The copy of a rejected message's body for the rejected-events queue, within `max_bytes`:
+/// whole when it fits, else cut (on a character boundary) with `truncated`, `original_size`
+/// and `original_sha256` attributes, so the event can still be identified and matched.
+fn rejected_copy(body: String, message_id: &str, reason: String, max_bytes: usize) -> (OutboundMessage, RejectedCopy) {
+    let mut message = OutboundMessage {
+        body,
+        attributes: vec![
+            ("reason".to_owned(), reason),
+            ("source_message_id".to_owned(), capped(message_id, 128)),
+        ],
+    };
+    if message.size() <= max_bytes {
+        return (message, RejectedCopy::Whole);
+    }
+    let (size, sha256) = copy_digest(&message);
+    message.attributes.extend([
+        ("truncated".to_owned(), "true".to_owned()),
+        ("original_size".to_owned(), size.to_string()),
+        ("original_sha256".to_owned(), sha256),
+    ]);
+    let room = max_bytes.saturating_sub(message.size() - message.body.len());
+    let mut end = room.min(message.body.len());
+    while !message.body.is_char_boundary(end) {
+        end -= 1;
+    }
+    message.body.truncate(end);
+    (message, RejectedCopy::Truncated)
+}
+
+/// The size and SHA-256 (hex) of a copy's body.
+fn copy_digest(message: &OutboundMessage) -> (usize, String) {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(message.body.as_bytes());
+    let hex = digest.iter().map(|byte| format!("{byte:02x}")).collect();
+    (message.body.len(), hex)
+}
+
 /// A clean record waiting for its send call, with its `forward` span.
 struct PendingForward {
     job: RecordJob,
@@ -156,29 +224,42 @@ impl ForwarderState {
             tickets.into_iter().for_each(RecordTicket::reject);
             return;
         };
-        let span = tracing::info_span!(parent: &span, "reject", reasons = %reasons.join("; "));
-        let message = OutboundMessage {
-            body,
-            attributes: vec![
-                ("reason".to_owned(), reasons.join("; ")),
-                ("source_message_id".to_owned(), message_id.clone()),
-            ],
-        };
+        let reason = capped(&reasons.join("; "), MAX_REASON_BYTES);
+        let span = tracing::info_span!(parent: &span, "reject", reasons = %reason);
+        let (message, copy) = rejected_copy(body, &message_id, reason, rejected.max_message_bytes());
         let sent = match rejected
             .send_batch(std::slice::from_ref(&message))
             .instrument(span)
             .await
         {
-            Ok(failures) => failures.into_iter().next().map(|failure| failure.detail),
-            Err(err) => Some(err.to_string()),
+            Ok(failures) => failures.into_iter().next(),
+            Err(err) => Some(SendFailure {
+                index: 0,
+                permanent: false,
+                detail: err.to_string(),
+            }),
         };
         match sent {
-            None => tickets.into_iter().for_each(RecordTicket::reject),
-            Some(detail) => {
-                tracing::warn!(%message_id, error = %detail, "could not keep the rejected event; message will be retried");
+            None => {
+                metrics::counter!(crate::metrics::REJECTED_COPIES, "copy" => copy.label()).increment(1);
+                tickets.into_iter().for_each(RecordTicket::reject)
+            }
+            // Refused for what it is: sending it again fails the same way, so the rejected
+            // records must not hold their message. What identifies the body is in the log.
+            Some(failure) if failure.permanent => {
+                let digest = copy_digest(&message);
+                tracing::error!(
+                    %message_id, error = %failure.detail, original_size = digest.0, original_sha256 = %digest.1,
+                    "the rejected-events queue refused the copy of a rejected event; not kept"
+                );
+                metrics::counter!(crate::metrics::REJECTED_COPIES, "copy" => "refused").increment(1);
+                tickets.into_iter().for_each(RecordTicket::reject)
+            }
+            Some(failure) => {
+                tracing::warn!(%message_id, error = %failure.detail, "could not keep the rejected event; message will be retried");
                 tickets
                     .into_iter()
-                    .for_each(|ticket| ticket.retry(RetryCause::Forward, &detail));
+                    .for_each(|ticket| ticket.retry(RetryCause::Forward, &failure.detail));
             }
         }
     }
@@ -224,5 +305,54 @@ impl Actor for Forwarder {
             } => state.reject(body, message_id, reasons, tickets, span).await,
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_rejected_body_that_fits_is_kept_whole() {
+        let (message, copy) = rejected_copy("{}".into(), "m1", "malformed".into(), 1024);
+        assert_eq!(copy, RejectedCopy::Whole);
+        assert_eq!(message.body, "{}");
+        assert!(message.size() <= 1024);
+    }
+
+    #[test]
+    fn a_rejected_body_too_large_is_cut_to_fit_with_its_size_and_digest() {
+        let body = "é".repeat(5000); // 10,000 bytes, two per character
+        let (message, copy) = rejected_copy(body.clone(), "m1", "x".repeat(MAX_REASON_BYTES), 4096);
+        assert_eq!(copy, RejectedCopy::Truncated);
+        assert!(message.size() <= 4096, "{}", message.size());
+        assert!(body.starts_with(&message.body) && !message.body.is_empty());
+        let attribute = |name: &str| {
+            message
+                .attributes
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, v)| v.clone())
+        };
+        assert_eq!(attribute("original_size").as_deref(), Some("10000"));
+        assert_eq!(
+            attribute("original_sha256"),
+            Some(
+                copy_digest(&OutboundMessage {
+                    body,
+                    attributes: Vec::new()
+                })
+                .1
+            )
+        );
+        assert_eq!(attribute("truncated").as_deref(), Some("true"));
+    }
+
+    #[test]
+    fn reasons_are_capped_on_a_character_boundary() {
+        let long = "ü".repeat(2000);
+        let reason = capped(&long, MAX_REASON_BYTES);
+        assert!(reason.len() <= MAX_REASON_BYTES && reason.ends_with('…'));
+        assert_eq!(capped("short", MAX_REASON_BYTES), "short");
     }
 }

@@ -8,7 +8,7 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 
 use super::lock;
-use crate::ports::{MessageSink, OutboundMessage, QueueError, SendFailure};
+use crate::ports::{MessageSink, OutboundMessage, QueueError, SendFailure, SQS_MAX_MESSAGE_BYTES};
 
 /// A send-only queue that keeps what it got.
 #[derive(Debug, Default)]
@@ -19,6 +19,10 @@ pub struct MemorySink {
     batches: Mutex<Vec<usize>>,
     /// How many of the next entries fail as SQS' server-side errors do.
     failing_entries: AtomicUsize,
+    /// How many of the next entries are refused as SQS refuses invalid contents.
+    refused_entries: AtomicUsize,
+    /// The queue's `MaximumMessageSize`; 0 means SQS' default. Larger messages are refused.
+    max_message_bytes: AtomicUsize,
 }
 
 impl MemorySink {
@@ -47,6 +51,16 @@ impl MemorySink {
     pub fn fail_next_entries(&self, entries: usize) {
         self.failing_entries.store(entries, Ordering::SeqCst);
     }
+
+    /// Makes the next `entries` entries be refused permanently; they are not kept.
+    pub fn refuse_next_entries(&self, entries: usize) {
+        self.refused_entries.store(entries, Ordering::SeqCst);
+    }
+
+    /// Sets the queue's `MaximumMessageSize`, as a queue created smaller than the inbound one.
+    pub fn set_max_message_bytes(&self, bytes: usize) {
+        self.max_message_bytes.store(bytes, Ordering::SeqCst);
+    }
 }
 
 #[async_trait]
@@ -56,13 +70,30 @@ impl MessageSink for MemorySink {
         lock(&self.batches).push(messages.len());
         let mut failures = Vec::new();
         for (index, message) in messages.iter().enumerate() {
-            let injected = self
-                .failing_entries
-                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-                .is_ok();
-            if injected {
+            let take = |counter: &AtomicUsize| {
+                counter
+                    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                    .is_ok()
+            };
+            if message.size() > self.max_message_bytes() {
                 failures.push(SendFailure {
                     index,
+                    permanent: true,
+                    detail: format!(
+                        "InvalidParameterValue: message must be shorter than {} bytes",
+                        self.max_message_bytes()
+                    ),
+                });
+            } else if take(&self.refused_entries) {
+                failures.push(SendFailure {
+                    index,
+                    permanent: true,
+                    detail: "InvalidMessageContents: injected refusal".into(),
+                });
+            } else if take(&self.failing_entries) {
+                failures.push(SendFailure {
+                    index,
+                    permanent: false,
                     detail: "InternalError: injected failure".into(),
                 });
             } else {
@@ -70,5 +101,12 @@ impl MessageSink for MemorySink {
             }
         }
         Ok(failures)
+    }
+
+    fn max_message_bytes(&self) -> usize {
+        match self.max_message_bytes.load(Ordering::SeqCst) {
+            0 => SQS_MAX_MESSAGE_BYTES,
+            bytes => bytes,
+        }
     }
 }

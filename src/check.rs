@@ -1,8 +1,10 @@
 //! `avscan check`: the first thing to run against a new deployment. Resolves every queue, bucket
 //! and topic the configuration names and asks clamd for PING, VERSION and the start-up canaries
-//! (one line per clamd.conf setting avscan proves, see `limits`), printing one line per check
-//! (`ok` or `FAIL`, the variable or setting, what was found). Every check runs even after a
-//! failure, so one run shows everything that is wrong.
+//! (one line per clamd.conf setting avscan proves, see `limits`), and reads how the quarantine
+//! bucket keeps evidence (versioning, a rule that aborts incomplete multipart uploads), printing
+//! one line per check (`ok`, `warn` or `FAIL`, the variable or setting, what was found). Only a
+//! `FAIL` fails the run. Every check runs even after a failure, so one run shows everything that
+//! is wrong.
 
 use std::fmt::Display;
 
@@ -12,13 +14,19 @@ use crate::{aws, limits};
 /// One check's outcome, printed as a line.
 struct Line {
     ok: bool,
+    /// Works, but not as we recommend (printed `warn`, does not fail the run).
+    warn: bool,
     what: String,
     detail: String,
 }
 
 impl Display for Line {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let status = if self.ok { "ok  " } else { "FAIL" };
+        let status = match (self.ok, self.warn) {
+            (false, _) => "FAIL",
+            (true, true) => "warn",
+            (true, false) => "ok  ",
+        };
         write!(f, "{status} {}: {}", self.what, self.detail)
     }
 }
@@ -27,11 +35,13 @@ fn line<T, E: Display>(what: String, result: Result<T, E>, found: impl FnOnce(T)
     match result {
         Ok(value) => Line {
             ok: true,
+            warn: false,
             what,
             detail: found(value),
         },
         Err(err) => Line {
             ok: false,
+            warn: false,
             what,
             detail: err.to_string(),
         },
@@ -58,6 +68,7 @@ pub async fn check(settings: &Settings) -> bool {
             for (setting, finding) in limits::prove(&clamd, &expected).await.findings {
                 report(Line {
                     ok: finding.is_proven(),
+                    warn: false,
                     what: format!("clamd {setting}"),
                     detail: finding.to_string(),
                 });
@@ -97,7 +108,13 @@ pub async fn check(settings: &Settings) -> bool {
             .send()
             .await
             .map_err(|err| aws_sdk_s3::error::DisplayErrorContext(err).to_string());
+        let exists = found.is_ok();
         report(line(format!("bucket {variable}={bucket}"), found, |_| "exists".into()));
+        if exists && *bucket == settings.pipeline.quarantine_bucket {
+            for evidence in quarantine_evidence(&s3, bucket).await {
+                report(evidence);
+            }
+        }
     }
 
     let sns = aws::sns_client(&sdk, &settings.sns);
@@ -113,4 +130,76 @@ pub async fn check(settings: &Settings) -> bool {
         |_| "exists".into(),
     ));
     all_ok
+}
+
+/// How the quarantine bucket keeps evidence: versioning (recommended: a copy or report deleted
+/// or overwritten by anyone keeps its older versions), and a lifecycle rule that aborts
+/// incomplete multipart uploads (a crash in the middle of a copy over 5 GiB leaves parts
+/// that are billed until then).
+async fn quarantine_evidence(s3: &aws_sdk_s3::Client, bucket: &str) -> Vec<Line> {
+    fn detail<E: std::error::Error>(err: E) -> String {
+        aws_sdk_s3::error::DisplayErrorContext(err).to_string()
+    }
+    let enabled = match s3.get_bucket_versioning().bucket(bucket).send().await {
+        Ok(output) => Ok(output.status == Some(aws_sdk_s3::types::BucketVersioningStatus::Enabled)),
+        // A 200 whose root element the SDK rejects (moto writes `GetBucketVersioningResponse`
+        // where S3 writes `VersioningConfiguration`): its `Status` still says it.
+        Err(err) if err.raw_response().is_some_and(|raw| raw.status().as_u16() == 200) => {
+            let body = err
+                .raw_response()
+                .and_then(|raw| raw.body().bytes())
+                .unwrap_or_default();
+            Ok(String::from_utf8_lossy(body).contains("<Status>Enabled</Status>"))
+        }
+        Err(err) => Err(err),
+    };
+    let versioning = match enabled {
+        Ok(true) => Line {
+            ok: true,
+            warn: false,
+            what: "quarantine bucket versioning".into(),
+            detail: "enabled: no copy or report is lost to a delete or overwrite".into(),
+        },
+        Ok(false) => Line {
+            ok: true,
+            warn: true,
+            what: "quarantine bucket versioning".into(),
+            detail: "off: avscan never overwrites evidence itself, but versioning keeps it from any other delete or overwrite (recommended)".into(),
+        },
+        Err(err) => line::<(), _>("quarantine bucket versioning".into(), Err(detail(err)), |_| String::new()),
+    };
+    let lifecycle = s3.get_bucket_lifecycle_configuration().bucket(bucket).send().await;
+    let aborts = |rules: &[aws_sdk_s3::types::LifecycleRule]| {
+        rules.iter().find_map(|rule| {
+            let enabled = rule.status == aws_sdk_s3::types::ExpirationStatus::Enabled;
+            let days = rule.abort_incomplete_multipart_upload.as_ref()?.days_after_initiation?;
+            enabled.then_some(days)
+        })
+    };
+    let what = "quarantine bucket incomplete multipart uploads".to_owned();
+    let lifecycle = match lifecycle {
+        Ok(output) => match aborts(output.rules()) {
+            Some(days) => Line {
+                ok: true,
+                warn: false,
+                what,
+                detail: format!("aborted after {days} days by a lifecycle rule"),
+            },
+            None => Line {
+                ok: true,
+                warn: true,
+                what,
+                detail: "no lifecycle rule aborts them: parts of a copy a crash interrupted stay billed (add AbortIncompleteMultipartUpload)".into(),
+            },
+        },
+        // S3 answers NoSuchLifecycleConfiguration for a bucket without any rule.
+        Err(err) if err.as_service_error().and_then(|e| aws_sdk_s3::error::ProvideErrorMetadata::code(e)) == Some("NoSuchLifecycleConfiguration") => Line {
+            ok: true,
+            warn: true,
+            what,
+            detail: "no lifecycle rule aborts them: parts of a copy a crash interrupted stay billed (add AbortIncompleteMultipartUpload)".into(),
+        },
+        Err(err) => line::<(), _>(what, Err(detail(err)), |_| String::new()),
+    };
+    vec![versioning, lifecycle]
 }

@@ -81,6 +81,10 @@ pub struct ConfigArgs {
     /// Bucket infected and unscannable objects are moved to.
     #[arg(long, env = "QUARANTINE_BUCKET_NAME")]
     pub quarantine_bucket_name: Option<String>,
+    /// KMS key (id or ARN) for quarantined copies and reports; unset, a copy keeps its source's
+    /// KMS key and reports get the bucket's default encryption.
+    #[arg(long, env = "QUARANTINE_KMS_KEY_ID")]
+    pub quarantine_kms_key_id: Option<String>,
     /// Inbound queue with the S3 events: a name (resolved with GetQueueUrl) or a URL.
     #[arg(long, env = "VIRUS_SCANNING_QUEUE_NAME")]
     pub virus_scanning_queue_name: Option<String>,
@@ -305,6 +309,7 @@ impl ConfigArgs {
         // Replaced at start-up by the MaxFileSize verified (or discovered) on clamd.
         pipeline.archive_member_limit = clamd_max_file_size.unwrap_or(pipeline.archive_member_limit);
         pipeline.archive_inflate_budget = self.clamd_max_scan_size.saturating_mul(MIB);
+        pipeline.quarantine_kms_key_id = self.quarantine_kms_key_id.clone().filter(|key| !key.trim().is_empty());
         pipeline.max_in_flight = self.max_in_flight as usize;
         pipeline.fetch_concurrency = self.fetch_concurrency as usize;
         pipeline.scanner_connections = self.clamd_connections as usize;

@@ -121,6 +121,7 @@ async fn s3_body(store: &aws::S3Store, address: &str) -> Result<ObjectBody, Stri
         version_id: None,
         etag: None,
         size: 0,
+        sequencer: None,
     };
     store.get(&object).await.map_err(|err| err.to_string())
 }

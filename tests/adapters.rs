@@ -5,7 +5,7 @@ mod common;
 
 use avscan::aws::S3Store;
 use avscan_actors::model::ObjectRef;
-use avscan_actors::ports::{ObjectStore, StoreError};
+use avscan_actors::ports::{CopyRequest, ObjectStore, StoreError, WriteOptions};
 use common::TestEnv;
 
 #[tokio::test]
@@ -35,16 +35,28 @@ async fn large_objects_are_copied_in_parts_with_content_type_and_metadata() {
         version_id: None,
         etag: Some(etag.trim_matches('"').to_owned()),
         size: body.len() as u64,
+        sequencer: None,
     };
-    store
-        .copy(
-            &source,
-            &env.quarantine,
-            "guid/big.iso",
-            &[("avscan-verdict".into(), "infected".into())],
-        )
-        .await
-        .unwrap();
+    let source_meta = store.head_object(&source).await.unwrap();
+    let metadata = [("avscan-verdict".to_owned(), "infected".to_owned())];
+    let options = WriteOptions {
+        if_absent: true,
+        kms_key_id: None,
+    };
+    let request = CopyRequest {
+        source: &source,
+        source_meta: &source_meta,
+        bucket: &env.quarantine,
+        key: "guid/big.iso",
+        metadata: &metadata,
+        options: &options,
+    };
+    store.copy(request).await.unwrap();
+    // Written only if absent: a second copy to the same key is refused, the first kept.
+    assert!(matches!(
+        store.copy(request).await,
+        Err(StoreError::AlreadyExists { .. })
+    ));
     assert_eq!(env.get(&env.quarantine, "guid/big.iso").await.unwrap(), body);
     let meta = store.head(&env.quarantine, "guid/big.iso").await.unwrap().unwrap();
     assert_eq!(meta.content_type.as_deref(), Some("application/x-iso9660-image"));
@@ -67,6 +79,7 @@ async fn gets_and_deletes_are_pinned_to_the_announced_etag() {
         version_id: None,
         etag: Some(old),
         size: 3,
+        sequencer: None,
     };
     assert!(matches!(
         store.get(&stale).await,

@@ -13,8 +13,14 @@ async fn check_prints_one_ok_line_per_resource_and_exits_0() {
     let (code, stdout) = run_command(&env.avscan_env(), &["check"]).await;
     assert_eq!(code, Some(0), "{stdout}");
     let lines: Vec<&str> = stdout.lines().collect();
-    assert_eq!(lines.len(), 12, "{stdout}");
-    assert!(lines.iter().all(|line| line.starts_with("ok ")), "{stdout}");
+    assert_eq!(lines.len(), 14, "{stdout}");
+    // How the quarantine bucket keeps evidence is advice: a warning, not a failure.
+    assert!(
+        lines
+            .iter()
+            .all(|line| line.starts_with("ok ") || line.starts_with("warn quarantine bucket ")),
+        "{stdout}"
+    );
     for expected in [
         "clamd tcp://",
         "ClamAV ",
@@ -33,9 +39,46 @@ async fn check_prints_one_ok_line_per_resource_and_exits_0() {
         &format!("bucket UNPROCESSED_BUCKET_NAME={}: exists", env.unprocessed),
         &format!("bucket QUARANTINE_BUCKET_NAME={}: exists", env.quarantine),
         &format!("topic VIRUS_NOTIFICATION_TOPIC_ARN={}: exists", env.topic_arn),
+        "warn quarantine bucket versioning: off",
+        "warn quarantine bucket incomplete multipart uploads: no lifecycle rule aborts them",
     ] {
         assert!(stdout.contains(expected), "no {expected:?} in:\n{stdout}");
     }
+    // Versioned, with a rule that aborts incomplete multipart uploads: both are ok.
+    env.enable_versioning(&env.quarantine).await;
+    let rule = aws_sdk_s3::types::LifecycleRule::builder()
+        .id("abort-incomplete-multipart-uploads")
+        .status(aws_sdk_s3::types::ExpirationStatus::Enabled)
+        .filter(aws_sdk_s3::types::LifecycleRuleFilter::builder().prefix("").build())
+        .abort_incomplete_multipart_upload(
+            aws_sdk_s3::types::AbortIncompleteMultipartUpload::builder()
+                .days_after_initiation(2)
+                .build(),
+        )
+        .build()
+        .unwrap();
+    env.s3
+        .put_bucket_lifecycle_configuration()
+        .bucket(&env.quarantine)
+        .lifecycle_configuration(
+            aws_sdk_s3::types::BucketLifecycleConfiguration::builder()
+                .rules(rule)
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let (code, stdout) = run_command(&env.avscan_env(), &["check"]).await;
+    assert_eq!(code, Some(0), "{stdout}");
+    assert!(
+        stdout.contains("ok   quarantine bucket versioning: enabled"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("ok   quarantine bucket incomplete multipart uploads: aborted after 2 days"),
+        "{stdout}"
+    );
 }
 
 #[tokio::test]

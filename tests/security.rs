@@ -99,6 +99,8 @@ fn actions_for(operation: &str) -> &'static [&'static str] {
         // `avscan check`
         "GetQueueAttributes" => &["sqs:GetQueueAttributes"],
         "HeadBucket" => &["s3:ListBucket"],
+        "GetBucketVersioning" => &["s3:GetBucketVersioning"],
+        "GetBucketLifecycleConfiguration" => &["s3:GetLifecycleConfiguration"],
         "GetTopicAttributes" => &["sns:GetTopicAttributes"],
         other => panic!("no IAM mapping for {other}: add it here and to deploy/iam-policy.json"),
     }

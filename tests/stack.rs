@@ -256,6 +256,39 @@ async fn a_rejected_event_larger_than_the_rejected_queue_takes_is_kept_cut_and_n
 }
 
 #[tokio::test]
+async fn the_same_infected_bytes_uploaded_again_are_a_new_incident_and_no_evidence_is_overwritten() {
+    let env = TestEnv::new(false).await;
+    let avscan = env.start_avscan();
+    for upload in 1..=2 {
+        // The same bytes, so the same ETag: only S3's sequencer tells the uploads apart.
+        let etag = env.put("guid/again.com", EICAR).await;
+        env.send_inbound(&json!({ "Records": [s3_record(&env.unprocessed, "guid/again.com", 68, &etag)] }).to_string())
+            .await;
+        let notified = env.drain_notified(1, WAIT).await;
+        assert_eq!(
+            notified.get("guid/again.com"),
+            Some(&1),
+            "upload {upload}: {notified:?}"
+        );
+        env.wait_inbound_empty(WAIT).await;
+    }
+    let keys = env.keys(&env.quarantine).await;
+    assert_eq!(keys.len(), 4, "two copies, two reports: {keys:?}");
+    let later = keys
+        .iter()
+        .find(|key| key.starts_with("guid/again.com~s") && key.ends_with('~'))
+        .unwrap_or_else(|| panic!("no later incident's copy in {keys:?}"));
+    let first: Value =
+        serde_json::from_slice(&env.get(&env.quarantine, "guid/again.com.report.json").await.unwrap()).unwrap();
+    let second: Value =
+        serde_json::from_slice(&env.get(&env.quarantine, &format!("{later}.report.json")).await.unwrap()).unwrap();
+    assert_eq!(first["quarantine_key"], "guid/again.com");
+    assert_eq!(second["quarantine_key"], later.as_str());
+    assert_ne!(first["sequencer"], second["sequencer"]);
+    avscan.stop().await;
+}
+
+#[tokio::test]
 async fn every_record_of_a_message_is_handled_and_sns_wrapped_and_eventbridge_events_work() {
     let env = TestEnv::new(false).await;
     let clean_etag = env.put("guid/a.txt", b"clean").await;
@@ -403,9 +436,11 @@ async fn a_clamd_that_never_finishes_a_scan_is_not_ready_and_avscan_exits_1() {
 #[tokio::test]
 async fn redelivery_after_a_crash_between_quarantine_steps_finishes_without_double_effects() {
     let env = TestEnv::new(false).await;
-    // State left by a crash after the copy: copy present (with avscan's metadata), no report,
-    // original still there.
+    // State left by a crash after the copy: copy present (with avscan's metadata naming the
+    // upload: its ETag and its event's sequencer), no report, original still there.
     let etag = env.put("guid/half.com", EICAR).await;
+    let half = s3_record(&env.unprocessed, "guid/half.com", 68, &etag);
+    let sequencer = |record: &Value| record["s3"]["object"]["sequencer"].as_str().unwrap().to_owned();
     env.s3
         .copy_object()
         .bucket(&env.quarantine)
@@ -413,17 +448,18 @@ async fn redelivery_after_a_crash_between_quarantine_steps_finishes_without_doub
         .copy_source(format!("{}/guid/half.com", env.unprocessed))
         .metadata_directive(aws_sdk_s3::types::MetadataDirective::Replace)
         .metadata("avscan-source-etag", &etag)
+        .metadata("avscan-source-sequencer", sequencer(&half))
         .metadata("avscan-verdict", "infected")
         .metadata("avscan-reason", "virus detected")
         .metadata("avscan-signature", "Eicar-Test-Signature.UNOFFICIAL")
         .send()
         .await
         .unwrap();
-    env.send_inbound(&json!({ "Records": [s3_record(&env.unprocessed, "guid/half.com", 68, &etag)] }).to_string())
-        .await;
+    env.send_inbound(&json!({ "Records": [half] }).to_string()).await;
 
     // State left by a crash after the delete: original gone, copy and report present.
     let done_etag = env.put("guid/done.com", EICAR).await;
+    let done = s3_record(&env.unprocessed, "guid/done.com", 68, &done_etag);
     env.s3
         .copy_object()
         .bucket(&env.quarantine)
@@ -431,6 +467,7 @@ async fn redelivery_after_a_crash_between_quarantine_steps_finishes_without_doub
         .copy_source(format!("{}/guid/done.com", env.unprocessed))
         .metadata_directive(aws_sdk_s3::types::MetadataDirective::Replace)
         .metadata("avscan-source-etag", &done_etag)
+        .metadata("avscan-source-sequencer", sequencer(&done))
         .metadata("avscan-verdict", "infected")
         .send()
         .await
@@ -441,6 +478,7 @@ async fn redelivery_after_a_crash_between_quarantine_steps_finishes_without_doub
         .bucket(&env.quarantine)
         .key("guid/done.com.report.json")
         .metadata("avscan-source-etag", &done_etag)
+        .metadata("avscan-source-sequencer", sequencer(&done))
         .body(earlier_report.to_vec().into())
         .send()
         .await
@@ -452,8 +490,7 @@ async fn redelivery_after_a_crash_between_quarantine_steps_finishes_without_doub
         .send()
         .await
         .unwrap();
-    env.send_inbound(&json!({ "Records": [s3_record(&env.unprocessed, "guid/done.com", 68, &done_etag)] }).to_string())
-        .await;
+    env.send_inbound(&json!({ "Records": [done] }).to_string()).await;
 
     let avscan = env.start_avscan();
     let report: Value = serde_json::from_slice(

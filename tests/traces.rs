@@ -226,9 +226,10 @@ async fn each_object_is_one_trace_that_continues_its_sender_and_is_continued_dow
     assert_eq!(
         infected.children(quarantine),
         [
+            "check_source",
             "check_copy",
-            "copy",
             "check_report",
+            "copy",
             "notify",
             "put_report",
             "delete_source"

@@ -13,6 +13,9 @@ pub struct PipelineConfig {
     pub unprocessed_bucket: String,
     /// Where infected and unscannable objects are moved.
     pub quarantine_bucket: String,
+    /// The KMS key quarantined copies and reports are encrypted with; unset, a copy keeps its
+    /// source's KMS key (and reports get the bucket's default encryption).
+    pub quarantine_kms_key_id: Option<String>,
     /// Bytes; larger objects are quarantined as "file too large" without being scanned.
     pub max_file_size: u64,
     /// Bytes; clamd's `MaxFileSize`. An archive member larger than this is skipped by clamd
@@ -49,6 +52,7 @@ impl PipelineConfig {
         Self {
             unprocessed_bucket: unprocessed_bucket.into(),
             quarantine_bucket: quarantine_bucket.into(),
+            quarantine_kms_key_id: None,
             max_file_size: defaults::MAX_FILE_SIZE_MB * MIB,
             archive_member_limit: defaults::CLAMD_MAX_FILE_SIZE_MB * MIB,
             archive_inflate_budget: defaults::CLAMD_MAX_SCAN_SIZE_MB * MIB,

@@ -177,6 +177,7 @@ fn s3_record_fields(record: &Value, unprocessed_bucket: &str) -> Result<(ObjectR
         version_id: optional_str(record, "/s3/object/versionId"),
         etag: optional_str(record, "/s3/object/eTag").map(|etag| unquote_etag(&etag).to_owned()),
         size,
+        sequencer: optional_str(record, "/s3/object/sequencer"),
     };
     Ok((object, event_time))
 }
@@ -204,6 +205,7 @@ fn parse_eventbridge(event: Value, unprocessed_bucket: &str) -> Result<ObjectRec
             version_id: optional_str(&event, "/detail/object/version-id"),
             etag: optional_str(&event, "/detail/object/etag").map(|etag| unquote_etag(&etag).to_owned()),
             size,
+            sequencer: optional_str(&event, "/detail/object/sequencer"),
         },
         event_time: str_at(&event, "/time", "time")?.to_owned(),
         shape: EventShape::EventBridge(event),
@@ -286,6 +288,7 @@ mod tests {
         assert_eq!(record.object.size, 68);
         assert_eq!(record.object.etag.as_deref(), Some("44d88612fea8a8f36de82e1278abb02f"));
         assert_eq!(record.object.version_id, None);
+        assert_eq!(record.object.sequencer.as_deref(), Some("0A"));
         assert_eq!(record.event_time, "2026-11-29T12:00:00.000Z");
     }
 

@@ -57,6 +57,7 @@ pub mod backoff;
 pub mod config;
 pub mod defaults;
 pub mod event;
+mod incident;
 pub mod metrics;
 pub mod model;
 pub mod ports;

@@ -20,6 +20,9 @@ pub struct ObjectRef {
     pub etag: Option<String>,
     /// Size as announced by the event; the GET's own length is checked again.
     pub size: u64,
+    /// The event's `sequencer`, which orders the uploads of one key: where there is no version
+    /// id, it tells a new upload of the same bytes (same ETag) from a redelivery of one event.
+    pub sequencer: Option<String>,
 }
 
 /// How the event reached us, which decides what is forwarded for a clean object.
@@ -222,6 +225,7 @@ mod tests {
                 version_id: None,
                 etag: None,
                 size: 1,
+                sequencer: None,
             },
             event_time: "t".into(),
             shape: EventShape::S3Record(raw.clone()),

@@ -153,6 +153,14 @@ pub enum StoreError {
         /// The object's key.
         key: String,
     },
+    /// A write asked for an absent key and something is stored there.
+    #[error("s3://{bucket}/{key} already exists")]
+    AlreadyExists {
+        /// The destination's bucket.
+        bucket: String,
+        /// The destination's key.
+        key: String,
+    },
     /// Anything else: network, 5xx, throttling, a broken body stream. Retried.
     #[error("{operation} s3://{bucket}/{key} failed: {detail}")]
     Failed {
@@ -186,6 +194,35 @@ pub struct ObjectMeta {
     pub content_type: Option<String>,
     /// User metadata (`x-amz-meta-*`), keys without the prefix, lower case.
     pub metadata: HashMap<String, String>,
+    /// The KMS key the object is encrypted with (SSE-KMS), if it is: a copy of it must be too.
+    pub kms_key_id: Option<String>,
+}
+
+/// How a copy or a put is written.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WriteOptions {
+    /// Only if nothing is stored under the key yet (S3's `If-None-Match: *`): evidence is never
+    /// overwritten. `AlreadyExists` otherwise.
+    pub if_absent: bool,
+    /// Encrypt with this KMS key (SSE-KMS); `None`: the bucket's default encryption.
+    pub kms_key_id: Option<String>,
+}
+
+/// One server-side copy.
+#[derive(Debug, Clone, Copy)]
+pub struct CopyRequest<'a> {
+    /// Exactly the object to copy, pinned like a GET.
+    pub source: &'a ObjectRef,
+    /// What a pinned HEAD of the source said: its size and content type travel with the copy.
+    pub source_meta: &'a ObjectMeta,
+    /// Where the copy goes.
+    pub bucket: &'a str,
+    /// Its key there.
+    pub key: &'a str,
+    /// The copy's user metadata, replacing the source's.
+    pub metadata: &'a [(String, String)],
+    /// Conditions and encryption.
+    pub options: &'a WriteOptions,
 }
 
 /// The buckets: S3 in production.
@@ -195,19 +232,17 @@ pub trait ObjectStore: Send + Sync + 'static {
     /// `etag` (If-Match). Returns `NotFound` or `PreconditionFailed`, never `Failed`, when the
     /// object is gone or was replaced.
     async fn get(&self, object: &ObjectRef) -> Result<ObjectBody, StoreError>;
-    /// `Ok(None)` when there is no such object.
+    /// What is stored under `key` now, whatever it is. `Ok(None)` when there is no such object.
     async fn head(&self, bucket: &str, key: &str) -> Result<Option<ObjectMeta>, StoreError>;
-    /// Server-side copies exactly `source` (pinned like `get`) to `dest_bucket/dest_key`, keeping
-    /// its content type and replacing its user metadata with `metadata`. Objects too large for a
-    /// single copy are copied in parts. `NotFound`/`PreconditionFailed` as for `get`.
-    async fn copy(
-        &self,
-        source: &ObjectRef,
-        dest_bucket: &str,
-        dest_key: &str,
-        metadata: &[(String, String)],
-    ) -> Result<(), StoreError>;
-    /// Stores a small object with user metadata.
+    /// HEADs exactly the announced object (pinned like `get`). `NotFound`/`PreconditionFailed`
+    /// as for `get`.
+    async fn head_object(&self, object: &ObjectRef) -> Result<ObjectMeta, StoreError>;
+    /// Server-side copies exactly `request.source` (pinned like `get`), keeping its content type
+    /// and replacing its user metadata. Objects too large for a single copy are copied in parts.
+    /// `NotFound`/`PreconditionFailed` as for `get`; `AlreadyExists` when the options ask for an
+    /// absent key and one is there.
+    async fn copy(&self, request: CopyRequest<'_>) -> Result<(), StoreError>;
+    /// Stores a small object with user metadata; `AlreadyExists` as for `copy`.
     async fn put(
         &self,
         bucket: &str,
@@ -215,6 +250,7 @@ pub trait ObjectStore: Send + Sync + 'static {
         body: Bytes,
         content_type: &str,
         metadata: &[(String, String)],
+        options: &WriteOptions,
     ) -> Result<(), StoreError>;
     /// Deletes exactly `object`: its version when it has one, else conditional on its etag, so a
     /// newer upload under the same key is never deleted. `NotFound`/`PreconditionFailed` when

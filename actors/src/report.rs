@@ -7,18 +7,19 @@
 //! tell "written for this very object" from "left by an earlier upload under the same key", and
 //! can finish a quarantine from the copy alone once the original is gone.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use serde::{Deserialize, Serialize};
 
+use crate::incident::{copy_key, report_key};
 use crate::model::{ObjectRecord, ObjectRef, QuarantineReason, Verdict};
 use crate::ports::{Notification, ObjectMeta};
 
 /// Fixed on purpose: subjects show up in e-mail subscriptions, and keys are user data.
 pub(crate) const NOTIFICATION_SUBJECT: &str = "avscan: object quarantined";
 
-/// Suffix of the report object stored beside the quarantined copy.
-pub(crate) const REPORT_SUFFIX: &str = ".report.json";
+/// The report's `reason` when the infected object was gone before it could be copied.
+pub(crate) const REMOVED_BEFORE_QUARANTINE: &str = "removed before quarantine";
 
 /// What was quarantined, why, and where it went.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -27,7 +28,8 @@ pub struct QuarantineReport {
     pub key: String,
     /// The event's time.
     pub time: String,
-    /// The old worker's reason: `virus detected`, `file too large`, `unscannable`.
+    /// The old worker's reason: `virus detected`, `file too large`, `unscannable`; or `removed
+    /// before quarantine` when the object was gone before it could be copied (no copy exists).
     pub reason: String,
     /// The source bucket.
     pub bucket: String,
@@ -35,6 +37,8 @@ pub struct QuarantineReport {
     pub version_id: Option<String>,
     /// The source ETag, without quotes.
     pub etag: Option<String>,
+    /// The event's sequencer: with the ETag, it identifies the upload where there is no version.
+    pub sequencer: Option<String>,
     /// The size the event announced.
     pub size: u64,
     /// `infected` or `unscannable`.
@@ -43,12 +47,16 @@ pub struct QuarantineReport {
     pub signature: Option<String>,
     /// Where the copy is.
     pub quarantine_bucket: String,
-    /// The copy's key (the source key).
+    /// The copy's key: the source key for a key's first incident (with `~` appended to a key
+    /// ending in `.report.json` or `~`), `<that>~<upload id>~` for a later one.
     pub quarantine_key: String,
     /// When the verdict was given, RFC 3339.
     pub scanned_at: String,
     /// clamd's VERSION line.
     pub engine: Option<String>,
+    /// The source's user metadata (`x-amz-meta-*`): the copy carries avscan's instead.
+    #[serde(default)]
+    pub source_metadata: BTreeMap<String, String>,
 }
 
 impl QuarantineReport {
@@ -72,13 +80,15 @@ impl QuarantineReport {
             bucket: object.bucket.clone(),
             version_id: object.version_id.clone(),
             etag: object.etag.clone(),
+            sequencer: object.sequencer.clone(),
             size: object.size,
             verdict: verdict.label().to_owned(),
             signature: verdict.signature().map(str::to_owned),
             quarantine_bucket: quarantine_bucket.to_owned(),
-            quarantine_key: object.key.clone(),
+            quarantine_key: copy_key(&object.key),
             scanned_at,
             engine,
+            source_metadata: BTreeMap::new(),
         }
     }
 
@@ -106,11 +116,6 @@ impl QuarantineReport {
     }
 }
 
-/// The key of the report for a copy at `quarantine_key`.
-pub(crate) fn report_key(quarantine_key: &str) -> String {
-    format!("{quarantine_key}{REPORT_SUFFIX}")
-}
-
 /// Now, as RFC 3339 with milliseconds (`scanned_at`).
 pub(crate) fn now_rfc3339() -> String {
     humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()
@@ -120,6 +125,7 @@ pub(crate) fn now_rfc3339() -> String {
 // keeps the verdict on the copy, so a redelivery can finish the quarantine without the original.
 const META_SOURCE_ETAG: &str = "avscan-source-etag";
 const META_SOURCE_VERSION: &str = "avscan-source-version";
+const META_SOURCE_SEQUENCER: &str = "avscan-source-sequencer";
 const META_VERDICT: &str = "avscan-verdict";
 const META_REASON: &str = "avscan-reason";
 const META_SIGNATURE: &str = "avscan-signature";
@@ -129,7 +135,11 @@ const META_ENGINE: &str = "avscan-engine";
 impl QuarantineReport {
     /// Metadata naming the source object; written on the report as well as on the copy.
     pub(crate) fn source_metadata(&self) -> Vec<(String, String)> {
-        let source = [(META_SOURCE_ETAG, &self.etag), (META_SOURCE_VERSION, &self.version_id)];
+        let source = [
+            (META_SOURCE_ETAG, &self.etag),
+            (META_SOURCE_VERSION, &self.version_id),
+            (META_SOURCE_SEQUENCER, &self.sequencer),
+        ];
         source
             .into_iter()
             .filter_map(|(name, value)| Some((name.to_owned(), value.clone()?)))
@@ -153,9 +163,14 @@ impl QuarantineReport {
         metadata
     }
 
-    /// The report of an earlier attempt's quarantine of `record`, rebuilt from its copy's
-    /// metadata (the original is gone by now).
-    pub(crate) fn from_copy(record: &ObjectRecord, copy: &ObjectMeta, quarantine_bucket: &str) -> Self {
+    /// The report of an earlier attempt's quarantine of `record`, rebuilt from the metadata of
+    /// its copy at `quarantine_key` (the original is gone by now).
+    pub(crate) fn from_copy(
+        record: &ObjectRecord,
+        copy: &ObjectMeta,
+        quarantine_bucket: &str,
+        quarantine_key: &str,
+    ) -> Self {
         let verdict = verdict_from_metadata(&copy.metadata);
         let mut report = QuarantineReport::new(
             record,
@@ -165,24 +180,25 @@ impl QuarantineReport {
             quarantine_bucket,
         );
         report.signature = copy.metadata.get(META_SIGNATURE).cloned();
+        report.quarantine_key = quarantine_key.to_owned();
         report
     }
 }
 
-/// True when `stored` (a quarantined copy or a report) was written for exactly `object`, not for
-/// an earlier upload under the same key.
+/// True when `stored` (a quarantined copy or a report) was written for exactly the upload
+/// `object` names: the same version; or, without one, the same ETag and the same sequencer, so
+/// that the same bytes uploaded again are a new incident while the same event delivered again is
+/// not.
 pub(crate) fn written_for(stored: &ObjectMeta, object: &ObjectRef) -> bool {
+    let meta = |name| stored.metadata.get(name);
     let etag_matches = object
         .etag
         .as_ref()
-        .map(|etag| stored.metadata.get(META_SOURCE_ETAG) == Some(etag));
-    let version_matches = object
-        .version_id
-        .as_ref()
-        .map(|v| stored.metadata.get(META_SOURCE_VERSION) == Some(v));
-    match (etag_matches, version_matches) {
+        .is_none_or(|etag| meta(META_SOURCE_ETAG) == Some(etag));
+    match (&object.version_id, &object.etag) {
+        (Some(version), _) => meta(META_SOURCE_VERSION) == Some(version) && etag_matches,
+        (None, Some(_)) => etag_matches && meta(META_SOURCE_SEQUENCER) == object.sequencer.as_ref(),
         (None, None) => false,
-        (etag, version) => etag.unwrap_or(true) && version.unwrap_or(true),
     }
 }
 
@@ -224,6 +240,7 @@ mod tests {
                 version_id: Some("v1".into()),
                 etag: Some("e".into()),
                 size: 68,
+                sequencer: Some("0A".into()),
             },
             event_time: "2026-11-29T12:00:00.000Z".into(),
             shape: EventShape::S3Record(json!({})),
@@ -243,10 +260,10 @@ mod tests {
             value,
             json!({
                 "key": "guid/evil file.txt", "time": "2026-11-29T12:00:00.000Z", "reason": "virus detected",
-                "bucket": "unprocessed", "version_id": "v1", "etag": "e", "size": 68, "verdict": "infected",
-                "signature": "Eicar-Test-Signature.UNOFFICIAL", "quarantine_bucket": "quarantine",
-                "quarantine_key": "guid/evil file.txt", "scanned_at": "2026-11-29T12:00:01.000Z",
-                "engine": "ClamAV 1.4.6"
+                "bucket": "unprocessed", "version_id": "v1", "etag": "e", "sequencer": "0A", "size": 68,
+                "verdict": "infected", "signature": "Eicar-Test-Signature.UNOFFICIAL",
+                "quarantine_bucket": "quarantine", "quarantine_key": "guid/evil file.txt",
+                "scanned_at": "2026-11-29T12:00:01.000Z", "engine": "ClamAV 1.4.6", "source_metadata": {}
             })
         );
         assert_eq!(report.report_key(), "guid/evil file.txt.report.json");
@@ -270,6 +287,7 @@ mod tests {
             etag: etag.map(Into::into),
             version_id: version.map(Into::into),
             size: 1,
+            sequencer: None,
         }
     }
 
@@ -289,6 +307,17 @@ mod tests {
         assert!(!written_for(&copy, &object(Some("e1"), Some("v2"))));
         assert!(!written_for(&copy, &object(None, None)));
         assert!(!written_for(&copy_with(&[]), &object(Some("e1"), None)));
+    }
+
+    #[test]
+    fn without_a_version_the_same_bytes_uploaded_again_are_another_upload() {
+        let copy = copy_with(&[(META_SOURCE_ETAG, "e1"), (META_SOURCE_SEQUENCER, "0A")]);
+        let upload = |sequencer: &str| ObjectRef {
+            sequencer: Some(sequencer.into()),
+            ..object(Some("e1"), None)
+        };
+        assert!(written_for(&copy, &upload("0A")), "the same event, delivered again");
+        assert!(!written_for(&copy, &upload("0B")), "a new upload of the same bytes");
     }
 
     #[test]

@@ -159,6 +159,7 @@ impl SupervisorState {
                     store: w.ports.store.clone(),
                     notifier: w.ports.notifier.clone(),
                     quarantine_bucket: w.config.quarantine_bucket.clone(),
+                    kms_key_id: w.config.quarantine_kms_key_id.clone(),
                 };
                 let (actor, _) = Actor::spawn_linked(None, Quarantiner, args, supervisor).await?;
                 w.addresses.quarantiner.set(actor.clone());

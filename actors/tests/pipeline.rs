@@ -264,40 +264,6 @@ async fn the_heartbeat_keeps_a_long_scan_invisible_to_other_workers() {
 }
 
 #[tokio::test]
-async fn a_second_infected_upload_under_the_same_key_gets_its_own_report_and_notification() {
-    let world = FakeWorld::new(Duration::from_secs(2));
-    let pipeline = Pipeline::start(config(), world.ports()).await.unwrap();
-    world.upload(
-        UNPROCESSED,
-        "guid/again.bin",
-        [b"first".as_slice(), FAKE_VIRUS].concat(),
-    );
-    eventually("first quarantined", || world.notifier.notifications().len() == 1).await;
-    world.upload(
-        UNPROCESSED,
-        "guid/again.bin",
-        [b"second".as_slice(), FAKE_VIRUS].concat(),
-    );
-    eventually("second quarantined", || world.notifier.notifications().len() == 2).await;
-    eventually("queue empty", || world.inbound.is_empty()).await;
-    let copy = world.store.object(QUARANTINE, "guid/again.bin").unwrap();
-    assert!(copy.body.starts_with(b"second"));
-    let report: QuarantineReport = serde_json::from_slice(
-        &world
-            .store
-            .object(QUARANTINE, "guid/again.bin.report.json")
-            .unwrap()
-            .body,
-    )
-    .unwrap();
-    assert_eq!(
-        report.etag.as_deref(),
-        copy.metadata.get("avscan-source-etag").map(String::as_str)
-    );
-    pipeline.shutdown(Duration::from_secs(1)).await;
-}
-
-#[tokio::test]
 async fn a_message_with_valid_and_invalid_records_forwards_the_valid_one_and_keeps_the_body_once() {
     let world = FakeWorld::new(Duration::from_secs(2));
     let etag = world.store.put_object(UNPROCESSED, "guid/ok.txt", &b"fine"[..]);

@@ -11,8 +11,9 @@ use avscan_actors::event::unquote_etag;
 use avscan_actors::model::ObjectRef;
 use avscan_actors::ports::*;
 use aws_sdk_s3::error::SdkError;
+use aws_sdk_s3::operation::head_object::HeadObjectOutput;
 use aws_sdk_s3::primitives::ByteStream;
-use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, MetadataDirective};
+use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, MetadataDirective, ServerSideEncryption};
 use bytes::Bytes;
 use futures::StreamExt;
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
@@ -21,6 +22,9 @@ use super::detail;
 
 /// S3's limit for a single CopyObject.
 pub const MAX_SINGLE_COPY: u64 = 5 * 1024 * 1024 * 1024;
+
+/// S3's most parts in one multipart upload: parts grow so that its largest object (5 TB) fits.
+const MAX_PARTS: u64 = 10_000;
 
 /// The buckets.
 pub struct S3Store {
@@ -109,11 +113,56 @@ fn etag_precondition(object: &ObjectRef) -> Option<String> {
     }
 }
 
+/// What a HEAD says, as the port's [`ObjectMeta`].
+fn meta_of(output: HeadObjectOutput) -> ObjectMeta {
+    let kms_key_id = match output.server_side_encryption {
+        Some(ServerSideEncryption::AwsKms | ServerSideEncryption::AwsKmsDsse) => output.ssekms_key_id,
+        _ => None,
+    };
+    ObjectMeta {
+        etag: output.e_tag.as_deref().map(unquote_etag).unwrap_or_default().to_owned(),
+        size: output.content_length.unwrap_or_default().max(0) as u64,
+        content_type: output.content_type,
+        metadata: output.metadata.unwrap_or_default(),
+        kms_key_id,
+    }
+}
+
+/// `If-None-Match: *` when the write must not replace anything.
+fn if_absent(options: &WriteOptions) -> Option<String> {
+    options.if_absent.then(|| "*".to_owned())
+}
+
+/// SSE-KMS with the options' key, when they name one.
+fn kms(options: &WriteOptions) -> (Option<ServerSideEncryption>, Option<String>) {
+    match &options.kms_key_id {
+        Some(key) => (Some(ServerSideEncryption::AwsKms), Some(key.clone())),
+        None => (None, None),
+    }
+}
+
 impl S3Store {
-    async fn head_pinned(
-        &self,
-        object: &ObjectRef,
-    ) -> Result<aws_sdk_s3::operation::head_object::HeadObjectOutput, StoreError> {
+    /// The part size for a multipart copy of `size` bytes.
+    fn part_size_for(&self, size: u64) -> u64 {
+        self.part_size.max(size.div_ceil(MAX_PARTS))
+    }
+
+    /// S3 answers 412 for a copy whose source changed and for one whose destination exists: a
+    /// HEAD of the destination tells which.
+    async fn which_precondition(&self, request: &CopyRequest<'_>) -> StoreError {
+        match self.head(request.bucket, request.key).await {
+            Ok(Some(_)) => StoreError::AlreadyExists {
+                bucket: request.bucket.to_owned(),
+                key: request.key.to_owned(),
+            },
+            _ => StoreError::PreconditionFailed {
+                bucket: request.source.bucket.clone(),
+                key: request.source.key.clone(),
+            },
+        }
+    }
+
+    async fn head_pinned(&self, object: &ObjectRef) -> Result<HeadObjectOutput, StoreError> {
         let request = self
             .client
             .head_object()
@@ -127,14 +176,12 @@ impl S3Store {
             .map_err(|err| store_error("HeadObject", (&object.bucket, &object.key), err))
     }
 
-    async fn copy_in_parts(
-        &self,
-        source: &ObjectRef,
-        size: u64,
-        dest: (&str, &str),
-        content_type: Option<String>,
-        metadata: HashMap<String, String>,
-    ) -> Result<(), StoreError> {
+    async fn copy_in_parts(&self, request: &CopyRequest<'_>) -> Result<(), StoreError> {
+        let (source, size) = (request.source, request.source_meta.size);
+        let dest = (request.bucket, request.key);
+        let metadata: HashMap<String, String> = request.metadata.iter().cloned().collect();
+        let (encryption, kms_key_id) = kms(request.options);
+        let part_size = self.part_size_for(size);
         let fail = |operation, detail| StoreError::Failed {
             operation,
             bucket: dest.0.to_owned(),
@@ -146,8 +193,10 @@ impl S3Store {
             .create_multipart_upload()
             .bucket(dest.0)
             .key(dest.1)
-            .set_content_type(content_type)
+            .set_content_type(request.source_meta.content_type.clone())
             .set_metadata(Some(metadata))
+            .set_server_side_encryption(encryption)
+            .set_ssekms_key_id(kms_key_id)
             .send()
             .await
             .map_err(|err| store_error("CreateMultipartUpload", dest, err))?;
@@ -158,7 +207,7 @@ impl S3Store {
             let mut parts = Vec::new();
             let mut start = 0u64;
             while start < size {
-                let end = (start + self.part_size).min(size) - 1;
+                let end = (start + part_size).min(size) - 1;
                 let part_number = parts.len() as i32 + 1;
                 let request = self
                     .client
@@ -187,9 +236,14 @@ impl S3Store {
                 .key(dest.1)
                 .upload_id(&upload_id)
                 .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(parts)).build())
+                .set_if_none_match(if_absent(request.options))
                 .send()
                 .await
-                .map_err(|err| store_error("CompleteMultipartUpload", dest, err))?;
+                .map_err(|err| match store_error("CompleteMultipartUpload", dest, err) {
+                    // Its one precondition is the destination's absence.
+                    StoreError::PreconditionFailed { bucket, key } => StoreError::AlreadyExists { bucket, key },
+                    other => other,
+                })?;
             Ok(())
         }
         .await;
@@ -250,12 +304,7 @@ impl ObjectStore for S3Store {
 
     async fn head(&self, bucket: &str, key: &str) -> Result<Option<ObjectMeta>, StoreError> {
         match self.client.head_object().bucket(bucket).key(key).send().await {
-            Ok(output) => Ok(Some(ObjectMeta {
-                etag: output.e_tag.as_deref().map(unquote_etag).unwrap_or_default().to_owned(),
-                size: output.content_length.unwrap_or_default().max(0) as u64,
-                content_type: output.content_type,
-                metadata: output.metadata.unwrap_or_default(),
-            })),
+            Ok(output) => Ok(Some(meta_of(output))),
             Err(err) => match store_error("HeadObject", (bucket, key), err) {
                 StoreError::NotFound { .. } => Ok(None),
                 other => Err(other),
@@ -263,38 +312,40 @@ impl ObjectStore for S3Store {
         }
     }
 
-    async fn copy(
-        &self,
-        source: &ObjectRef,
-        dest_bucket: &str,
-        dest_key: &str,
-        metadata: &[(String, String)],
-    ) -> Result<(), StoreError> {
-        // The source's own content type and size: REPLACE would drop the former, and the latter
-        // decides between one CopyObject and a multipart copy.
-        let head = self.head_pinned(source).await?;
-        let size = head.content_length.unwrap_or_default().max(0) as u64;
-        let metadata: HashMap<String, String> = metadata.iter().cloned().collect();
-        if size > self.multipart_threshold {
-            return self
-                .copy_in_parts(source, size, (dest_bucket, dest_key), head.content_type, metadata)
-                .await;
+    async fn head_object(&self, object: &ObjectRef) -> Result<ObjectMeta, StoreError> {
+        self.head_pinned(object).await.map(meta_of)
+    }
+
+    async fn copy(&self, request: CopyRequest<'_>) -> Result<(), StoreError> {
+        // The source's size decides between one CopyObject and a multipart copy; its content type
+        // goes with it (REPLACE would drop it).
+        if request.source_meta.size > self.multipart_threshold {
+            return self.copy_in_parts(&request).await;
         }
-        let request = self
+        let (encryption, kms_key_id) = kms(request.options);
+        let source = request.source;
+        let copied = self
             .client
             .copy_object()
-            .bucket(dest_bucket)
-            .key(dest_key)
+            .bucket(request.bucket)
+            .key(request.key)
             .copy_source(copy_source(source))
             .metadata_directive(MetadataDirective::Replace)
-            .set_metadata(Some(metadata))
-            .set_content_type(head.content_type)
-            .set_copy_source_if_match(etag_precondition(source));
-        request
+            .set_metadata(Some(request.metadata.iter().cloned().collect()))
+            .set_content_type(request.source_meta.content_type.clone())
+            .set_copy_source_if_match(etag_precondition(source))
+            .set_if_none_match(if_absent(request.options))
+            .set_server_side_encryption(encryption)
+            .set_ssekms_key_id(kms_key_id)
             .send()
-            .await
-            .map(|_| ())
-            .map_err(|err| store_error("CopyObject", (&source.bucket, &source.key), err))
+            .await;
+        match copied.map_err(|err| store_error("CopyObject", (&source.bucket, &source.key), err)) {
+            Ok(_) => Ok(()),
+            Err(StoreError::PreconditionFailed { .. }) if request.options.if_absent => {
+                Err(self.which_precondition(&request).await)
+            }
+            Err(err) => Err(err),
+        }
     }
 
     async fn put(
@@ -304,18 +355,27 @@ impl ObjectStore for S3Store {
         body: Bytes,
         content_type: &str,
         metadata: &[(String, String)],
+        options: &WriteOptions,
     ) -> Result<(), StoreError> {
+        let (encryption, kms_key_id) = kms(options);
         self.client
             .put_object()
             .bucket(bucket)
             .key(key)
             .content_type(content_type)
             .set_metadata(Some(metadata.iter().cloned().collect()))
+            .set_if_none_match(if_absent(options))
+            .set_server_side_encryption(encryption)
+            .set_ssekms_key_id(kms_key_id)
             .body(ByteStream::from(body))
             .send()
             .await
             .map(|_| ())
-            .map_err(|err| store_error("PutObject", (bucket, key), err))
+            .map_err(|err| match store_error("PutObject", (bucket, key), err) {
+                // Its one precondition is the key's absence.
+                StoreError::PreconditionFailed { bucket, key } => StoreError::AlreadyExists { bucket, key },
+                other => other,
+            })
     }
 
     async fn delete(&self, object: &ObjectRef) -> Result<(), StoreError> {
@@ -346,7 +406,24 @@ mod tests {
             version_id: Some("v+1".into()),
             etag: None,
             size: 1,
+            sequencer: None,
         };
         assert_eq!(copy_source(&object), "in/guid/a%20b%2Bc%20%C3%BC.txt?versionId=v%2B1");
+    }
+
+    #[test]
+    fn parts_grow_so_that_s3s_largest_object_fits_in_its_parts() {
+        let store = S3Store {
+            client: aws_sdk_s3::Client::from_conf(
+                aws_sdk_s3::Config::builder()
+                    .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
+                    .build(),
+            ),
+            multipart_threshold: MAX_SINGLE_COPY,
+            part_size: 512 * 1024 * 1024,
+        };
+        assert_eq!(store.part_size_for(6 * 1024 * 1024 * 1024), 512 * 1024 * 1024);
+        let largest: u64 = 5 * 1024 * 1024 * 1024 * 1024;
+        assert!(largest.div_ceil(store.part_size_for(largest)) <= MAX_PARTS);
     }
 }

@@ -351,6 +351,8 @@ pub fn operation_of(method: &str, path: &str, query: &str, headers: &hyper::Head
     let copy = headers.contains_key("x-amz-copy-source");
     match method {
         "GET" if has_key => "GetObject",
+        "GET" if query.split('&').any(|pair| pair.starts_with("versioning")) => "GetBucketVersioning",
+        "GET" if query.split('&').any(|pair| pair.starts_with("lifecycle")) => "GetBucketLifecycleConfiguration",
         "GET" => "ListObjects",
         "HEAD" if has_key => "HeadObject",
         "HEAD" => "HeadBucket",

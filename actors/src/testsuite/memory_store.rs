@@ -1,11 +1,12 @@
 //! Fakes S3 ([`ObjectStore`]) as an unversioned bucket store. It keeps the contract the fetcher
-//! and the quarantiner rely on: GET, copy and DELETE are pinned to the announced ETag and answer
-//! `NotFound` or `PreconditionFailed`, never `Failed`, for an object that is gone or was
-//! replaced; GET bodies stream in chunks; a copy keeps the content type and replaces the user
-//! metadata. Its GET can be told to panic.
+//! and the quarantiner rely on: GET, HEAD, copy and DELETE are pinned to the announced ETag and
+//! answer `NotFound` or `PreconditionFailed`, never `Failed`, for an object that is gone or was
+//! replaced; the ETag is a digest of the content, so the same bytes uploaded again have the same
+//! one, as on S3; a write asked for an absent key fails with `AlreadyExists`; GET bodies stream
+//! in chunks; a copy keeps the content type, replaces the user metadata and is encrypted as
+//! asked. Its GET can be told to panic.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
@@ -14,27 +15,47 @@ use futures::StreamExt;
 
 use super::{lock, PanicSwitch};
 use crate::model::ObjectRef;
-use crate::ports::{ObjectBody, ObjectMeta, ObjectStore, StoreError};
+use crate::ports::{CopyRequest, ObjectBody, ObjectMeta, ObjectStore, StoreError, WriteOptions};
 
 /// One object as [`MemoryStore`] keeps it, for tests to read back.
 #[derive(Debug, Clone)]
 pub struct StoredObject {
     /// The object's content.
     pub body: Bytes,
-    /// Changes with every put (`etag-<n>`); what GET, copy and DELETE are conditional on.
+    /// A digest of the content, as S3's MD5 is; what GET, copy and DELETE are conditional on.
     pub etag: String,
     /// Set by `put` (quarantine reports), kept by copies; `None` for objects a test uploaded.
     pub content_type: Option<String>,
     /// User metadata, set by `put` and replaced by a copy: where quarantine copies and reports
     /// record which object they were written for.
     pub metadata: HashMap<String, String>,
+    /// The KMS key it is encrypted with, if any.
+    pub kms_key_id: Option<String>,
+}
+
+impl StoredObject {
+    fn meta(&self) -> ObjectMeta {
+        ObjectMeta {
+            etag: self.etag.clone(),
+            size: self.body.len() as u64,
+            content_type: self.content_type.clone(),
+            metadata: self.metadata.clone(),
+            kms_key_id: self.kms_key_id.clone(),
+        }
+    }
+}
+
+/// The ETag of `body`: the same bytes always get the same one.
+fn etag_of(body: &[u8]) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(body);
+    digest[..16].iter().map(|byte| format!("{byte:02x}")).collect()
 }
 
 /// An unversioned S3-like store with conditional GET and DELETE on ETag.
 #[derive(Debug, Default)]
 pub struct MemoryStore {
     objects: Mutex<HashMap<(String, String), StoredObject>>,
-    next_etag: AtomicU64,
     /// Chunk size of GET bodies.
     pub chunk: usize,
     /// Makes the next GETs panic, to test the fetchers' supervision.
@@ -52,15 +73,57 @@ impl MemoryStore {
 
     /// Stores an object; returns its ETag.
     pub fn put_object(&self, bucket: &str, key: &str, body: impl Into<Bytes>) -> String {
-        let etag = format!("etag-{}", self.next_etag.fetch_add(1, Ordering::SeqCst));
+        self.put_encrypted(bucket, key, body, None)
+    }
+
+    /// Stores an object encrypted with `kms_key_id` (SSE-KMS); returns its ETag.
+    pub fn put_encrypted(&self, bucket: &str, key: &str, body: impl Into<Bytes>, kms_key_id: Option<&str>) -> String {
+        let body = body.into();
+        let etag = etag_of(&body);
         let object = StoredObject {
-            body: body.into(),
+            body,
             etag: etag.clone(),
             content_type: None,
             metadata: HashMap::new(),
+            kms_key_id: kms_key_id.map(str::to_owned),
         };
         lock(&self.objects).insert((bucket.into(), key.into()), object);
         etag
+    }
+
+    /// Sets an object's user metadata, as an uploader's `x-amz-meta-*` headers would.
+    pub fn set_metadata(&self, bucket: &str, key: &str, metadata: &[(&str, &str)]) {
+        if let Some(object) = lock(&self.objects).get_mut(&(bucket.to_owned(), key.to_owned())) {
+            object.metadata = metadata.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        }
+    }
+
+    /// Removes whatever is under `key`, as a user deleting an upload would.
+    pub fn remove(&self, bucket: &str, key: &str) {
+        lock(&self.objects).remove(&(bucket.to_owned(), key.to_owned()));
+    }
+
+    /// Writes `object` under `bucket`/`key` as S3 would with `options`.
+    fn write(
+        &self,
+        bucket: &str,
+        key: &str,
+        mut object: StoredObject,
+        options: &WriteOptions,
+    ) -> Result<(), StoreError> {
+        let mut objects = lock(&self.objects);
+        let address = (bucket.to_owned(), key.to_owned());
+        if options.if_absent && objects.contains_key(&address) {
+            return Err(StoreError::AlreadyExists {
+                bucket: bucket.into(),
+                key: key.into(),
+            });
+        }
+        if let Some(kms_key_id) = &options.kms_key_id {
+            object.kms_key_id = Some(kms_key_id.clone());
+        }
+        objects.insert(address, object);
+        Ok(())
     }
 
     /// A copy of the object under `bucket`/`key`, if there is one.
@@ -112,25 +175,18 @@ impl ObjectStore for MemoryStore {
     }
 
     async fn head(&self, bucket: &str, key: &str) -> Result<Option<ObjectMeta>, StoreError> {
-        Ok(self.object(bucket, key).map(|o| ObjectMeta {
-            etag: o.etag,
-            size: o.body.len() as u64,
-            content_type: o.content_type,
-            metadata: o.metadata,
-        }))
+        Ok(self.object(bucket, key).map(|object| object.meta()))
     }
 
-    async fn copy(
-        &self,
-        source: &ObjectRef,
-        dest_bucket: &str,
-        dest_key: &str,
-        metadata: &[(String, String)],
-    ) -> Result<(), StoreError> {
-        let mut stored = self.pinned(source)?;
-        stored.metadata = metadata.iter().cloned().collect();
-        lock(&self.objects).insert((dest_bucket.into(), dest_key.into()), stored);
-        Ok(())
+    async fn head_object(&self, object: &ObjectRef) -> Result<ObjectMeta, StoreError> {
+        Ok(self.pinned(object)?.meta())
+    }
+
+    async fn copy(&self, request: CopyRequest<'_>) -> Result<(), StoreError> {
+        let mut stored = self.pinned(request.source)?;
+        stored.metadata = request.metadata.iter().cloned().collect();
+        stored.kms_key_id = None;
+        self.write(request.bucket, request.key, stored, request.options)
     }
 
     async fn put(
@@ -140,16 +196,16 @@ impl ObjectStore for MemoryStore {
         body: Bytes,
         content_type: &str,
         metadata: &[(String, String)],
+        options: &WriteOptions,
     ) -> Result<(), StoreError> {
-        let etag = format!("etag-{}", self.next_etag.fetch_add(1, Ordering::SeqCst));
         let object = StoredObject {
+            etag: etag_of(&body),
             body,
-            etag,
             content_type: Some(content_type.into()),
             metadata: metadata.iter().cloned().collect(),
+            kms_key_id: None,
         };
-        lock(&self.objects).insert((bucket.into(), key.into()), object);
-        Ok(())
+        self.write(bucket, key, object, options)
     }
 
     async fn delete(&self, object: &ObjectRef) -> Result<(), StoreError> {

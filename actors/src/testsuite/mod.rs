@@ -29,7 +29,7 @@ mod scanners;
 mod world;
 
 pub use content::pseudo_random_bytes;
-pub use events::{encode_event_key, s3_event, s3_record};
+pub use events::{encode_event_key, next_sequencer, s3_event, s3_record};
 pub use memory_notifier::MemoryNotifier;
 pub use memory_queue::MemoryQueue;
 pub use memory_sink::MemorySink;

@@ -7,9 +7,10 @@ use serde_json::Value;
 
 use crate::model::{EventShape, ObjectRecord, ObjectRef};
 
-/// S3 allows 1024-byte keys; the quarantine report goes to `<key>.report.json`, 12 bytes more,
-/// so a longer key could be scanned but its report never stored.
-pub const MAX_KEY_BYTES: usize = 1024 - ".report.json".len();
+/// The longest key accepted: S3 allows 1,024 bytes, and every quarantine key of the object, with
+/// its report's `.report.json`, must fit too (a later incident's key adds `~<24-digit id>~`), or
+/// the object could be scanned but its evidence never stored.
+pub const MAX_KEY_BYTES: usize = crate::incident::MAX_SOURCE_KEY_BYTES;
 
 /// What one SQS message body turned out to be.
 #[derive(Debug, PartialEq)]
@@ -223,7 +224,7 @@ pub fn decode_event_key(encoded: &str) -> Result<String, KeyProblem> {
 }
 
 /// Accepts `<submission_guid>/<filename>` keys: two or more segments, none empty, none `.` or
-/// `..`, no control characters, at most [`MAX_KEY_BYTES`] (1012) bytes. Nested folders, spaces and Unicode are fine.
+/// `..`, no control characters, at most [`MAX_KEY_BYTES`] (985) bytes. Nested folders, spaces and Unicode are fine.
 pub fn validate_key(key: &str) -> Result<(), KeyProblem> {
     if key.len() > MAX_KEY_BYTES {
         return Err(KeyProblem::TooLong);

@@ -9,30 +9,45 @@
 //! Quarantine keys are derived so that no source key can ever address a report, nor a report
 //! a copy: a copy's key never ends in `.report.json` (a source key that does, or that ends in
 //! `~`, gets a `~` appended), a report's always does, and a later incident's key ends in
-//! `~<upload id>~`, where the id holds no `~`. The mapping is one-to-one, so two incidents
-//! (of the same or of different keys) never share a key.
+//! `~<upload id>~`, where the id (24 hex digits of a digest of the upload's identity) holds no
+//! `~`. The mapping is one-to-one (up to a 96-bit digest), so two incidents, of the same or of
+//! different keys, never share a key; and it stays within S3's 1,024 bytes for every source key
+//! the event parser accepts ([`MAX_SOURCE_KEY_BYTES`]).
 
-use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+use sha2::{Digest, Sha256};
 
 use crate::model::ObjectRef;
 
 /// Suffix of the report object stored beside the quarantined copy.
 pub(crate) const REPORT_SUFFIX: &str = ".report.json";
 
-/// Characters an upload id keeps as they are: what S3 version ids, sequencers and ETags use.
-/// Everything else (`~` and `%` included) is percent-encoded, so the id holds no `~`.
-const ID_KEEPS: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.');
+/// Hex digits of a later incident's upload id.
+const UPLOAD_ID_LEN: usize = 24;
 
-/// The identity of the upload an event announced.
+/// The longest source key whose every quarantine key, and its report's, fits S3's 1,024 bytes:
+/// the report suffix, the `~` of an escaped key and a later incident's `~<id>~` on top.
+pub(crate) const MAX_SOURCE_KEY_BYTES: usize = 1024 - REPORT_SUFFIX.len() - 1 - (UPLOAD_ID_LEN + 2);
+
+/// What identifies the upload an event announced: its version, else its sequencer and ETag.
+fn identity(object: &ObjectRef) -> String {
+    match (&object.version_id, &object.sequencer, &object.etag) {
+        (Some(version), _, _) => format!("version {version}"),
+        (None, sequencer, etag) => format!(
+            "sequencer {} etag {}",
+            sequencer.as_deref().unwrap_or(""),
+            etag.as_deref().unwrap_or("")
+        ),
+    }
+}
+
+/// The upload's id in a later incident's key: hex digits of a digest of its identity.
 pub(crate) fn upload_id(object: &ObjectRef) -> String {
-    let id = match (&object.version_id, &object.sequencer, &object.etag) {
-        (Some(version), _, _) => format!("v{version}"),
-        (None, Some(sequencer), Some(etag)) => format!("s{sequencer}-{etag}"),
-        (None, Some(sequencer), None) => format!("s{sequencer}"),
-        (None, None, Some(etag)) => format!("e{etag}"),
-        (None, None, None) => "unknown".to_owned(),
-    };
-    utf8_percent_encode(&id, ID_KEEPS).to_string()
+    let digest = Sha256::digest(identity(object).as_bytes());
+    digest
+        .iter()
+        .take(UPLOAD_ID_LEN / 2)
+        .map(|byte| format!("{byte:02x}"))
+        .collect()
 }
 
 /// The key of a copy of `source_key`: the key itself, unless it ends in `.report.json` or `~`.
@@ -76,14 +91,33 @@ mod tests {
 
     #[test]
     fn an_upload_is_its_version_else_its_sequencer_and_etag() {
-        assert_eq!(upload_id(&object("g/k", Some("v1"), Some("0A"), Some("e"))), "vv1");
-        assert_eq!(upload_id(&object("g/k", None, Some("0A"), Some("e"))), "s0A-e");
+        let id = |version, sequencer, etag| upload_id(&object("g/k", version, sequencer, etag));
+        assert_eq!(
+            id(Some("v1"), Some("0A"), Some("e")),
+            id(Some("v1"), Some("0B"), Some("f"))
+        );
         assert_ne!(
-            upload_id(&object("g/k", None, Some("0A"), Some("e"))),
-            upload_id(&object("g/k", None, Some("0B"), Some("e"))),
+            id(None, Some("0A"), Some("e")),
+            id(None, Some("0B"), Some("e")),
             "the same bytes uploaded again are another upload"
         );
-        assert!(!upload_id(&object("g/k", Some("a~b%"), None, None)).contains('~'));
+        assert_ne!(id(None, Some("0A"), Some("e")), id(None, Some("0A"), Some("f")));
+        let long = id(Some(&"~".repeat(1000)), None, None);
+        assert_eq!(long.len(), UPLOAD_ID_LEN);
+        assert!(long.bytes().all(|b| b.is_ascii_hexdigit()));
+    }
+
+    #[test]
+    fn every_quarantine_key_of_an_accepted_source_key_fits_s3() {
+        for source in [
+            "g/".to_owned() + &"k".repeat(MAX_SOURCE_KEY_BYTES - 2),
+            format!("g/{}.report.json", "k".repeat(MAX_SOURCE_KEY_BYTES - 14)),
+        ] {
+            assert_eq!(source.len(), MAX_SOURCE_KEY_BYTES);
+            for key in quarantine_keys(&object(&source, None, Some("0A"), Some("e"))) {
+                assert!(report_key(&key).len() <= 1024, "{} bytes", report_key(&key).len());
+            }
+        }
     }
 
     #[test]

@@ -76,14 +76,25 @@ pub trait InboundQueue: Send + Sync + 'static {
     /// is known to be deleted); otherwise the entries that failed are returned, each saying
     /// whether trying again can help. An empty list is a no-op. A receipt handle that is no
     /// longer valid is a permanent failure: the message comes back and is handled again.
-    async fn delete_batch(&self, receipt_handles: &[String]) -> Result<Vec<DeleteFailure>, QueueError>;
+    async fn delete_batch(&self, receipt_handles: &[String]) -> Result<Vec<EntryFailure>, QueueError>;
     /// Sets the message's visibility timeout from now: zero makes it visible at once.
     async fn set_visibility(&self, receipt_handle: &str, timeout: Duration) -> Result<(), QueueError>;
+    /// Sets the visibility timeout of up to ten messages from now in one call (SQS'
+    /// ChangeMessageVisibilityBatch): zero makes them visible at once. `Err` means the call as a
+    /// whole failed (no entry is known to be changed); otherwise the entries that failed are
+    /// returned, each saying whether trying again can help. An empty list is a no-op. A receipt
+    /// handle that is no longer the message's latest (it was received again, or deleted) fails
+    /// its entry permanently and leaves the others alone.
+    async fn set_visibility_batch(
+        &self,
+        receipt_handles: &[String],
+        timeout: Duration,
+    ) -> Result<Vec<EntryFailure>, QueueError>;
 }
 
-/// One entry of a batch delete that did not succeed.
+/// One entry of a batch delete or visibility change that did not succeed.
 #[derive(Debug, Clone, PartialEq)]
-pub struct DeleteFailure {
+pub struct EntryFailure {
     /// The entry's receipt handle, as given.
     pub receipt_handle: String,
     /// SQS' `SenderFault = false`: a server-side failure that another try may fix.

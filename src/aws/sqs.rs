@@ -1,6 +1,7 @@
-//! The SQS adapters: [`SqsInbound`] implements [`InboundQueue`] for the pipeline's poller and
-//! acker; [`SqsSink`] implements [`MessageSink`] for the forwarder's outbound and rejected-events
-//! queues. [`queue_url`] and [`queue_depth`] serve `run`, `check` and `ops`. Errors keep the queue.
+//! The SQS adapters: [`SqsInbound`] implements [`InboundQueue`] for the pipeline's poller, acker
+//! and heartbeat; [`SqsSink`] implements [`MessageSink`] for the forwarder's outbound and
+//! rejected-events queues. [`queue_url`] and [`queue_depth`] serve `run`, `check` and `ops`.
+//! Errors keep the queue.
 
 use std::time::Duration;
 
@@ -8,7 +9,8 @@ use async_trait::async_trait;
 use avscan_actors::ports::*;
 use avscan_actors::trace;
 use aws_sdk_sqs::types::{
-    DeleteMessageBatchRequestEntry, MessageSystemAttributeName, QueueAttributeName, SendMessageBatchRequestEntry,
+    BatchResultErrorEntry, ChangeMessageVisibilityBatchRequestEntry, DeleteMessageBatchRequestEntry,
+    MessageSystemAttributeName, QueueAttributeName, SendMessageBatchRequestEntry,
 };
 
 use super::detail;
@@ -72,6 +74,35 @@ pub struct SqsInbound {
     pub visibility_timeout: Duration,
 }
 
+/// SQS' longest visibility timeout, 12 hours: longer requests are capped.
+const MAX_VISIBILITY_SECS: u64 = 43_200;
+
+/// SQS' visibility timeout parameter for `timeout`: whole seconds, capped at 12 hours.
+fn visibility_secs(timeout: Duration) -> i32 {
+    timeout.as_secs().min(MAX_VISIBILITY_SECS) as i32
+}
+
+/// The failed entries of a batch call whose entry ids are positions in `receipt_handles`.
+fn entry_failures(failed: Vec<BatchResultErrorEntry>, receipt_handles: &[String]) -> Vec<EntryFailure> {
+    failed
+        .into_iter()
+        .map(|failed| {
+            let receipt_handle = failed
+                .id
+                .parse::<usize>()
+                .ok()
+                .and_then(|index| receipt_handles.get(index))
+                .cloned()
+                .unwrap_or_default();
+            EntryFailure {
+                receipt_handle,
+                retryable: !failed.sender_fault,
+                detail: format!("{}: {}", failed.code, failed.message.unwrap_or_default()),
+            }
+        })
+        .collect()
+}
+
 impl SqsInbound {
     fn error(&self, operation: &'static str, err: impl std::error::Error + 'static) -> QueueError {
         QueueError {
@@ -131,7 +162,7 @@ impl InboundQueue for SqsInbound {
             .collect())
     }
 
-    async fn delete_batch(&self, receipt_handles: &[String]) -> Result<Vec<DeleteFailure>, QueueError> {
+    async fn delete_batch(&self, receipt_handles: &[String]) -> Result<Vec<EntryFailure>, QueueError> {
         if receipt_handles.is_empty() {
             return Ok(Vec::new());
         }
@@ -155,24 +186,7 @@ impl InboundQueue for SqsInbound {
             .send()
             .await
             .map_err(|err| self.error("DeleteMessageBatch", err))?;
-        Ok(output
-            .failed
-            .into_iter()
-            .map(|failed| {
-                let receipt_handle = failed
-                    .id
-                    .parse::<usize>()
-                    .ok()
-                    .and_then(|index| receipt_handles.get(index))
-                    .cloned()
-                    .unwrap_or_default();
-                DeleteFailure {
-                    receipt_handle,
-                    retryable: !failed.sender_fault,
-                    detail: format!("{}: {}", failed.code, failed.message.unwrap_or_default()),
-                }
-            })
-            .collect())
+        Ok(entry_failures(output.failed, receipt_handles))
     }
 
     async fn set_visibility(&self, receipt_handle: &str, timeout: Duration) -> Result<(), QueueError> {
@@ -180,11 +194,43 @@ impl InboundQueue for SqsInbound {
             .change_message_visibility()
             .queue_url(&self.url)
             .receipt_handle(receipt_handle)
-            .visibility_timeout(timeout.as_secs().min(43_200) as i32)
+            .visibility_timeout(visibility_secs(timeout))
             .send()
             .await
             .map(|_| ())
             .map_err(|err| self.error("ChangeMessageVisibility", err))
+    }
+
+    async fn set_visibility_batch(
+        &self,
+        receipt_handles: &[String],
+        timeout: Duration,
+    ) -> Result<Vec<EntryFailure>, QueueError> {
+        if receipt_handles.is_empty() {
+            return Ok(Vec::new());
+        }
+        // Entry ids are positions, as for deletes.
+        let entries = receipt_handles
+            .iter()
+            .enumerate()
+            .map(|(index, handle)| {
+                ChangeMessageVisibilityBatchRequestEntry::builder()
+                    .id(index.to_string())
+                    .receipt_handle(handle)
+                    .visibility_timeout(visibility_secs(timeout))
+                    .build()
+                    .expect("id and receipt handle are set")
+            })
+            .collect();
+        let output = self
+            .client
+            .change_message_visibility_batch()
+            .queue_url(&self.url)
+            .set_entries(Some(entries))
+            .send()
+            .await
+            .map_err(|err| self.error("ChangeMessageVisibilityBatch", err))?;
+        Ok(entry_failures(output.failed, receipt_handles))
     }
 }
 

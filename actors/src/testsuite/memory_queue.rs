@@ -1,8 +1,10 @@
 //! Fakes the inbound SQS queue ([`InboundQueue`]). It keeps the SQS contract the poller and the
-//! acker rely on: a received message is invisible for the visibility timeout, every receive
-//! issues a new receipt handle and only the latest one deletes or changes visibility, a receive
-//! takes at most ten messages and long-polls when none is visible, a batch delete takes at most
-//! ten entries and reports stale handles as permanent failures.
+//! acker and the heartbeat rely on: a received message is invisible for the visibility timeout,
+//! every receive issues a new receipt handle and only the latest one deletes or changes
+//! visibility, a receive takes at most ten messages and long-polls when none is visible, a batch
+//! delete or visibility change takes at most ten entries and reports stale handles as permanent
+//! failures of their entries. Its deletes and visibility changes can be told to panic or (the
+//! next visibility change) to stall, and it records every such call.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -12,8 +14,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio::time::Instant;
 
-use super::lock;
-use crate::ports::{DeleteFailure, InboundQueue, QueueError, QueueMessage};
+use super::{lock, PanicSwitch};
+use crate::ports::{EntryFailure, InboundQueue, QueueError, QueueMessage};
 
 #[derive(Debug)]
 struct QueuedMessage {
@@ -67,6 +69,14 @@ pub struct MemoryQueue {
     delete_calls: Mutex<Vec<Vec<String>>>,
     /// How many of the next delete entries fail with a retryable error.
     failing_deletes: AtomicUsize,
+    /// The receipt handles and timeout of every visibility change, single or batch, in order.
+    visibility_calls: Mutex<Vec<(Vec<String>, Duration)>>,
+    /// How long the next visibility change waits before it takes effect, like a stalled call.
+    stall_next_visibility: Mutex<Option<Duration>>,
+    /// Makes the next delete calls panic, to test the acker's supervision.
+    pub panic_on_delete: PanicSwitch,
+    /// Makes the next visibility changes (single or batch) panic.
+    pub panic_on_visibility: PanicSwitch,
 }
 
 impl MemoryQueue {
@@ -82,6 +92,10 @@ impl MemoryQueue {
             peak_in_flight: AtomicUsize::new(0),
             delete_calls: Mutex::default(),
             failing_deletes: AtomicUsize::new(0),
+            visibility_calls: Mutex::default(),
+            stall_next_visibility: Mutex::default(),
+            panic_on_delete: PanicSwitch::default(),
+            panic_on_visibility: PanicSwitch::default(),
         })
     }
 
@@ -134,6 +148,18 @@ impl MemoryQueue {
         lock(&self.delete_calls).clone()
     }
 
+    /// The receipt handles and timeout of every visibility change so far, one entry per call (a
+    /// single change is a call of one handle).
+    pub fn visibility_calls(&self) -> Vec<(Vec<String>, Duration)> {
+        lock(&self.visibility_calls).clone()
+    }
+
+    /// Makes the next visibility change, single or batch, wait `stall` before it takes effect
+    /// (dropping the call meanwhile leaves no effect, as for an abandoned request).
+    pub fn stall_next_visibility(&self, stall: Duration) {
+        *lock(&self.stall_next_visibility) = Some(stall);
+    }
+
     /// Makes the next `entries` delete entries fail as SQS' server-side errors do.
     pub fn fail_next_deletes(&self, entries: usize) {
         self.failing_deletes.store(entries, Ordering::SeqCst);
@@ -143,6 +169,28 @@ impl MemoryQueue {
     /// tests check the poller's permits against.
     pub fn peak_in_flight(&self) -> usize {
         self.peak_in_flight.load(Ordering::SeqCst)
+    }
+
+    /// Records a visibility change and waits out a stall it was told to have.
+    async fn begin_visibility_call(&self, receipt_handles: &[String], timeout: Duration) {
+        self.panic_on_visibility.check("MemoryQueue visibility change");
+        lock(&self.visibility_calls).push((receipt_handles.to_vec(), timeout));
+        let stall = lock(&self.stall_next_visibility).take();
+        if let Some(stall) = stall {
+            tokio::time::sleep(stall).await;
+        }
+    }
+
+    /// Sets the visibility of the message `receipt_handle` names; false if it is stale.
+    fn change_visibility(&self, state: &mut QueueState, receipt_handle: &str, timeout: Duration) -> bool {
+        let Some((_, message)) = state.by_handle(receipt_handle) else {
+            return false;
+        };
+        message.visible_at = Instant::now() + timeout;
+        if timeout.is_zero() {
+            self.pushed.notify_waiters();
+        }
+        true
     }
 
     fn take_visible(&self, max: usize) -> Vec<QueueMessage> {
@@ -185,7 +233,8 @@ impl InboundQueue for MemoryQueue {
         Ok(self.take_visible(max))
     }
 
-    async fn delete_batch(&self, receipt_handles: &[String]) -> Result<Vec<DeleteFailure>, QueueError> {
+    async fn delete_batch(&self, receipt_handles: &[String]) -> Result<Vec<EntryFailure>, QueueError> {
+        self.panic_on_delete.check("MemoryQueue::delete_batch");
         assert!(receipt_handles.len() <= 10, "SQS takes at most ten entries per batch");
         lock(&self.delete_calls).push(receipt_handles.to_vec());
         let mut state = lock(&self.state);
@@ -201,7 +250,7 @@ impl InboundQueue for MemoryQueue {
                     state.messages.remove(&seq);
                     state.received.remove(&seq);
                 }
-                (true, _) | (false, None) => failures.push(DeleteFailure {
+                (true, _) | (false, None) => failures.push(EntryFailure {
                     receipt_handle: receipt_handle.clone(),
                     retryable: injected,
                     detail: if injected {
@@ -217,20 +266,37 @@ impl InboundQueue for MemoryQueue {
     }
 
     async fn set_visibility(&self, receipt_handle: &str, timeout: Duration) -> Result<(), QueueError> {
-        let mut state = lock(&self.state);
-        match state.by_handle(receipt_handle) {
-            Some((_, message)) => {
-                message.visible_at = Instant::now() + timeout;
-                if timeout.is_zero() {
-                    self.pushed.notify_waiters();
-                }
-                Ok(())
-            }
-            None => Err(QueueError {
+        self.begin_visibility_call(&[receipt_handle.to_owned()], timeout).await;
+        if self.change_visibility(&mut lock(&self.state), receipt_handle, timeout) {
+            Ok(())
+        } else {
+            Err(QueueError {
                 operation: "set_visibility",
                 queue: "memory".into(),
                 detail: "stale receipt handle".into(),
-            }),
+            })
         }
+    }
+
+    async fn set_visibility_batch(
+        &self,
+        receipt_handles: &[String],
+        timeout: Duration,
+    ) -> Result<Vec<EntryFailure>, QueueError> {
+        assert!(receipt_handles.len() <= 10, "SQS takes at most ten entries per batch");
+        if receipt_handles.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.begin_visibility_call(receipt_handles, timeout).await;
+        let mut state = lock(&self.state);
+        Ok(receipt_handles
+            .iter()
+            .filter(|receipt_handle| !self.change_visibility(&mut state, receipt_handle, timeout))
+            .map(|receipt_handle| EntryFailure {
+                receipt_handle: receipt_handle.clone(),
+                retryable: false,
+                detail: "stale receipt handle".into(),
+            })
+            .collect())
     }
 }

@@ -15,24 +15,28 @@
 //!                    │                Router ──clean──► Forwarder ──► outbound SQS (batches of ten)
 //!                    │                   └──infected / unscannable / gone──► Quarantiner ──► S3 + SNS
 //!                    │
-//!                    └─ every record carries a RecordTicket ─► (all resolved) ─► Acker ──► batch delete / release
-//!                                                                                 └─ heartbeat: extend visibility
+//!                    ├─ every record carries a RecordTicket ─► (all resolved) ─► Acker ──► batch delete / release
+//!                    │                                                                  (at shutdown: release the rest)
+//!                    └─ registers each message ─► in-flight registry (settled: removed) ◄── Heartbeat ──► batch visibility extensions
+//!                                                                                           (each call its own task)
 //! ```
 //!
 //! Where each box lives: `stages/poller.rs`, `stages/pool.rs` (both pools), `stages/fetcher.rs`,
 //! `stages/scanner.rs` (with [`archive_guard`]), `stages/router.rs`, `stages/forwarder.rs`,
-//! `stages/quarantiner.rs` (with [`report`]), `stages/acker.rs`; `ticket.rs` holds the
-//! `RecordTicket`. The root supervisor (`supervisor.rs`) spawns every stage linked to itself and
-//! restarts a failed one with backoff; the two pools do the same for their workers. A restart
-//! storm stops the pipeline with an error so that the process exits and its orchestrator
-//! restarts it. [`Pipeline`] (`pipeline.rs`) starts and stops the whole.
+//! `stages/quarantiner.rs` (with [`report`]), `stages/acker.rs`, `stages/heartbeat.rs`;
+//! `ticket.rs` holds the `RecordTicket`, `inflight.rs` the registry of messages in flight, which
+//! the pipeline owns so that no restart of a stage loses it. The root supervisor
+//! (`supervisor.rs`) spawns every stage linked to itself and restarts a failed one with backoff;
+//! the two pools do the same for their workers. A restart storm stops the pipeline with an error
+//! so that the process exits and its orchestrator restarts it. [`Pipeline`] (`pipeline.rs`)
+//! starts and stops the whole.
 //!
 //! Modules depend one way, no two on each other. At the bottom, importing nothing of the crate:
-//! [`trace`], [`backoff`], [`defaults`], [`metrics`], and the `address` and `shutdown` helpers.
-//! Then the `ticket` (on metrics), [`model`] (on the ticket and trace), [`ports`] (on model and
-//! trace), [`event`], [`report`] and [`archive_guard`] (on model and ports), [`restart`] and
-//! [`config`]. The stages use all of these; the supervisor wires the stages; the [`Pipeline`]
-//! façade starts the supervisor.
+//! [`trace`], [`backoff`], [`defaults`], [`metrics`], and the `address`, `shutdown` and
+//! `inflight` helpers. Then the `ticket` (on metrics and inflight), [`model`] (on the ticket and
+//! trace), [`ports`] (on model and trace), [`event`], [`report`] and [`archive_guard`] (on model
+//! and ports), [`restart`] and [`config`]. The stages use all of these; the supervisor wires the
+//! stages; the [`Pipeline`] façade starts the supervisor.
 //!
 //! # Acknowledgement contract
 //!
@@ -45,7 +49,10 @@
 //! * The SQS message is deleted only when every ticket of it was resolved `done` or `reject`, that
 //!   is after every effect of every record succeeded. Any `retry` releases the whole message with a
 //!   backoff so it comes back; duplicates are preferred over loss.
-//! * While a message is in flight the acker's heartbeat extends its visibility timeout.
+//! * While a message is in flight (received, not yet settled) it is registered in the pipeline's
+//!   in-flight registry, and the heartbeat extends its visibility timeout, ten messages per call,
+//!   each call its own task abandoned after one tick: a restart of the acker or the heartbeat
+//!   loses no message, and one stalled call delays no other.
 //! * A verdict is only ever as certain as clamd's exact `stream: OK`; the
 //!   [`ArchiveGuard`](archive_guard::ArchiveGuard) on the way to clamd can turn clean into
 //!   unscannable, never the other way.
@@ -66,6 +73,7 @@ pub mod restart;
 pub mod trace;
 
 mod address;
+mod inflight;
 mod pipeline;
 mod shutdown;
 mod stages;

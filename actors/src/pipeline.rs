@@ -12,10 +12,12 @@ use tokio::task::JoinHandle;
 
 use crate::address::StageAddress;
 use crate::config::PipelineConfig;
+use crate::inflight::InflightRegistry;
 use crate::ports::PipelinePorts;
 use crate::restart::RestartBudget;
 use crate::shutdown::{self, ShutdownTrigger};
 use crate::stages::acker::AckerMsg;
+use crate::stages::heartbeat::HeartbeatMsg;
 use crate::stages::poller::MAX_RECEIVE_BATCH;
 use crate::supervisor::{StageAddresses, Supervisor, SupervisorArguments, SupervisorMsg};
 
@@ -37,6 +39,8 @@ pub struct Pipeline {
     max_in_flight: usize,
     /// Releases what is unfinished when the grace period ends.
     acker: StageAddress<AckerMsg>,
+    /// Stopped before that release, so that no extension of it is still on its way.
+    heartbeat: StageAddress<HeartbeatMsg>,
     shutdown: ShutdownTrigger,
     fatal: watch::Receiver<Option<String>>,
 }
@@ -52,9 +56,11 @@ impl Pipeline {
         let permits = Arc::new(Semaphore::new(config.max_in_flight));
         let addresses = StageAddresses::new();
         let acker = addresses.acker.clone();
+        let heartbeat = addresses.heartbeat.clone();
         let max_in_flight = config.max_in_flight;
         let wiring = Arc::new(SupervisorArguments {
             permits: permits.clone(),
+            registry: Arc::new(InflightRegistry::default()),
             restarts: RestartBudget::new(config.restart_policy.clone()),
             config,
             ports,
@@ -69,6 +75,7 @@ impl Pipeline {
             permits,
             max_in_flight,
             acker,
+            heartbeat,
             shutdown,
             fatal,
         })
@@ -88,8 +95,8 @@ impl Pipeline {
         }
     }
 
-    /// Stops receiving, waits up to `grace` for in-flight messages to settle, releases the rest
-    /// (visibility 0) and stops every actor.
+    /// Stops receiving, waits up to `grace` for in-flight messages to settle, stops extending
+    /// and releases the rest (visibility 0), and stops every actor.
     pub async fn shutdown(self, grace: Duration) -> ShutdownReport {
         self.shutdown.trigger();
         let drained = tokio::time::timeout(grace, self.permits.acquire_many(self.max_in_flight as u32))
@@ -97,6 +104,11 @@ impl Pipeline {
             .is_ok();
         let mut released = 0;
         if !drained {
+            if let Some(heartbeat) = self.heartbeat.get() {
+                let _ = heartbeat
+                    .stop_and_wait(Some("shutdown".into()), Some(Duration::from_secs(5)))
+                    .await;
+            }
             let (reply, count) = oneshot::channel();
             if self.acker.send(AckerMsg::ReleaseAll(reply)).is_ok() {
                 released = tokio::time::timeout(Duration::from_secs(10), count)

@@ -14,6 +14,7 @@ use crate::address::StageAddress;
 use crate::archive_guard::GuardLimits;
 use crate::backoff::Backoff;
 use crate::config::PipelineConfig;
+use crate::inflight::InflightRegistry;
 use crate::model::RecordJob;
 use crate::ports::PipelinePorts;
 use crate::restart::RestartBudget;
@@ -21,6 +22,7 @@ use crate::shutdown::Shutdown;
 use crate::stages::acker::{Acker, AckerArguments, AckerMsg};
 use crate::stages::fetcher::{Fetcher, FetcherArguments};
 use crate::stages::forwarder::{Forwarder, ForwarderArguments, ForwarderMsg};
+use crate::stages::heartbeat::{Heartbeat, HeartbeatArguments, HeartbeatMsg};
 use crate::stages::poller::{Poller, PollerArguments};
 use crate::stages::pool::{Pool, PoolArguments, PoolMsg, SpawnWorker, WorkerKind};
 use crate::stages::quarantiner::{Quarantiner, QuarantinerArguments, QuarantinerMsg};
@@ -30,8 +32,10 @@ use crate::stages::scanner::{ScanJob, Scanner, ScannerArguments};
 /// Stable addresses of the stages that others send to.
 #[derive(Clone)]
 pub(crate) struct StageAddresses {
-    /// Settles messages; tracks their visibility.
+    /// Settles messages; releases the unfinished ones at shutdown.
     pub(crate) acker: StageAddress<AckerMsg>,
+    /// Extends the visibility of messages in flight; stopped before the shutdown release.
+    pub(crate) heartbeat: StageAddress<HeartbeatMsg>,
     /// Sends clean records and rejected events.
     pub(crate) forwarder: StageAddress<ForwarderMsg>,
     /// Moves what is not clean.
@@ -49,6 +53,7 @@ impl StageAddresses {
     pub(crate) fn new() -> Self {
         Self {
             acker: StageAddress::new("acker"),
+            heartbeat: StageAddress::new("heartbeat"),
             forwarder: StageAddress::new("forwarder"),
             quarantiner: StageAddress::new("quarantiner"),
             router: StageAddress::new("router"),
@@ -68,6 +73,9 @@ pub(crate) struct SupervisorArguments {
     pub(crate) addresses: StageAddresses,
     /// The in-flight permits the poller takes and settlements return.
     pub(crate) permits: Arc<Semaphore>,
+    /// The messages in flight: the poller registers them, settling removes them, the heartbeat
+    /// extends them. Outlives every stage, so a restart loses none.
+    pub(crate) registry: Arc<InflightRegistry>,
     /// Shared by every supervisor of the pipeline: a storm anywhere stops everything.
     pub(crate) restarts: RestartBudget,
     /// Once requested, nothing is restarted and the poller stops receiving.
@@ -80,6 +88,7 @@ pub(crate) struct SupervisorArguments {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) enum Stage {
     Acker,
+    Heartbeat,
     Forwarder,
     Quarantiner,
     Router,
@@ -90,8 +99,9 @@ pub(crate) enum Stage {
 
 impl Stage {
     /// Every stage, consumers before producers, so no stage starts sending to one not there.
-    pub(crate) const START_ORDER: [Stage; 7] = [
+    pub(crate) const START_ORDER: [Stage; 8] = [
         Stage::Acker,
+        Stage::Heartbeat,
         Stage::Forwarder,
         Stage::Quarantiner,
         Stage::Router,
@@ -104,6 +114,7 @@ impl Stage {
     fn label(self) -> &'static str {
         match self {
             Stage::Acker => "acker",
+            Stage::Heartbeat => "heartbeat",
             Stage::Forwarder => "forwarder",
             Stage::Quarantiner => "quarantiner",
             Stage::Router => "router",
@@ -136,12 +147,22 @@ impl SupervisorState {
             Stage::Acker => {
                 let args = AckerArguments {
                     queue: w.ports.inbound.clone(),
-                    visibility_timeout: w.config.visibility_timeout,
+                    registry: w.registry.clone(),
                     release_backoff: Backoff::new(w.config.retry_base, w.config.retry_max),
                     linger: w.config.batch_linger,
                 };
                 let (actor, _) = Actor::spawn_linked(None, Acker, args, supervisor).await?;
                 w.addresses.acker.set(actor.clone());
+                actor.get_id()
+            }
+            Stage::Heartbeat => {
+                let args = HeartbeatArguments {
+                    queue: w.ports.inbound.clone(),
+                    registry: w.registry.clone(),
+                    visibility_timeout: w.config.visibility_timeout,
+                };
+                let (actor, _) = Actor::spawn_linked(None, Heartbeat, args, supervisor).await?;
+                w.addresses.heartbeat.set(actor.clone());
                 actor.get_id()
             }
             Stage::Forwarder => {
@@ -230,6 +251,7 @@ impl SupervisorState {
                     fetch_pool: w.addresses.fetch_pool.clone(),
                     forwarder: w.addresses.forwarder.clone(),
                     acker: w.addresses.acker.clone(),
+                    registry: w.registry.clone(),
                     shutdown: w.shutdown.clone(),
                 };
                 let (actor, _) = Actor::spawn_linked(None, Poller, args, supervisor).await?;

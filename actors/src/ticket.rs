@@ -2,7 +2,9 @@
 //! [`RecordTicket`] per record. Each ticket is resolved exactly once; when the last one is, the
 //! message is settled: a [`Settlement`] that deletes it if every record is done, or releases it
 //! for a retry otherwise, handed to the message's [`SettlementOutlet`]. A ticket dropped
-//! unresolved counts as a retry, so a crashed actor never acknowledges by accident.
+//! unresolved counts as a retry, so a crashed actor never acknowledges by accident. Opening a
+//! message registers it in the pipeline's [`InflightRegistry`] (so that its visibility is
+//! extended) and settling it removes it, before the settlement is handed on.
 //!
 //! Tickets know nothing of who takes the settlement (in the pipeline, the acker's address
 //! implements the outlet), so they are tested here with plain synchronous asserts, the way
@@ -12,6 +14,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use tokio::sync::OwnedSemaphorePermit;
+
+use crate::inflight::InflightRegistry;
 
 /// Why a record goes back to the queue: a closed set, counted by cause in the retries metric.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -110,6 +114,8 @@ pub(crate) struct InflightMessage {
     pub(crate) span: tracing::Span,
     progress: Mutex<Progress>,
     outlet: Arc<dyn SettlementOutlet>,
+    /// Where the message is registered while in flight; it leaves when it settles.
+    registry: Arc<InflightRegistry>,
 }
 
 impl std::fmt::Debug for InflightMessage {
@@ -122,16 +128,18 @@ impl std::fmt::Debug for InflightMessage {
 }
 
 impl InflightMessage {
-    /// Starts tracking `delivery` with `records` tickets (at least one); `permit` is held until
-    /// the settlement is dropped.
+    /// Starts tracking `delivery` with `records` tickets (at least one) and registers it in
+    /// `registry` until it settles; `permit` is held until the settlement is dropped.
     pub(crate) fn open(
         delivery: Delivery,
         records: usize,
         permit: OwnedSemaphorePermit,
         outlet: Arc<dyn SettlementOutlet>,
+        registry: Arc<InflightRegistry>,
         span: tracing::Span,
     ) -> (Arc<InflightMessage>, Vec<RecordTicket>) {
         let records = records.max(1);
+        registry.register(&delivery.receipt_handle, &delivery.message_id, &span);
         let inflight = Arc::new(InflightMessage {
             message_id: delivery.message_id,
             receipt_handle: delivery.receipt_handle,
@@ -144,6 +152,7 @@ impl InflightMessage {
                 permit: Some(permit),
             }),
             outlet,
+            registry,
         });
         let tickets = (0..records)
             .map(|_| RecordTicket {
@@ -151,11 +160,6 @@ impl InflightMessage {
             })
             .collect();
         (inflight, tickets)
-    }
-
-    /// True while some ticket is unresolved.
-    pub(crate) fn is_pending(&self) -> bool {
-        self.lock().pending > 0
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Progress> {
@@ -182,6 +186,7 @@ impl InflightMessage {
                 permit: progress.permit.take(),
             }
         };
+        self.registry.remove(&self.receipt_handle);
         if let Err(lost) = self.outlet.settle(settlement) {
             tracing::warn!(
                 message_id = %lost.message.message_id,
@@ -288,10 +293,27 @@ mod tests {
     }
 
     fn open(id: &str, records: usize, outlet: Arc<dyn SettlementOutlet>) -> (Arc<Semaphore>, Vec<RecordTicket>) {
+        let (permits, tickets, _) = open_registered(id, records, outlet);
+        (permits, tickets)
+    }
+
+    fn open_registered(
+        id: &str,
+        records: usize,
+        outlet: Arc<dyn SettlementOutlet>,
+    ) -> (Arc<Semaphore>, Vec<RecordTicket>, Arc<InflightRegistry>) {
         let permits = Arc::new(Semaphore::new(1));
         let permit = permits.clone().try_acquire_owned().unwrap();
-        let (_, tickets) = InflightMessage::open(delivery(id), records, permit, outlet, tracing::Span::none());
-        (permits, tickets)
+        let registry = Arc::new(InflightRegistry::default());
+        let (_, tickets) = InflightMessage::open(
+            delivery(id),
+            records,
+            permit,
+            outlet,
+            registry.clone(),
+            tracing::Span::none(),
+        );
+        (permits, tickets, registry)
     }
 
     #[test]
@@ -330,6 +352,21 @@ mod tests {
         let taken = settled.taken();
         assert_eq!(taken.len(), 1);
         assert!(matches!(taken[0].1, SettleOutcome::Release { .. }));
+    }
+
+    #[test]
+    fn a_message_is_registered_until_it_settles_also_with_the_acker_down() {
+        for outlet in [
+            Arc::new(Collected::default()) as Arc<dyn SettlementOutlet>,
+            Arc::new(Down),
+        ] {
+            let (_permits, mut tickets, registry) = open_registered("m5", 2, outlet);
+            assert_eq!(registry.len(), 1);
+            tickets.pop().unwrap().done();
+            assert_eq!(registry.len(), 1, "left before its last record finished");
+            drop(tickets);
+            assert_eq!(registry.len(), 0);
+        }
     }
 
     #[test]

@@ -1,9 +1,11 @@
-//! The acker owns the inbound queue's side effects for messages in flight: it deletes settled
-//! messages, ten per `DeleteMessageBatch` call, releases the ones to retry with a backoff, and,
-//! on a heartbeat, extends the visibility timeout of messages still being worked on so that no
-//! other worker receives them mid-scan. Messages reach it through their
-//! [`RecordTicket`](crate::ticket::RecordTicket)s: the acker's address is the tickets'
-//! [`SettlementOutlet`].
+//! The acker owns the inbound queue's side effects for settled messages: it deletes them, ten
+//! per `DeleteMessageBatch` call, and releases the ones to retry with a backoff. Messages reach
+//! it through their [`RecordTicket`](crate::ticket::RecordTicket)s: the acker's address is the
+//! tickets' [`SettlementOutlet`]. At shutdown it also makes every message still in flight
+//! visible again at once, ten per `ChangeMessageVisibilityBatch` call, taking them from the
+//! pipeline's [`InflightRegistry`]. It keeps no table of messages in flight: extending their
+//! visibility is the heartbeat's (`stages/heartbeat.rs`), off this actor, so neither a restart of
+//! the acker nor a slow delete call lets a message lapse.
 //!
 //! A delete waits at most the pipeline's batch linger for nine others, and not at all when no
 //! other message in flight could join it. Entries of a batch that fail with
@@ -12,8 +14,8 @@
 //! handle) the message reappears on the queue and is handled again, which every effect allows.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Weak};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::sync::oneshot;
@@ -21,20 +23,17 @@ use tracing::Instrument;
 
 use crate::address::StageAddress;
 use crate::backoff::Backoff;
+use crate::inflight::{InflightRegistry, Registered};
 use crate::metrics::Latency;
 use crate::ports::InboundQueue;
-use crate::ticket::{InflightMessage, SettleOutcome, Settlement, SettlementOutlet};
+use crate::ticket::{SettleOutcome, Settlement, SettlementOutlet};
 
 /// What the acker is told.
 pub(crate) enum AckerMsg {
-    /// Watch this message's visibility while it is in flight.
-    Track(Weak<InflightMessage>),
     /// A message's last ticket was resolved: delete or release it.
     Settle(Settlement),
     /// Sends the deletes collected so far.
     FlushDeletes,
-    /// Extends the visibility of messages in flight that are due.
-    Heartbeat,
     /// Shutdown: make every unfinished message visible now; replies with how many.
     ReleaseAll(oneshot::Sender<usize>),
 }
@@ -55,10 +54,11 @@ pub(crate) struct Acker;
 /// What the acker is spawned with.
 #[derive(Clone)]
 pub(crate) struct AckerArguments {
-    /// The inbound queue: deletes, releases and visibility extensions.
+    /// The inbound queue: deletes and releases.
     pub(crate) queue: Arc<dyn InboundQueue>,
-    /// The visibility timeout messages are received with, and extended to.
-    pub(crate) visibility_timeout: Duration,
+    /// What is in flight: whether a delete may wait for company, and what to release at
+    /// shutdown.
+    pub(crate) registry: Arc<InflightRegistry>,
     /// How long a released message stays invisible, by receive count.
     pub(crate) release_backoff: Backoff,
     /// How long a settled message may wait for others to share its delete call.
@@ -84,22 +84,17 @@ struct PendingDelete {
     span: tracing::Span,
 }
 
-/// The acker's state: what is in flight, and the deletes waiting for company.
+/// The acker's state: the deletes waiting for company.
 pub(crate) struct AckerState {
     arguments: AckerArguments,
     myself: ActorRef<AckerMsg>,
-    /// In-flight messages by receipt handle, with when their visibility was last set.
-    tracked: HashMap<String, (Weak<InflightMessage>, Instant)>,
     pending_deletes: Vec<PendingDelete>,
     /// A FlushDeletes is on its way.
     flush_scheduled: bool,
-    /// ReleaseAll made every unfinished message visible: a late retry must not hide it again.
-    released_all: bool,
 }
 
 impl AckerState {
     async fn settle(&mut self, settlement: Settlement) {
-        self.tracked.remove(&settlement.message.receipt_handle);
         let SettleOutcome::Release { reason } = &settlement.outcome else {
             let span = tracing::info_span!(
                 parent: &settlement.message.span,
@@ -121,7 +116,9 @@ impl AckerState {
             return;
         };
         let message = &settlement.message;
-        if self.released_all {
+        // The shutdown release made every unfinished message visible: a late retry must not hide
+        // it again.
+        if self.arguments.registry.is_released() {
             tracing::debug!(message_id = %message.message_id, "already released at shutdown");
             return;
         }
@@ -140,10 +137,9 @@ impl AckerState {
         // Dropping the settlement here returns its permit: the poller may take another message.
     }
 
-    /// True while some message not yet settled could still join the pending deletes (or one
-    /// that ended unsettled is still listed until the next heartbeat: then the linger is waited).
+    /// True while some message not yet settled could still join the pending deletes.
     fn others_in_flight(&self) -> bool {
-        !self.tracked.is_empty()
+        self.arguments.registry.len() > 0
     }
 
     fn schedule_flush(&mut self, after: Duration) {
@@ -201,60 +197,41 @@ impl AckerState {
         }
     }
 
-    async fn heartbeat(&mut self) {
-        let now = Instant::now();
-        let due_after = self.arguments.visibility_timeout / 2;
-        self.tracked
-            .retain(|_, (message, _)| message.upgrade().is_some_and(|message| message.is_pending()));
-        for (receipt_handle, (message, last_set)) in self.tracked.iter_mut() {
-            if now.duration_since(*last_set) < due_after {
-                continue;
-            }
-            let Some(message) = message.upgrade() else { continue };
-            match self
-                .arguments
-                .queue
-                .set_visibility(receipt_handle, self.arguments.visibility_timeout)
-                .await
-            {
-                Ok(()) => {
-                    *last_set = now;
-                    tracing::debug!(message_id = %message.message_id, "visibility extended");
-                    metrics::counter!(crate::metrics::VISIBILITY_EXTENSIONS).increment(1);
-                }
-                Err(err) => {
-                    tracing::warn!(message_id = %message.message_id, error = %err, "visibility extension failed")
-                }
-            }
-        }
-    }
-
     async fn release_all(&mut self) -> usize {
         // Finished messages first: a delete is better than a redelivery.
         self.flush_deletes().await;
-        self.released_all = true;
-        let mut released = 0;
-        for (receipt_handle, (message, _)) in self.tracked.drain() {
-            let Some(message) = message.upgrade().filter(|message| message.is_pending()) else {
-                continue;
-            };
-            match self
-                .arguments
-                .queue
-                .set_visibility(&receipt_handle, Duration::ZERO)
-                .await
-            {
-                Ok(()) => {
-                    tracing::info!(parent: &message.span, message_id = %message.message_id, "released at shutdown");
-                    released += 1
-                }
-                Err(err) => {
-                    tracing::warn!(message_id = %message.message_id, error = %err, "release at shutdown failed; message returns after its visibility timeout")
-                }
+        let unfinished = self.arguments.registry.release_all();
+        let calls = unfinished
+            .chunks(DELETE_BATCH)
+            .map(|batch| release_now(self.arguments.queue.as_ref(), batch));
+        futures::future::join_all(calls).await.into_iter().sum()
+    }
+}
+
+/// Makes one batch of unfinished messages visible at once (all batches at the same time: none
+/// waits for another's call); returns how many were.
+async fn release_now(queue: &dyn InboundQueue, batch: &[Registered]) -> usize {
+    let handles: Vec<String> = batch.iter().map(|message| message.receipt_handle.clone()).collect();
+    let failures: HashMap<String, String> = match queue.set_visibility_batch(&handles, Duration::ZERO).await {
+        Ok(failures) => failures
+            .into_iter()
+            .map(|failure| (failure.receipt_handle, failure.detail))
+            .collect(),
+        Err(err) => handles.iter().map(|handle| (handle.clone(), err.to_string())).collect(),
+    };
+    let mut released = 0;
+    for message in batch {
+        match failures.get(&message.receipt_handle) {
+            None => {
+                tracing::info!(parent: &message.span, message_id = %message.message_id, "released at shutdown");
+                released += 1;
+            }
+            Some(detail) => {
+                tracing::warn!(message_id = %message.message_id, error = %detail, "release at shutdown failed; message returns after its visibility timeout")
             }
         }
-        released
     }
+    released
 }
 
 impl Actor for Acker {
@@ -267,16 +244,11 @@ impl Actor for Acker {
         myself: ActorRef<AckerMsg>,
         arguments: AckerArguments,
     ) -> Result<AckerState, ActorProcessingErr> {
-        // Often enough that every message is extended well before it would reappear.
-        let tick = (arguments.visibility_timeout / 4).max(Duration::from_millis(250));
-        myself.send_interval(tick, || AckerMsg::Heartbeat);
         Ok(AckerState {
             arguments,
             myself,
-            tracked: HashMap::new(),
             pending_deletes: Vec::new(),
             flush_scheduled: false,
-            released_all: false,
         })
     }
 
@@ -287,19 +259,11 @@ impl Actor for Acker {
         state: &mut AckerState,
     ) -> Result<(), ActorProcessingErr> {
         match message {
-            AckerMsg::Track(message) => {
-                if let Some(inflight) = message.upgrade() {
-                    state
-                        .tracked
-                        .insert(inflight.receipt_handle.clone(), (message, inflight.received_at));
-                }
-            }
             AckerMsg::Settle(settlement) => state.settle(settlement).await,
             AckerMsg::FlushDeletes => {
                 state.flush_scheduled = false;
                 state.flush_deletes().await;
             }
-            AckerMsg::Heartbeat => state.heartbeat().await,
             AckerMsg::ReleaseAll(reply) => {
                 let released = state.release_all().await;
                 let _ = reply.send(released);
@@ -312,7 +276,7 @@ impl Actor for Acker {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ticket::{Delivery, SettleOutcome};
+    use crate::ticket::{Delivery, InflightMessage, SettleOutcome};
 
     #[test]
     fn release_delay_doubles_and_is_capped() {
@@ -338,6 +302,7 @@ mod tests {
             1,
             permits.clone().try_acquire_owned().unwrap(),
             outlet,
+            Arc::new(InflightRegistry::default()),
             tracing::Span::none(),
         );
         let settlement = Settlement {

@@ -1,8 +1,9 @@
 //! The poller is the pipeline's only entrance. It long-polls the inbound queue for as many
 //! messages as it holds free in-flight permits (so nothing downstream queues without bound),
-//! parses each body, and sends each valid record with its ticket to the fetch pool. Test events
-//! are acknowledged; invalid events and records go to the forwarder's rejected path and never
-//! block the queue.
+//! parses each body, registers each message in the pipeline's in-flight registry (the heartbeat
+//! extends what is registered), and sends each valid record with its ticket to the fetch pool.
+//! Test events are acknowledged; invalid events and records go to the forwarder's rejected path
+//! and never block the queue.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,6 +18,7 @@ use super::pool::PoolMsg;
 use crate::address::StageAddress;
 use crate::backoff::Backoff;
 use crate::event::{parse_message, ParsedMessage, Rejection};
+use crate::inflight::InflightRegistry;
 use crate::model::{ObjectRef, RecordJob};
 use crate::ports::{InboundQueue, QueueMessage};
 use crate::shutdown::Shutdown;
@@ -73,8 +75,10 @@ pub(crate) struct PollerArguments {
     pub(crate) fetch_pool: StageAddress<PoolMsg<RecordJob>>,
     /// Where rejected records go, to be kept.
     pub(crate) forwarder: StageAddress<ForwarderMsg>,
-    /// Tracks every message's visibility, and takes its settlement.
+    /// Takes every message's settlement.
     pub(crate) acker: StageAddress<AckerMsg>,
+    /// Where every message is registered while in flight, so that its visibility is extended.
+    pub(crate) registry: Arc<InflightRegistry>,
     /// Stop receiving when it is requested.
     pub(crate) shutdown: Shutdown,
 }
@@ -121,14 +125,14 @@ impl PollerState {
             receipt_handle: message.receipt_handle.clone(),
             receive_count: message.receive_count,
         };
-        let (inflight, mut tickets) = InflightMessage::open(
+        let (_, mut tickets) = InflightMessage::open(
             delivery,
             records,
             permit,
             self.settlements.clone(),
+            self.arguments.registry.clone(),
             message_span.clone(),
         );
-        let _ = self.arguments.acker.send(AckerMsg::Track(Arc::downgrade(&inflight)));
         let upstream = Arc::new(message.trace.clone());
         let mut rejected = Vec::new();
         match parsed {

@@ -357,3 +357,103 @@ async fn clean_records_go_out_ten_per_send_and_a_failed_entry_retries_only_its_m
     assert!(batches.len() <= 5, "sends were not batched: {batches:?}");
     pipeline.shutdown(Duration::from_secs(1)).await;
 }
+
+/// A pipeline whose visibility timeout is 1 s (heartbeat every 250 ms) and whose scans take
+/// `scan` each, on a queue with the same timeout.
+fn one_second_visibility(scan: Duration) -> (FakeWorld, PipelineConfig) {
+    let scanner = PatternScanner {
+        delay: scan,
+        ..Default::default()
+    };
+    let world = FakeWorld::with_scanner(Duration::from_secs(1), scanner);
+    let mut config = config();
+    config.visibility_timeout = Duration::from_secs(1);
+    (world, config)
+}
+
+/// The visibility extensions the fake queue saw (calls with the full timeout, not releases).
+fn extension_calls(world: &FakeWorld) -> Vec<Vec<String>> {
+    world
+        .inbound
+        .visibility_calls()
+        .into_iter()
+        .filter(|(_, timeout)| *timeout == Duration::from_secs(1))
+        .map(|(handles, _)| handles)
+        .collect()
+}
+
+#[tokio::test]
+async fn a_restarted_acker_and_heartbeat_keep_extending_what_is_in_flight() {
+    // A scan of 2.5 visibility timeouts. Meanwhile an S3 test event settles at once, and its
+    // delete kills the acker; the first visibility extension kills whoever sends it.
+    let (world, config) = one_second_visibility(Duration::from_millis(2500));
+    world.inbound.panic_on_delete.arm(1);
+    world.inbound.panic_on_visibility.arm(1);
+    let slow = world.upload(UNPROCESSED, "guid/slow.txt", &b"slow"[..]);
+    let test_event = world
+        .inbound
+        .push(r#"{"Service":"Amazon S3","Event":"s3:TestEvent","Bucket":"unprocessed"}"#);
+    let pipeline = Pipeline::start(config, world.ports()).await.unwrap();
+    eventually("both deleted", || world.inbound.is_empty()).await;
+    assert_eq!(world.inbound.receives_of(&slow), 1, "received again while in flight");
+    assert_eq!(world.outbound.messages().len(), 1, "scanned and forwarded once");
+    // The test event's first delete died with the acker: it came back once, and the restarted
+    // acker deleted it.
+    assert_eq!(world.inbound.receives_of(&test_event), 2);
+    assert!(!extension_calls(&world).is_empty());
+    pipeline.shutdown(Duration::from_secs(1)).await;
+}
+
+#[tokio::test]
+async fn a_stalled_visibility_call_does_not_let_another_message_lapse() {
+    let (world, config) = one_second_visibility(Duration::from_millis(1600));
+    let first = world.upload(UNPROCESSED, "guid/first.txt", &b"first"[..]);
+    // The first extension call (the first message's, alone: the second is received more than a
+    // heartbeat later) stalls for a minute.
+    world.inbound.stall_next_visibility(Duration::from_secs(60));
+    let pipeline = Pipeline::start(config, world.ports()).await.unwrap();
+    eventually("first received", || world.inbound.receive_count(&first) == Some(1)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let second = world.upload(UNPROCESSED, "guid/second.txt", &b"second"[..]);
+    eventually("both deleted", || world.inbound.is_empty()).await;
+    assert_eq!(world.inbound.receives_of(&second), 1, "lapsed behind the stalled call");
+    let forwarded = world.outbound.messages();
+    let second_forwarded = forwarded.iter().filter(|m| m.body.contains("guid/second.txt")).count();
+    assert_eq!(second_forwarded, 1);
+    // The first message did not wait for its stalled call either: it went out again.
+    let first_handle = format!("{first}#1");
+    let calls = extension_calls(&world);
+    assert_eq!(calls[0], vec![first_handle.clone()], "{calls:?}");
+    assert!(
+        calls[1..].iter().any(|call| call.contains(&first_handle)),
+        "the first message was not extended again while its call stalled: {calls:?}"
+    );
+    pipeline.shutdown(Duration::from_secs(1)).await;
+}
+
+#[tokio::test]
+async fn visibility_extensions_go_ten_per_call() {
+    let (world, mut config) = one_second_visibility(Duration::from_millis(1600));
+    config.fetch_concurrency = 12;
+    config.scanner_connections = 12;
+    let ids: Vec<String> = (0..12)
+        .map(|i| world.upload(UNPROCESSED, &format!("guid/{i}.txt"), &b"clean"[..]))
+        .collect();
+    let pipeline = Pipeline::start(config, world.ports()).await.unwrap();
+    eventually("every message deleted", || world.inbound.is_empty()).await;
+    assert_eq!(world.outbound.messages().len(), 12);
+    for id in &ids {
+        assert_eq!(world.inbound.receives_of(id), 1, "{id} was received again");
+    }
+    let calls = extension_calls(&world);
+    let entries: usize = calls.iter().map(Vec::len).sum();
+    assert!(entries >= 12, "every message was extended: {calls:?}");
+    assert!(calls.iter().all(|call| call.len() <= 10), "{calls:?}");
+    // Messages received together fall due together, unless a heartbeat falls between them.
+    assert!(
+        calls.len() * 2 <= entries,
+        "extensions were not batched: {} calls for {entries} extensions: {calls:?}",
+        calls.len()
+    );
+    pipeline.shutdown(Duration::from_secs(1)).await;
+}

@@ -13,11 +13,13 @@
 //! - `readback`: putting objects and events in and reading outcomes back from the buckets and
 //!   queues (`TestEnv::put`, `receive`, `drain_*`, …, `tally`, `Drainer`);
 //! - `archives`: archive files built byte by byte for the corpus;
+//! - `archive_gen`: the differential test's seeded generator of archive structures;
 //! - `faults`: fault-injecting proxies between avscan and clamd or the emulator.
 
 // Each test binary uses a subset of the helpers.
 #![allow(dead_code)]
 
+pub mod archive_gen;
 pub mod archives;
 pub mod faults;
 

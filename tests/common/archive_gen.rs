@@ -973,6 +973,18 @@ impl Object {
         }
         traits
     }
+
+    /// True when the signature sits where no tool finds it without carving bytes out by hand:
+    /// on its path, an archive that does not start its layer (it follows other bytes, or a
+    /// decoy gzip member) and that nothing opens there — a gzip whose deflate stream breaks, a
+    /// zip with no central directory (or one that agrees with the local header that the
+    /// member's compressed data is empty), a v7 tar (no magic to find it by); or, anywhere, in the
+    /// gap a stored zip member leaves by saying it is shorter than it is (and, in a zip without a
+    /// central directory, after such a gap). clamd does not look there and neither does the
+    /// guard: README, "Guarantees", what is not covered.
+    pub fn needs_carving(&self) -> bool {
+        self.root.needs_carving(true)
+    }
 }
 
 impl Node {
@@ -1104,6 +1116,63 @@ impl Node {
             }
             Node::Embedded { inner, .. } => inner.path_depths(),
         }
+    }
+
+    /// See [`Object::needs_carving`]; `at_start`: this node starts its layer.
+    fn needs_carving(&self, at_start: bool) -> bool {
+        if let Node::Embedded { before, inner, .. } = self {
+            // A gzip after decoy gzip members from the layer's start: one multi-member stream,
+            // which starts the layer, and whose content starts with the decoys'.
+            let decoy_members = !before.is_empty() && before.iter().all(|filler| *filler == Filler::DecoyGzip);
+            if let (true, true, Node::Gzip(gzip)) = (at_start, decoy_members, &**inner) {
+                return gzip.inner.needs_carving(false);
+            }
+        }
+        let hidden_here = !at_start
+            && match self {
+                Node::Gzip(gzip) => gzip.broken,
+                Node::Zip(zip) => {
+                    // No central directory, or one that agrees the member has no data.
+                    let member = zip.path_member();
+                    zip.central == Central::Missing
+                        || (zip.central == Central::Same
+                            && member.csize == Declared::Zero
+                            && member.descriptor == Descriptor::None
+                            && member.method != 0)
+                }
+                Node::Tar(tar) => tar.format == TarFormat::V7,
+                Node::Marker { .. } | Node::Eicar | Node::Embedded { .. } => false,
+            };
+        let child_at_start = match self {
+            Node::Gzip(gzip) => !gzip.decoy_before,
+            Node::Embedded { before, .. } => at_start && before.is_empty(),
+            _ => true,
+        };
+        // A stored member whose sizes say it is shorter than it is leaves the rest of its data
+        // in a gap, where no unzip looks (unless a truthful central directory gives the size);
+        // without a central directory, a sequential unzip loses its place there too.
+        let in_a_gap = match self {
+            Node::Zip(zip) => {
+                let short = |member: &Member| {
+                    member.method == 0
+                        && matches!(member.csize, Declared::Zero | Declared::Less)
+                        && member.descriptor == Descriptor::None
+                };
+                let path = zip
+                    .members
+                    .iter()
+                    .position(|member| matches!(member.content, Content::Path(_)))
+                    .expect("a zip on the path holds the path");
+                (zip.central != Central::True && short(&zip.members[path]))
+                    || (zip.central == Central::Missing && zip.members[..path].iter().any(short))
+            }
+            _ => false,
+        };
+        hidden_here
+            || in_a_gap
+            || self
+                .path_child()
+                .is_some_and(|child| child.needs_carving(child_at_start))
     }
 
     /// The next node on the path to the signature, if this is a container.

@@ -24,11 +24,27 @@ pub(super) trait Extracted: Send {
 /// Opens the layer for content extracted at a depth.
 pub(super) type OpenLayer = fn(usize) -> Box<dyn Extracted>;
 
+/// Bytes of a layer that clamd extracts nothing from, searched for content it misses there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Region {
+    /// After the end of a gzip or tar stream, where clamd stops reading: a zip member (which a
+    /// streaming unzip finds) as well as a gzip stream, a tar or another container.
+    AfterTheEnd,
+    /// Inside other data, or in a zip's gaps: clamd's embedded scan finds zips there itself (or
+    /// the zip layer checks them), but never opens a gzip stream, a tar or another container.
+    Inside,
+}
+
+/// Opens the search of a region at a depth.
+pub(super) type OpenRegion = fn(usize, Region) -> Box<dyn Extracted>;
+
 /// What one object may cost the guard, and what it has cost so far.
 pub(super) struct Context {
     pub(super) limits: GuardLimits,
     /// How extracted content gets its layer.
     open: OpenLayer,
+    /// How a region clamd extracts nothing from gets its search.
+    open_region: OpenRegion,
     /// Bytes fed to layers below the object: clamd's scan size, less the object itself.
     extracted: u64,
     members: usize,
@@ -37,10 +53,11 @@ pub(super) struct Context {
 }
 
 impl Context {
-    pub(super) fn new(limits: GuardLimits, open: OpenLayer) -> Self {
+    pub(super) fn new(limits: GuardLimits, open: OpenLayer, open_region: OpenRegion) -> Self {
         Self {
             limits,
             open,
+            open_region,
             extracted: 0,
             members: 0,
             followers: 0,
@@ -57,6 +74,11 @@ impl Context {
             ));
         }
         Ok((self.open)(depth))
+    }
+
+    /// The search of a region at `depth` that clamd extracts nothing from.
+    pub(super) fn open_region(&self, depth: usize, region: Region) -> Box<dyn Extracted> {
+        (self.open_region)(depth, region)
     }
 
     /// Counts `bytes` extracted into a layer at `depth`.

@@ -2,11 +2,16 @@
 //! comment of any length, and a header CRC), the deflate stream, the trailer, and further
 //! members after it, all inflated into one layer. A first header zlib rejects leaves clamd with
 //! nothing to scan: unscannable. Data that is not a further member ends the stream, as it ends
-//! zlib's (what came before it is scanned).
+//! zlib's (what came before it is scanned); what follows is searched for content clamd does not
+//! open (a zip an unzip tool would find, another gzip).
+//!
+//! The same reader, as a [`probe`](GzipLayer::probe), tells a real gzip stream found inside other
+//! data from a chance `1f 8b 08`: its first member must end with a trailer whose CRC and size
+//! match what it inflated.
 
 use flate2::{Crc, Decompress, FlushDecompress, Status};
 
-use super::context::{Context, Extracted, Found};
+use super::context::{Context, Extracted, Found, Region};
 use super::finding::{ArchiveFinding, FindingKind};
 
 const FHCRC: u8 = 0x02;
@@ -31,8 +36,10 @@ enum Part {
     Body,
     /// CRC and size of the member (8 bytes).
     Trailer,
-    /// Past the last member: whatever follows is not inflated.
+    /// Past the last member: whatever follows is not inflated, but searched.
     Done,
+    /// The deflate stream broke: zlib stops, and what follows is the rest of a broken stream.
+    Broken,
 }
 
 /// A layer that starts with gzip's magic.
@@ -50,6 +57,17 @@ pub(super) struct GzipLayer {
     produced: u64,
     /// The decompressed content, one layer for all members.
     content: Option<Box<dyn Extracted>>,
+    /// What follows the last member, searched for content clamd does not open.
+    trailing: Option<Box<dyn Extracted>>,
+    /// As a probe: the first member's CRC so far, and whether its trailer matched.
+    probe: Option<Probe>,
+}
+
+/// A probe's view of the first member.
+struct Probe {
+    crc: Crc,
+    verified: bool,
+    dead: bool,
 }
 
 impl GzipLayer {
@@ -64,7 +82,32 @@ impl GzipLayer {
             inflater: Decompress::new(false),
             produced: 0,
             content: None,
+            trailing: None,
+            probe: None,
         }
+    }
+
+    /// A reader that only tells whether the bytes fed to it start a real gzip stream: its first
+    /// member's header, deflate stream and trailer (CRC and size) all hold. Nothing is extracted.
+    pub(super) fn probe(depth: usize) -> Self {
+        Self {
+            probe: Some(Probe {
+                crc: Crc::new(),
+                verified: false,
+                dead: false,
+            }),
+            ..Self::new(depth)
+        }
+    }
+
+    /// For a probe: the stream proved real.
+    pub(super) fn is_verified(&self) -> bool {
+        self.probe.as_ref().is_some_and(|probe| probe.verified)
+    }
+
+    /// For a probe: the bytes are not a gzip stream (or it has proved real): feed no more.
+    pub(super) fn is_done(&self) -> bool {
+        self.probe.as_ref().is_some_and(|probe| probe.dead || probe.verified)
     }
 
     fn malformed(&self, what: &str) -> ArchiveFinding {
@@ -107,11 +150,16 @@ impl GzipLayer {
                         continue;
                     };
                     if fixed[..2] != [0x1f, 0x8b] || fixed[2] != 8 || fixed[3] & RESERVED != 0 {
+                        if let Some(probe) = &mut self.probe {
+                            probe.dead = true;
+                            return Ok(());
+                        }
                         if self.members == 0 {
                             return Err(self.malformed("not a deflate gzip header zlib accepts"));
                         }
                         // Not a further member: zlib stops here, keeping what it inflated.
                         self.part = Part::Done;
+                        self.after_the_end(&fixed, context)?;
                         continue;
                     }
                     self.members += 1;
@@ -156,18 +204,32 @@ impl GzipLayer {
                     };
                     let expected = (self.header_crc.sum() & 0xffff) as u16;
                     if u16::from_le_bytes([crc[0], crc[1]]) != expected {
+                        if let Some(probe) = &mut self.probe {
+                            probe.dead = true;
+                            return Ok(());
+                        }
                         return Err(self.malformed("its header CRC does not match"));
                     }
                     self.part = Part::Body;
                 }
                 Part::Body => input = self.inflate(input, context)?,
                 Part::Trailer => {
-                    if self.collect(8, &mut input).is_some() {
-                        self.inflater.reset(false);
-                        self.part = Part::Fixed;
+                    let Some(trailer) = self.collect(8, &mut input) else {
+                        continue;
+                    };
+                    if let Some(probe) = &mut self.probe {
+                        let crc = u32::from_le_bytes([trailer[0], trailer[1], trailer[2], trailer[3]]);
+                        let size = u32::from_le_bytes([trailer[4], trailer[5], trailer[6], trailer[7]]);
+                        // Either one matching is as unlikely by chance as both (one in 2^32).
+                        probe.verified = crc == probe.crc.sum() || size == probe.crc.amount();
+                        probe.dead = !probe.verified;
+                        return Ok(());
                     }
+                    self.inflater.reset(false);
+                    self.part = Part::Fixed;
                 }
-                Part::Done => return Ok(()),
+                Part::Done => return self.after_the_end(input, context),
+                Part::Broken => return Ok(()),
             }
         }
         Ok(())
@@ -190,7 +252,10 @@ impl GzipLayer {
                 }
                 // zlib stops at a data error and clamd scans what came before it.
                 Err(_) => {
-                    self.part = Part::Done;
+                    if let Some(probe) = &mut self.probe {
+                        probe.dead = true;
+                    }
+                    self.part = Part::Broken;
                     return Ok(&[]);
                 }
                 Ok(_) if consumed == 0 && produced == 0 => return Ok(input),
@@ -204,6 +269,12 @@ impl GzipLayer {
             return Ok(());
         }
         self.produced += content.len() as u64;
+        if let Some(probe) = &mut self.probe {
+            probe.crc.update(content);
+            // A deflate stream this long that never broke is no chance `1f 8b 08`.
+            probe.verified |= self.produced > context.limits.member_limit;
+            return context.extract(content.len(), self.depth);
+        }
         if self.produced > context.limits.member_limit {
             return Err(ArchiveFinding::new(
                 FindingKind::MemberExceedsLimit,
@@ -218,10 +289,30 @@ impl GzipLayer {
         layer.feed(content, context)
     }
 
+    /// Bytes after the stream's end, searched for content a tool would find there.
+    fn after_the_end(&mut self, bytes: &[u8], context: &mut Context) -> Found {
+        if self.probe.is_some() || bytes.is_empty() {
+            return Ok(());
+        }
+        let depth = self.depth;
+        let trailing = self
+            .trailing
+            .get_or_insert_with(|| context.open_region(depth, Region::AfterTheEnd));
+        trailing.feed(bytes, context)
+    }
+
     pub(super) fn finish(&mut self, context: &mut Context) -> Found {
         // A stream cut short (even in its header) holds nothing more than clamd scanned of it.
-        match &mut self.content {
-            Some(layer) => layer.finish(context),
+        if let Some(layer) = &mut self.content {
+            layer.finish(context)?;
+        }
+        if self.members > 0 && matches!(self.part, Part::Fixed) {
+            // Fewer bytes than a header after the last member.
+            let pending = std::mem::take(&mut self.pending);
+            self.after_the_end(&pending, context)?;
+        }
+        match &mut self.trailing {
+            Some(trailing) => trailing.finish(context),
             None => Ok(()),
         }
     }

@@ -3,9 +3,11 @@
 //! as clamd decides it (a magic at offset 0; tar by its `ustar` magic or a valid header
 //! checksum), and the layer of that type follows what clamd extracts from it.
 
-use super::context::{Context, Extracted, Found};
+use super::context::{Context, Extracted, Found, Region};
 use super::finding::{ArchiveFinding, FindingKind};
 use super::gzip::GzipLayer;
+use super::magic::unfollowed_container;
+use super::scavenge::Scavenger;
 use super::tar::{looks_like_tar, TarLayer};
 use super::zip::ZipLayer;
 use super::zip_embedded::EmbeddedZips;
@@ -14,40 +16,26 @@ use super::zip_headers::LOCAL;
 /// How many first bytes decide a layer's type (a tar header).
 const SNIFF: usize = 512;
 
-/// Containers clamd opens that the guard does not follow, by their magic at offset 0.
-const UNFOLLOWED: [(&str, &[u8]); 5] = [
-    ("xz", b"\xfd7zXZ\x00"),
-    ("7z", b"7z\xbc\xaf\x27\x1c"),
-    ("rar", b"Rar!\x1a\x07"),
-    ("cab", b"MSCF\x00\x00\x00\x00"),
-    ("bzip2", b"BZh"),
-];
-
-fn unfollowed_container(head: &[u8]) -> Option<&'static str> {
-    let (name, _) = UNFOLLOWED.iter().find(|(_, magic)| head.starts_with(magic))?;
-    if *name == "bzip2" {
-        // "BZh" starts text too: a bzip2 stream has a block size digit and then a block (or
-        // end-of-stream) magic.
-        let digit = head.get(3).is_some_and(|d| (b'1'..=b'9').contains(d));
-        let block = head.get(4..10).is_some_and(|m| m == b"1AY&SY" || m == b"\x17rE8P\x90");
-        return (digit && block).then_some(name);
-    }
-    Some(name)
-}
-
 enum Kind {
     /// The first bytes, until they decide the type.
     Sniffing(Vec<u8>),
     Zip(Box<ZipLayer>),
     Gzip(Box<GzipLayer>),
     Tar(Box<TarLayer>),
-    /// Any other data: clamd looks for zips embedded in it.
-    Other(Box<EmbeddedZips>),
+    /// Any other data: clamd looks for zips embedded in it; the search looks for what clamd
+    /// never opens there.
+    Other(Box<EmbeddedZips>, Box<Scavenger>),
 }
 
 /// Opens the layer of content extracted at `depth` (the guard's [`OpenLayer`](super::context::OpenLayer)).
 pub(super) fn open(depth: usize) -> Box<dyn Extracted> {
     Box::new(Layer::new(depth))
+}
+
+/// Opens the search of a region clamd extracts nothing from (the guard's
+/// [`OpenRegion`](super::context::OpenRegion)).
+pub(super) fn open_region(depth: usize, region: Region) -> Box<dyn Extracted> {
+    Box::new(Scavenger::new(depth, region))
 }
 
 /// One byte stream clamd scans as a file.
@@ -97,7 +85,10 @@ impl Layer {
             Kind::Zip(zip) => zip.finish(context),
             Kind::Gzip(gzip) => gzip.finish(context),
             Kind::Tar(tar) => tar.finish(context),
-            Kind::Other(other) => other.finish(context),
+            Kind::Other(zips, search) => {
+                zips.finish(context)?;
+                search.finish(context)
+            }
         }
     }
 
@@ -117,7 +108,10 @@ impl Layer {
         } else if looks_like_tar(head) {
             Kind::Tar(Box::new(TarLayer::new(depth)))
         } else {
-            Kind::Other(Box::new(EmbeddedZips::new(depth)))
+            Kind::Other(
+                Box::new(EmbeddedZips::new(depth)),
+                Box::new(Scavenger::new(depth, Region::Inside)),
+            )
         };
         Ok(())
     }
@@ -134,7 +128,10 @@ impl Layer {
             Kind::Zip(zip) => zip.feed(bytes, context),
             Kind::Gzip(gzip) => gzip.feed(bytes, context),
             Kind::Tar(tar) => tar.feed(bytes, context),
-            Kind::Other(other) => other.feed(bytes, context),
+            Kind::Other(zips, search) => {
+                zips.feed(bytes, context)?;
+                search.feed(bytes, context)
+            }
         }
     }
 }

@@ -10,14 +10,20 @@
 //!   no central directory names (a zip without one yields nothing); a deflate stream that breaks
 //!   off, or ends past its compressed size; a stored member whose sizes disagree;
 //! - tar members hidden from its header walk (a POSIX header without its magic, a size it cannot
-//!   read, data behind a link entry);
-//! - containers it opens but the guard cannot follow (bzip2, xz, 7z, RAR, CAB).
+//!   read, data behind a link entry, a header whose checksum is wrong), and whatever sits where
+//!   it does not look (a member's padding, long names and pax records);
+//! - containers it opens but the guard cannot follow (bzip2, xz, 7z, RAR, CAB);
+//! - content it never opens where it sits: a gzip stream, a tar or a container inside other
+//!   data or in a zip's gaps, a zip after the end of a gzip or tar stream.
 //!
 //! The guard models what clamd extracts, layer by layer (`layer.rs`): the object, then every
 //! member or decompressed stream clamd would scan as a file of its own, typed from its first
 //! bytes as clamd types it. It follows zip (`zip.rs`: stored and deflated members, through the
 //! central directory as clamd does, and zips embedded after other bytes), gzip (`gzip.rs`) and
-//! tar (`tar.rs`). Whatever it cannot follow to the end makes the object unscannable, each case
+//! tar (`tar.rs`), inflating as clamd's zlib does (flate2 on zlib-rs), and searches the bytes
+//! clamd extracts nothing from for content it would miss there (`scavenge.rs`, proving each
+//! find real by its own check so that chance and programs' constants never count). Whatever it
+//! cannot follow to the end makes the object unscannable, each case
 //! with a signature of its own ([`FindingKind`]): nesting deeper than [`MAX_DEPTH`], more than
 //! the inflate budget (clamd's `MaxScanSize`), a member method it cannot inflate, a header that
 //! clamd would misread.
@@ -31,6 +37,8 @@ mod context;
 mod finding;
 mod gzip;
 mod layer;
+mod magic;
+mod scavenge;
 mod tar;
 mod zip;
 mod zip_embedded;
@@ -62,7 +70,7 @@ impl ArchiveGuard {
     /// A guard for one object.
     pub fn new(limits: GuardLimits) -> Self {
         Self {
-            context: Context::new(limits, layer::open),
+            context: Context::new(limits, layer::open, layer::open_region),
             root: Layer::new(0),
             finding: None,
         }

@@ -1,22 +1,56 @@
 //! tar, as clamd reads it (libclamav `untar.c`): 512-byte headers with octal sizes, each regular
-//! member's data a layer of its own. clamd ends the archive at a header whose first byte is NUL
-//! and skips a block whose checksum is wrong, as the guard does. Where clamd's walk would lose
-//! its place while a tar tool's would not, content goes unscanned: a POSIX archive's header
-//! without the `ustar` magic (clamd stops), a size in base-256 or of 2 GiB or more (clamd reads
-//! the member's data as headers), a link entry with data, a pax header that sets a size (clamd
-//! ignores pax). Those make the object unscannable.
+//! member's data a layer of its own. clamd ends the archive at a header whose first byte is NUL;
+//! what follows is searched for content a tool would find there (`scavenge.rs`).
+//!
+//! Where clamd's walk would lose its place while a tar tool's would not, or where neither looks,
+//! content goes unscanned, and the object is unscannable: a header whose checksum is wrong, or a
+//! block that is not a header where one should be (clamd skips it and reads the next block as a
+//! header: a size that lies, data hidden between members); bytes in a member's padding; a POSIX
+//! archive's header without the `ustar` magic (clamd stops); a size in base-256 or of 2 GiB or
+//! more (clamd reads the member's data as headers); a link entry with data; a pax header that
+//! sets a size (clamd ignores pax); a metadata entry (long name, pax record), which clamd does not
+//! scan, holding a container. Data typed tar only by a chance checksum (its first block is not
+//! laid out as a header) is read as clamd reads it: blocks that are not headers are skipped.
 
-use super::context::{Context, Extracted, Found};
+use super::context::{Context, Extracted, Found, Region};
 use super::finding::{ArchiveFinding, FindingKind};
+use super::magic::container_in;
 
-const BLOCK: usize = 512;
-/// pax records larger than this are not read for a `size=`: unscannable.
-const MAX_PAX: u64 = 64 * 1024;
+/// A tar header, and the unit data is padded to.
+pub(super) const BLOCK: usize = 512;
+
+/// Metadata entries (long names, pax records) larger than this are not read: unscannable.
+const MAX_METADATA: u64 = 64 * 1024;
 
 /// True when `head` is typed tar by clamd: the POSIX magic at 257, or a header whose checksum
 /// holds (`is_tar`).
 pub(super) fn looks_like_tar(head: &[u8]) -> bool {
     head.get(257..262) == Some(b"ustar") || head.get(..BLOCK).is_some_and(checksum_holds)
+}
+
+/// True when `block` is a POSIX or GNU header: the `ustar` magic, and a checksum that holds.
+pub(super) fn is_ustar_header(block: &[u8]) -> bool {
+    block.get(257..262) == Some(b"ustar") && checksum_holds(block)
+}
+
+/// True when `block` is laid out as a header, whatever its checksum: the `ustar` magic, or mode
+/// and size fields of octal digits (which chance does not give).
+fn looks_like_header(block: &[u8]) -> bool {
+    let octal_field = |field: &[u8]| {
+        field.iter().all(|byte| matches!(byte, b'0'..=b'7' | b' ' | 0)) && field.iter().any(u8::is_ascii_digit)
+    };
+    &block[257..262] == b"ustar" || (octal_field(&block[100..108]) && octal_field(&block[124..136]))
+}
+
+/// True when `bytes` hold a `ustar` header whose checksum holds, at any offset.
+fn holds_tar(bytes: &[u8]) -> bool {
+    bytes.windows(5).enumerate().any(|(at, window)| {
+        window == b"ustar"
+            && at
+                .checked_sub(257)
+                .and_then(|start| bytes.get(start..start + BLOCK))
+                .is_some_and(is_ustar_header)
+    })
 }
 
 /// The header's checksum field matches its bytes (summed unsigned or signed, the field itself
@@ -56,13 +90,15 @@ enum State {
         padding: u64,
         content: Option<Box<dyn Extracted>>,
     },
-    /// Data that is not a member (long names, pax records), then its padding.
-    Skip {
+    /// A metadata entry (long names, pax records), which clamd does not scan, then its padding.
+    Metadata {
         remaining: u64,
-        pax: Option<Vec<u8>>,
+        padding: u64,
+        pax: bool,
+        record: Vec<u8>,
     },
-    /// After the end-of-archive header: clamd reads no further.
-    End,
+    /// After the end-of-archive header, where clamd reads no further: searched.
+    End(Box<dyn Extracted>),
 }
 
 /// A layer clamd types as tar.
@@ -72,6 +108,10 @@ pub(super) struct TarLayer {
     header: Vec<u8>,
     /// Whether the first header carried the POSIX magic; clamd then demands it of every header.
     posix: Option<bool>,
+    /// Whether the first header is laid out as one: a real archive, not data typed tar by a
+    /// chance checksum. A real archive has nothing where tar tools do not look: no block that is
+    /// not a header where one should be, no bytes in a member's padding.
+    real: Option<bool>,
 }
 
 impl TarLayer {
@@ -81,11 +121,12 @@ impl TarLayer {
             state: State::Header,
             header: Vec::with_capacity(BLOCK),
             posix: None,
+            real: None,
         }
     }
 
     fn malformed(&self, what: &str) -> ArchiveFinding {
-        ArchiveFinding::new(FindingKind::Malformed, self.depth, format!("tar: {what}"))
+        malformed(self.depth, what)
     }
 
     pub(super) fn feed(&mut self, mut input: &[u8], context: &mut Context) -> Found {
@@ -118,6 +159,7 @@ impl TarLayer {
                     }
                     *remaining -= data as u64;
                     *padding -= (take - data) as u64;
+                    let pad = &input[data..take];
                     input = &input[take..];
                     if *remaining == 0 && *padding == 0 {
                         if let Some(layer) = content {
@@ -125,22 +167,36 @@ impl TarLayer {
                         }
                         self.state = State::Header;
                     }
-                }
-                State::Skip { remaining, pax } => {
-                    let take = usize::try_from(*remaining).unwrap_or(usize::MAX).min(input.len());
-                    if let Some(record) = pax {
-                        record.extend_from_slice(&input[..take]);
+                    if hides_in_padding(self.real, pad) {
+                        return Err(malformed(self.depth, PADDING));
                     }
-                    *remaining -= take as u64;
+                }
+                State::Metadata {
+                    remaining,
+                    padding,
+                    pax,
+                    record,
+                } => {
+                    let take = usize::try_from(*remaining + *padding)
+                        .unwrap_or(usize::MAX)
+                        .min(input.len());
+                    let data = usize::try_from(*remaining).unwrap_or(usize::MAX).min(take);
+                    record.extend_from_slice(&input[..data]);
+                    *remaining -= data as u64;
+                    *padding -= (take - data) as u64;
+                    let pad = &input[data..take];
                     input = &input[take..];
-                    if *remaining == 0 {
-                        if pax.as_ref().is_some_and(|record| contains(record, b" size=")) {
-                            return Err(self.malformed("a pax header sets a size, which clamd ignores"));
+                    if hides_in_padding(self.real, pad) {
+                        return Err(malformed(self.depth, PADDING));
+                    }
+                    if *remaining == 0 && *padding == 0 {
+                        if let Some(problem) = metadata_problem(*pax, record) {
+                            return Err(self.malformed(&problem));
                         }
                         self.state = State::Header;
                     }
                 }
-                State::End => return Ok(()),
+                State::End(after) => return after.feed(input, context),
             }
         }
         Ok(())
@@ -149,10 +205,22 @@ impl TarLayer {
     /// What follows `header`, as clamd's walk takes it.
     fn read_header(&mut self, header: &[u8], context: &mut Context) -> Result<State, ArchiveFinding> {
         if header[0] == 0 {
-            return Ok(State::End);
+            let mut after = context.open_region(self.depth, Region::AfterTheEnd);
+            after.feed(header, context)?;
+            return Ok(State::End(after));
         }
+        let real = *self.real.get_or_insert_with(|| looks_like_header(header));
         if !checksum_holds(header) {
-            // clamd skips the block and reads the next one as a header.
+            if looks_like_header(header) {
+                return Err(self.malformed("a header whose checksum is wrong (clamd skips the block)"));
+            }
+            if real {
+                return Err(self.malformed(
+                    "a block that is not a header where one should be (clamd and tar tools skip it): \
+                     a size that lies, or data hidden between members",
+                ));
+            }
+            // Data that only looked like tar by a chance checksum: clamd skips the block.
             return Ok(State::Header);
         }
         let posix = &header[257..262] == b"ustar";
@@ -172,14 +240,14 @@ impl TarLayer {
                 Err(self.malformed("a link or directory entry with data (clamd reads it as headers)"))
             }
             b'1'..=b'6' | b'V' => Ok(State::Header),
-            b'x' | b'g' | b'X' if size > MAX_PAX => Err(self.malformed("a pax header too large to read")),
-            b'x' | b'g' | b'X' => Ok(State::Skip {
-                remaining: size + padding,
-                pax: Some(Vec::new()),
-            }),
-            b'K' | b'L' | b'N' | b'A' | b'E' | b'I' => Ok(State::Skip {
-                remaining: size + padding,
-                pax: None,
+            b'x' | b'g' | b'X' | b'K' | b'L' | b'N' | b'A' | b'E' | b'I' if size > MAX_METADATA => {
+                Err(self.malformed("a metadata entry too large to read"))
+            }
+            kind @ (b'x' | b'g' | b'X' | b'K' | b'L' | b'N' | b'A' | b'E' | b'I') => Ok(State::Metadata {
+                remaining: size,
+                padding,
+                pax: matches!(kind, b'x' | b'g' | b'X'),
+                record: Vec::new(),
             }),
             _ => {
                 context.count_member(self.depth)?;
@@ -200,15 +268,43 @@ impl TarLayer {
     }
 
     pub(super) fn finish(&mut self, context: &mut Context) -> Found {
-        // A member cut short is scanned by clamd as far as it goes.
-        if let State::Data {
-            content: Some(layer), ..
-        } = &mut self.state
-        {
-            layer.finish(context)?;
+        // A member cut short is scanned by clamd as far as it goes; a metadata entry cut short
+        // hides what it holds as a whole one does.
+        match &mut self.state {
+            State::Data {
+                content: Some(layer), ..
+            } => layer.finish(context),
+            State::Metadata { pax, record, .. } => match metadata_problem(*pax, record) {
+                Some(problem) => Err(self.malformed(&problem)),
+                None => Ok(()),
+            },
+            State::End(after) => after.finish(context),
+            _ => Ok(()),
         }
-        Ok(())
     }
+}
+
+fn malformed(depth: usize, what: &str) -> ArchiveFinding {
+    ArchiveFinding::new(FindingKind::Malformed, depth, format!("tar: {what}"))
+}
+
+/// Padding bytes: zeros in a real archive (a tar writer's), whatever in data typed tar by
+/// chance.
+fn hides_in_padding(real: Option<bool>, padding: &[u8]) -> bool {
+    real == Some(true) && padding.iter().any(|byte| *byte != 0)
+}
+
+const PADDING: &str = "bytes in a member's padding, where clamd and tar tools do not look";
+
+/// What in a metadata entry (whole, or cut short by the end of the layer) hides content.
+fn metadata_problem(pax: bool, record: &[u8]) -> Option<String> {
+    if pax && contains(record, b" size=") {
+        return Some("a pax header sets a size, which clamd ignores".into());
+    }
+    let container = container_in(record).or_else(|| holds_tar(record).then_some("tar"))?;
+    Some(format!(
+        "a metadata entry, which clamd does not scan, holds a {container} magic"
+    ))
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {

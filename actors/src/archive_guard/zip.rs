@@ -8,79 +8,21 @@
 //! own, and at the end checks the walk against the central directory: a member clamd would not
 //! extract, or one it names that the guard did not follow, makes the object unscannable. Where
 //! the walk meets bytes that are not a header (a gap), it searches them and follows every local
-//! header it finds as a candidate, whose findings only count if the directory names it.
+//! header it finds as a candidate, whose findings only count if the directory names it; the
+//! gap's bytes are also searched for content clamd never opens there (a gzip stream).
 //!
 //! Zips embedded in other data are `zip_embedded.rs`; both take a member's data through
 //! `zip_member.rs`.
 
 use std::collections::HashSet;
 
-use super::context::{Context, Found, MAX_FOLLOWERS};
+use super::context::{Context, Extracted, Found, Region, MAX_FOLLOWERS};
 use super::finding::{ArchiveFinding, FindingKind};
 use super::zip_headers::{
-    descriptor_len, next_signature, CentralHeader, EndOfCentralDirectory, LocalHeader, Parsed, CENTRAL, DEFLATED, EOCD,
-    FLAG_DATA_DESCRIPTOR, FLAG_ENCRYPTED, FLAG_MASKED, LOCAL, STORED, ZIP64_EOCD, ZIP64_LOCATOR,
+    descriptor_len, finding, header_problem, next_signature, CentralHeader, EndOfCentralDirectory, LocalHeader, Parsed,
+    CENTRAL, EOCD, FLAG_DATA_DESCRIPTOR, LOCAL, ZIP64_EOCD, ZIP64_LOCATOR,
 };
 use super::zip_member::{decoder, ending_problem, follow, Ending, Follower, Member, MemberData};
-
-/// Methods clamd extracts besides stored and deflate: implode, deflate64, bzip2. It cuts them at
-/// `MaxFileSize` without an alert as it cuts deflate, and the guard cannot inflate them.
-pub(super) const CLAMD_ONLY_METHODS: [u16; 3] = [6, 9, 12];
-
-pub(super) fn finding(kind: FindingKind, depth: usize, detail: impl Into<String>) -> ArchiveFinding {
-    ArchiveFinding::new(kind, depth, detail)
-}
-
-/// What in a local header alone makes its member content clamd skips or cuts.
-pub(super) fn header_problem(header: &LocalHeader, depth: usize, member_limit: u64) -> Option<ArchiveFinding> {
-    let has_content = header.csize > 0 || header.has(FLAG_DATA_DESCRIPTOR);
-    let describe = |what: &str| format!("zip member (method {}): {what}", header.method);
-    if !has_content {
-        return None;
-    }
-    if header.has(FLAG_MASKED) || header.has(FLAG_ENCRYPTED) {
-        return Some(finding(FindingKind::Encrypted, depth, describe("encrypted")));
-    }
-    if header.is_zip64() {
-        return Some(finding(
-            FindingKind::Malformed,
-            depth,
-            describe("zip64 sizes, which clamd does not read"),
-        ));
-    }
-    if header.method != STORED && header.method != DEFLATED {
-        return Some(finding(
-            FindingKind::UnsupportedMethod,
-            depth,
-            describe("a method the guard cannot inflate"),
-        ));
-    }
-    if header.method == STORED && header.has(FLAG_DATA_DESCRIPTOR) {
-        return Some(finding(
-            FindingKind::Malformed,
-            depth,
-            describe("stored with a data descriptor"),
-        ));
-    }
-    if header.method == STORED && header.csize != header.usize {
-        return Some(finding(
-            FindingKind::Malformed,
-            depth,
-            describe("stored, but its two sizes differ"),
-        ));
-    }
-    if u64::from(header.usize) > member_limit {
-        return Some(finding(
-            FindingKind::MemberExceedsLimit,
-            depth,
-            describe(&format!(
-                "declares {} bytes (clamd cuts it at {member_limit})",
-                header.usize
-            )),
-        ));
-    }
-    None
-}
 
 /// Where the walk is.
 enum Walk {
@@ -108,6 +50,10 @@ pub(super) struct ZipLayer {
     ends: Vec<(u64, EndOfCentralDirectory)>,
     followers: Vec<Follower>,
     length: u64,
+    /// The search of the gaps' bytes, opened with the first gap.
+    gap: Option<Box<dyn Extracted>>,
+    /// The layer offset up to which gap bytes went to that search.
+    gap_searched: u64,
 }
 
 impl ZipLayer {
@@ -122,7 +68,24 @@ impl ZipLayer {
             ends: Vec::new(),
             followers: Vec::new(),
             length: 0,
+            gap: None,
+            gap_searched: 0,
         }
+    }
+
+    /// Sends the gap's bytes up to layer offset `upto` (those in the window) to the gap's search.
+    fn search_gap(&mut self, upto: u64, context: &mut Context) -> Found {
+        let from = self.gap_searched.max(self.base);
+        if upto <= from {
+            return Ok(());
+        }
+        self.gap_searched = upto;
+        let window = &self.window[(from - self.base) as usize..(upto - self.base) as usize];
+        let depth = self.depth;
+        let gap = self
+            .gap
+            .get_or_insert_with(|| context.open_region(depth, Region::Inside));
+        gap.feed(window, context)
     }
 
     pub(super) fn feed(&mut self, bytes: &[u8], context: &mut Context) -> Found {
@@ -180,11 +143,14 @@ impl ZipLayer {
             let start = match searching {
                 false => *at,
                 true => match next_signature(&self.window, *at) {
-                    Some(found) => found,
+                    Some(found) => {
+                        self.search_gap(self.base + found as u64, context)?;
+                        found
+                    }
                     None => {
                         // Keep the last three bytes, which may start a signature.
                         *at = (*at).max(self.window.len().saturating_sub(3));
-                        return Ok(());
+                        return self.search_gap(self.base + *at as u64, context);
                     }
                 },
             };
@@ -230,6 +196,7 @@ impl ZipLayer {
                 _ => {
                     // Not a header where one should be: a gap, searched from here on.
                     self.walk = Walk::Search;
+                    self.gap_searched = offset;
                     Some(0)
                 }
             };
@@ -319,6 +286,12 @@ impl ZipLayer {
             context.followers -= 1;
         }
         self.followers.clear();
+        if let Walk::Search = self.walk {
+            self.search_gap(self.base + self.window.len() as u64, context)?;
+        }
+        if let Some(gap) = &mut self.gap {
+            gap.finish(context)?;
+        }
         self.check_central_directory()
     }
 
@@ -368,6 +341,16 @@ impl ZipLayer {
             };
             if let Some(problem) = &member.problem {
                 return Err(problem.clone());
+            }
+            if !member.header.has(FLAG_DATA_DESCRIPTOR) && member.header.csize != entry.csize {
+                return Err(finding(
+                    FindingKind::Malformed,
+                    depth + 1,
+                    format!(
+                        "the central directory gives the member at {offset} another compressed size than its \
+                         local header, which clamd reads"
+                    ),
+                ));
             }
             match member.compressed {
                 None if member.has_content() => {

@@ -1,18 +1,20 @@
 //! Zips embedded in any other layer (an SFX archive, a zip appended to an image or a
 //! document), found and followed as clamd's embedded-type scan does: clamd extracts every local
 //! header at an offset above 0 on its own, with no central directory, except data-descriptor,
-//! encrypted, masked, zip64 and unsupported-method members, which it skips without an alert.
-//! Those count only when a central header in the same layer names them (an archive an unzip
-//! tool would open), so that random bytes never look like a skipped member.
+//! encrypted, masked, zip64, unsupported-method and compressed-but-empty members, which it skips
+//! without an alert. Those, and whatever the guard finds in a member it follows, count only when
+//! the zip's central directory names the member, as an unzip tool finds it: an end record, the
+//! central headers it spans, and their local header offsets, shifted by the bytes before the
+//! zip (what Info-ZIP calls "extra bytes" at the start of an SFX archive). So random bytes, or
+//! a program that holds zip's signatures as constants, never look like a member.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 
 use super::context::{Context, Found, MAX_FOLLOWERS};
 use super::finding::{ArchiveFinding, FindingKind};
-use super::zip::{finding, header_problem, CLAMD_ONLY_METHODS};
 use super::zip_headers::{
-    next_signature, CentralHeader, LocalHeader, Parsed, CENTRAL, DEFLATED, FLAG_DATA_DESCRIPTOR, FLAG_ENCRYPTED,
-    FLAG_MASKED, LOCAL, STORED,
+    finding, header_problem, next_signature, CentralHeader, EndOfCentralDirectory, LocalHeader, Parsed, CENTRAL,
+    CLAMD_ONLY_METHODS, DEFLATED, EOCD, FLAG_DATA_DESCRIPTOR, FLAG_ENCRYPTED, FLAG_MASKED, LOCAL, STORED,
 };
 use super::zip_member::{decoder, follow, Follower, Member, MemberData};
 
@@ -25,10 +27,13 @@ pub(super) struct EmbeddedZips {
     cursor: usize,
     members: Vec<Member>,
     followers: Vec<Follower>,
-    /// Members clamd skips without an alert, counted only if a central header names them.
-    skipped: Vec<(u64, u32, ArchiveFinding)>,
-    /// (name, crc) of every central header in the layer.
-    named: HashSet<(u64, u32)>,
+    /// Members clamd skips without an alert or cuts, at their offset: counted only if a central
+    /// header names them.
+    skipped: Vec<(u64, LocalHeader, ArchiveFinding)>,
+    /// Central headers: where each is, the local header offset and compressed size it gives.
+    centrals: Vec<(u64, u32, u32)>,
+    /// End records: where each is, and the central directory's length and offset it gives.
+    ends: Vec<(u64, EndOfCentralDirectory)>,
 }
 
 impl EmbeddedZips {
@@ -41,7 +46,8 @@ impl EmbeddedZips {
             members: Vec::new(),
             followers: Vec::new(),
             skipped: Vec::new(),
-            named: HashSet::new(),
+            centrals: Vec::new(),
+            ends: Vec::new(),
         }
     }
 
@@ -54,7 +60,7 @@ impl EmbeddedZips {
             self.base,
             &self.window,
             context,
-            false,
+            true,
         );
         self.window.drain(..self.cursor);
         self.base += self.cursor as u64;
@@ -90,7 +96,17 @@ impl EmbeddedZips {
                     }
                     Parsed::Record(header, _) => {
                         context.count_member(depth)?;
-                        self.named.insert((header.name, header.crc));
+                        self.centrals.push((offset, header.local_offset, header.csize));
+                    }
+                },
+                EOCD => match EndOfCentralDirectory::parse_fixed(record) {
+                    None => {
+                        self.cursor = found;
+                        return Ok(());
+                    }
+                    Some(end) => {
+                        context.count_member(depth)?;
+                        self.ends.push((offset, end));
                     }
                 },
                 _ => {}
@@ -105,7 +121,8 @@ impl EmbeddedZips {
     /// An embedded local header, as `cli_unzip_single` takes it.
     fn embedded(&mut self, header: LocalHeader, offset: u64, len: usize, context: &mut Context) -> Found {
         let depth = self.depth + 1;
-        let clamd_skips = header.has(FLAG_DATA_DESCRIPTOR)
+        let clamd_skips = (header.csize == 0 && header.method != STORED)
+            || header.has(FLAG_DATA_DESCRIPTOR)
             || header.has(FLAG_ENCRYPTED)
             || header.has(FLAG_MASKED)
             || header.is_zip64()
@@ -120,7 +137,7 @@ impl EmbeddedZips {
                     )
                 })
             }) {
-                self.skipped.push((header.name, header.crc, problem));
+                self.skipped.push((offset, header.clone(), problem));
             }
             return Ok(());
         }
@@ -128,7 +145,8 @@ impl EmbeddedZips {
             return Ok(());
         }
         if let Some(problem) = header_problem(&header, depth, context.limits.member_limit) {
-            return Err(problem);
+            self.skipped.push((offset, header.clone(), problem));
+            return Ok(());
         }
         if context.followers >= MAX_FOLLOWERS {
             return Err(finding(
@@ -154,13 +172,13 @@ impl EmbeddedZips {
     }
 
     pub(super) fn finish(&mut self, context: &mut Context) -> Found {
-        for follower in &mut self.followers {
+        let named = self.named();
+        for mut follower in std::mem::take(&mut self.followers) {
             // Data past the layer's end: clamd skips such a member ("stream out of file"); it
             // counts only if a central header names it.
             let _ = follower.data.finish(context);
             context.followers -= 1;
-            let member = &self.members[follower.member];
-            if self.named.contains(&(member.header.name, member.header.crc)) {
+            if named.contains_key(&self.members[follower.member].offset) {
                 return Err(finding(
                     FindingKind::MemberNotExtracted,
                     follower.data_depth(),
@@ -168,14 +186,44 @@ impl EmbeddedZips {
                 ));
             }
         }
-        self.followers.clear();
-        match self
+        let followed = self
+            .members
+            .iter()
+            .filter_map(|member| Some((member.offset, &member.header, member.problem.as_ref()?)));
+        let skipped = self
             .skipped
             .iter()
-            .find(|(name, crc, _)| self.named.contains(&(*name, *crc)))
-        {
+            .map(|(offset, header, problem)| (*offset, header, problem));
+        let counted = followed.chain(skipped).find(|(offset, header, _)| {
+            // A compressed member with no compressed bytes counts only if the central header
+            // gives it some: an unzip tool extracts nothing otherwise.
+            let empty = header.method != STORED && header.csize == 0 && !header.has(FLAG_DATA_DESCRIPTOR);
+            named.get(offset).is_some_and(|csize| !empty || *csize > 0)
+        });
+        match counted {
             Some((_, _, problem)) => Err(problem.clone()),
             None => Ok(()),
         }
+    }
+
+    /// The local headers the layer's central directories name: their offset in the layer, and
+    /// the compressed size the central header gives. Each central header belongs to the first
+    /// end record after it whose directory spans it; the directory's start less the offset the
+    /// end record gives is where the zip starts, which every local header offset is relative to.
+    fn named(&self) -> HashMap<u64, u32> {
+        let mut named = HashMap::new();
+        for &(at, local_offset, csize) in &self.centrals {
+            let after = self.ends.partition_point(|(end_at, _)| *end_at <= at);
+            let Some((end_at, end)) = self.ends.get(after) else {
+                continue;
+            };
+            let Some(start) = end_at.checked_sub(u64::from(end.cd_size)).filter(|start| *start <= at) else {
+                continue;
+            };
+            if let Some(zip_start) = start.checked_sub(u64::from(end.cd_offset)) {
+                named.insert(zip_start + u64::from(local_offset), csize);
+            }
+        }
+        named
     }
 }

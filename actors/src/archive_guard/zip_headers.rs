@@ -1,7 +1,10 @@
 //! The zip records the guard reads, parsed as clamd parses them (libclamav `unzip.c`): local file
 //! headers (sizes, method and flags taken from here unless bit 3 is set), central directory
-//! headers and the end-of-central-directory record. No field is checked for plausibility: clamd
-//! checks none (not "version needed", not an empty name), so neither may the guard.
+//! headers and the end-of-central-directory record, and what in a local header alone makes its
+//! member content clamd skips or cuts. No field is checked for plausibility: clamd checks none
+//! (not "version needed", not an empty name), so neither may the guard.
+
+use super::finding::{ArchiveFinding, FindingKind};
 
 /// `PK\3\4`.
 pub(super) const LOCAL: [u8; 4] = *b"PK\x03\x04";
@@ -44,24 +47,13 @@ fn u32_at(bytes: &[u8], at: usize) -> u32 {
     u32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]])
 }
 
-/// A name's identity, to match a local header with its central one without keeping names.
-fn name_hash(name: &[u8]) -> u64 {
-    // FNV-1a: not a defence against collisions, which only an attacker's own two headers could
-    // produce, and then both are real members anyway.
-    name.iter().fold(0xcbf2_9ce4_8422_2325u64, |hash, byte| {
-        (hash ^ u64::from(*byte)).wrapping_mul(0x100_0000_01b3)
-    })
-}
-
 /// A local file header.
 #[derive(Debug, Clone)]
 pub(super) struct LocalHeader {
     pub(super) flags: u16,
     pub(super) method: u16,
-    pub(super) crc: u32,
     pub(super) csize: u32,
     pub(super) usize: u32,
-    pub(super) name: u64,
 }
 
 impl LocalHeader {
@@ -79,10 +71,8 @@ impl LocalHeader {
         let header = LocalHeader {
             flags: u16_at(bytes, 6),
             method: u16_at(bytes, 8),
-            crc: u32_at(bytes, 14),
             csize: u32_at(bytes, 18),
             usize: u32_at(bytes, 22),
-            name: name_hash(&bytes[LOCAL_FIXED..LOCAL_FIXED + name_len]),
         };
         Parsed::Record(header, len)
     }
@@ -102,8 +92,6 @@ impl LocalHeader {
 pub(super) struct CentralHeader {
     pub(super) csize: u32,
     pub(super) local_offset: u32,
-    pub(super) crc: u32,
-    pub(super) name: u64,
 }
 
 impl CentralHeader {
@@ -118,18 +106,17 @@ impl CentralHeader {
             return Parsed::NeedMore;
         }
         let header = CentralHeader {
-            crc: u32_at(bytes, 16),
             csize: u32_at(bytes, 20),
             local_offset: u32_at(bytes, 42),
-            name: name_hash(&bytes[CENTRAL_FIXED..CENTRAL_FIXED + name_len]),
         };
         Parsed::Record(header, len)
     }
 }
 
-/// The end-of-central-directory record: where the central directory starts.
+/// The end-of-central-directory record: where the central directory starts, and its length.
 #[derive(Debug, Clone)]
 pub(super) struct EndOfCentralDirectory {
+    pub(super) cd_size: u32,
     pub(super) cd_offset: u32,
 }
 
@@ -143,12 +130,18 @@ impl EndOfCentralDirectory {
         if bytes.len() < len {
             return Parsed::NeedMore;
         }
-        Parsed::Record(
-            EndOfCentralDirectory {
-                cd_offset: u32_at(bytes, 16),
-            },
-            len,
-        )
+        match Self::parse_fixed(bytes) {
+            Some(end) => Parsed::Record(end, len),
+            None => Parsed::NeedMore,
+        }
+    }
+
+    /// The record's fixed part alone (its comment may run on past the bytes at hand).
+    pub(super) fn parse_fixed(bytes: &[u8]) -> Option<EndOfCentralDirectory> {
+        (bytes.len() >= EOCD_FIXED).then(|| EndOfCentralDirectory {
+            cd_size: u32_at(bytes, 12),
+            cd_offset: u32_at(bytes, 16),
+        })
     }
 }
 
@@ -180,6 +173,73 @@ pub(super) fn next_signature(bytes: &[u8], from: usize) -> Option<usize> {
                 at = start + 1;
             }
         }
+    }
+    None
+}
+
+/// Methods clamd extracts besides stored and deflate: implode, deflate64, bzip2. It cuts them at
+/// `MaxFileSize` without an alert as it cuts deflate, and the guard cannot inflate them.
+pub(super) const CLAMD_ONLY_METHODS: [u16; 3] = [6, 9, 12];
+
+pub(super) fn finding(kind: FindingKind, depth: usize, detail: impl Into<String>) -> ArchiveFinding {
+    ArchiveFinding::new(kind, depth, detail)
+}
+
+/// What in a local header alone makes its member content clamd skips or cuts.
+pub(super) fn header_problem(header: &LocalHeader, depth: usize, member_limit: u64) -> Option<ArchiveFinding> {
+    let has_content = header.csize > 0 || header.has(FLAG_DATA_DESCRIPTOR);
+    let describe = |what: &str| format!("zip member (method {}): {what}", header.method);
+    if header.method != STORED && header.csize == 0 && !header.has(FLAG_DATA_DESCRIPTOR) {
+        // clamd extracts nothing; a streaming unzip decodes the stream that follows anyway.
+        return Some(finding(
+            FindingKind::Malformed,
+            depth,
+            describe("compressed, with no compressed bytes"),
+        ));
+    }
+    if !has_content {
+        return None;
+    }
+    if header.has(FLAG_MASKED) || header.has(FLAG_ENCRYPTED) {
+        return Some(finding(FindingKind::Encrypted, depth, describe("encrypted")));
+    }
+    if header.is_zip64() {
+        return Some(finding(
+            FindingKind::Malformed,
+            depth,
+            describe("zip64 sizes, which clamd does not read"),
+        ));
+    }
+    if header.method != STORED && header.method != DEFLATED {
+        return Some(finding(
+            FindingKind::UnsupportedMethod,
+            depth,
+            describe("a method the guard cannot inflate"),
+        ));
+    }
+    if header.method == STORED && header.has(FLAG_DATA_DESCRIPTOR) {
+        return Some(finding(
+            FindingKind::Malformed,
+            depth,
+            describe("stored with a data descriptor"),
+        ));
+    }
+    if header.method == STORED && header.csize != header.usize {
+        return Some(finding(
+            FindingKind::Malformed,
+            depth,
+            describe("stored, but its two sizes differ"),
+        ));
+    }
+    if u64::from(header.usize) > member_limit {
+        return Some(finding(
+            FindingKind::MemberExceedsLimit,
+            depth,
+            describe(&format!(
+                "declares {} bytes (clamd cuts it at {member_limit})",
+                header.usize
+            )),
+        ));
     }
     None
 }

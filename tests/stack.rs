@@ -276,7 +276,7 @@ async fn the_same_infected_bytes_uploaded_again_are_a_new_incident_and_no_eviden
     assert_eq!(keys.len(), 4, "two copies, two reports: {keys:?}");
     let later = keys
         .iter()
-        .find(|key| key.starts_with("guid/again.com~s") && key.ends_with('~'))
+        .find(|key| key.starts_with("guid/again.com~") && key.ends_with('~'))
         .unwrap_or_else(|| panic!("no later incident's copy in {keys:?}"));
     let first: Value =
         serde_json::from_slice(&env.get(&env.quarantine, "guid/again.com.report.json").await.unwrap()).unwrap();

@@ -17,6 +17,7 @@ use std::cell::Cell;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use avscan_actors::definitions::ReceiveGate;
 use avscan_actors::ports::{MessageSink, Notifier, ObjectStore, ScanEngine};
 use avscan_actors::testsuite::{s3_event, MemoryNotifier, MemoryQueue, MemorySink, MemoryStore, NullScanner};
 use avscan_actors::{Pipeline, PipelineConfig, PipelinePorts};
@@ -58,6 +59,8 @@ impl Bench {
         config.max_in_flight = max_in_flight;
         config.batch_linger = Duration::from_millis(2);
         config.visibility_timeout = Duration::from_secs(600);
+        // Throughput, not freshness: a clamd without an official database may judge here.
+        config.definitions_max_age = None;
         let ports = PipelinePorts {
             inbound: queue.clone(),
             outbound: outbound.clone() as Arc<dyn MessageSink>,
@@ -65,6 +68,7 @@ impl Bench {
             store: store as Arc<dyn ObjectStore>,
             notifier: Arc::new(MemoryNotifier::default()) as Arc<dyn Notifier>,
             scanner,
+            receive_gate: ReceiveGate::always_open(),
         };
         let pipeline = Pipeline::start(config, ports).await.expect("pipeline");
         Bench {

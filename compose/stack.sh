@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # avscan's local stack on loopback, without Docker: clamd (Debian's clamav-daemon) with the
-# project's test signatures, and moto's server as S3/SQS/SNS on 127.0.0.1:4566, with the buckets,
-# queues, topic and notifications created. Idempotent: installs what is missing, starts what is
-# not running.
+# project's test signatures and a daily database freshclam fetched from a local mirror directory,
+# and moto's server as S3/SQS/SNS on 127.0.0.1:4566, with the buckets, queues, topic and
+# notifications created. Also installs the tools the tests use (sigtool, faketime, promtool).
+# Idempotent: installs what is missing, starts what is not running, refreshes the daily database
+# when it is a day old (avscan refuses definitions older than DEFINITIONS_MAX_AGE, 7 days).
 #
 #   compose/stack.sh up      install + start + create resources (writes .stack/avscan.env)
 #   compose/stack.sh reset   empty the emulator and create the resources again
@@ -26,6 +28,43 @@ install_clamd() {
     apt-get install -y -qq --no-install-recommends clamav-daemon >/dev/null
 }
 
+install_tools() {
+    # sigtool (clamav) builds test definitions, freshclam fetches them, faketime ages them,
+    # promtool (prometheus) tests the alert rules.
+    if command -v sigtool >/dev/null && command -v freshclam >/dev/null && command -v faketime >/dev/null \
+        && command -v promtool >/dev/null; then return; fi
+    log "installing clamav (sigtool), clamav-freshclam, faketime, prometheus (promtool) (apt)"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends clamav clamav-freshclam faketime prometheus >/dev/null
+}
+
+# The local stack's definitions, as a deployment gets them: the project's signature files, plus a
+# daily database (compose/clamav/daily, built with sigtool into .stack/mirror) that freshclam
+# fetches into clamd's DatabaseDirectory. Rebuilt with a new version once the one loaded is a
+# day old; a running clamd reloads.
+refresh_definitions() {
+    local db="$state/db" mirror="$state/mirror"
+    mkdir -p "$db"
+    cp "$repo"/compose/clamav/db/* "$db/"
+    if [ -n "$(find "$db/daily.cud" -mmin -1440 2>/dev/null)" ]; then return; fi
+    log "building the daily database and fetching it with freshclam"
+    bash "$repo/compose/clamav/build-definitions.sh" "$mirror" "$(( $(date +%s) / 60 ))" \
+        "$repo"/compose/clamav/daily/*.ndb
+    cat > "$state/freshclam.conf" <<EOF
+DatabaseDirectory $db
+DatabaseOwner $(id -un)
+UpdateLogFile $state/freshclam.log
+# Never asked: --update-db=custom fetches only the custom URL below.
+DatabaseMirror 127.0.0.1
+DNSDatabaseInfo no
+DatabaseCustomURL file://$mirror/daily.cud
+EOF
+    freshclam --config-file="$state/freshclam.conf" --update-db=custom >/dev/null
+    chmod 0644 "$db/daily.cud"
+    if clamd_ping; then clamd_command RELOAD >/dev/null; fi
+}
+
 install_moto() {
     if [ -x "$venv/bin/moto_server" ]; then return; fi
     log "installing moto[server] into .venv (pip)"
@@ -33,22 +72,36 @@ install_moto() {
     "$venv/bin/pip" install -q --disable-pip-version-check 'moto[server]>=5.1,<6'
 }
 
-clamd_ping() {
-    python3 - "$@" <<'PY'
+# Sends one command to the stack's clamd and prints its reply; fails if clamd does not answer.
+clamd_command() {
+    python3 - "$1" <<'PY'
 import socket, sys
 try:
     s = socket.create_connection(("127.0.0.1", 3310), timeout=1)
-    s.sendall(b"zPING\0")
-    sys.exit(0 if s.recv(16).startswith(b"PONG") else 1)
+    s.sendall(b"z" + sys.argv[1].encode() + b"\0")
+    s.settimeout(5)
+    print(s.recv(256).rstrip(b"\0").decode())
 except OSError:
     sys.exit(1)
 PY
 }
 
+clamd_ping() {
+    [ "$(clamd_command PING 2>/dev/null)" = PONG ]
+}
+
 start_clamd() {
-    if clamd_ping; then return; fi
+    if clamd_ping; then
+        # A clamd from an older checkout (its databases elsewhere) names no daily database.
+        case "$(clamd_command VERSION)" in
+            */*/*) return ;;
+        esac
+        log "the running clamd names no daily database; restarting it with the stack's"
+        kill "$(cat "$state/clamd.pid" 2>/dev/null)" 2>/dev/null || true
+        for _ in $(seq 1 50); do clamd_ping || break; sleep 0.2; done
+    fi
     log "starting clamd on 127.0.0.1:3310"
-    sed -e "s|@STATE@|$state|g" -e "s|@DB@|$repo/compose/clamav/db|g" \
+    sed -e "s|@STATE@|$state|g" -e "s|@DB@|$state/db|g" \
         "$repo/compose/clamav/clamd.conf" > "$state/clamd.conf"
     local clamd_bin
     clamd_bin=$(command -v clamd || echo /usr/sbin/clamd)
@@ -83,7 +136,9 @@ start_moto() {
 case "${1:-up}" in
     up)
         install_clamd
+        install_tools
         install_moto
+        refresh_definitions
         start_clamd
         start_moto
         "$venv/bin/python" "$repo/compose/resources.py" --endpoint "http://127.0.0.1:$moto_port" --env-file "$state/avscan.env"

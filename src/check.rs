@@ -1,5 +1,7 @@
 //! `avscan check`: the first thing to run against a new deployment. Resolves every queue, bucket
-//! and topic the configuration names and asks clamd for PING, VERSION and the start-up canaries
+//! and topic the configuration names and asks clamd for PING, VERSION, its definitions (judged
+//! by `DEFINITIONS_MAX_AGE`: a `FAIL definitions` line while avscan would not receive), the
+//! start-up canaries
 //! (one line per clamd.conf setting avscan proves, see `limits`), and reads how the quarantine
 //! bucket keeps evidence (versioning, a rule that aborts incomplete multipart uploads), printing
 //! one line per check (`ok`, `warn` or `FAIL`, the variable or setting, what was found). Only a
@@ -9,7 +11,7 @@
 use std::fmt::Display;
 
 use crate::config::Settings;
-use crate::{aws, limits};
+use crate::{aws, definitions, limits};
 
 /// One check's outcome, printed as a line.
 struct Line {
@@ -61,6 +63,7 @@ pub async fn check(settings: &Settings) -> bool {
     match clamd.ping().await {
         Ok(()) => {
             report(line(what, clamd.command("VERSION").await, |version| version));
+            report(definitions_line(&clamd, settings).await);
             let expected = limits::Expected {
                 member_limit: settings.clamd_max_file_size,
                 max_file_size: settings.pipeline.max_file_size,
@@ -130,6 +133,41 @@ pub async fn check(settings: &Settings) -> bool {
         |_| "exists".into(),
     ));
     all_ok
+}
+
+/// clamd's definitions against `DEFINITIONS_MAX_AGE`: `FAIL` when avscan would not receive.
+async fn definitions_line(clamd: &crate::clamd::Clamd, settings: &Settings) -> Line {
+    let policy = avscan_actors::definitions::DefinitionsPolicy {
+        max_age: settings.pipeline.definitions_max_age,
+    };
+    let what = "definitions".to_owned();
+    let named = match definitions::ask(clamd).await {
+        Ok(named) => named,
+        Err(err) => return line::<(), _>(what, Err(err), |_| String::new()),
+    };
+    let now = std::time::SystemTime::now();
+    let limit = match policy.max_age {
+        Some(max_age) => format!(
+            "DEFINITIONS_MAX_AGE {}",
+            avscan_actors::definitions::whole_minutes(max_age)
+        ),
+        None => "DEFINITIONS_MAX_AGE=0: no freshness check".to_owned(),
+    };
+    match named.refusal(&policy, now) {
+        Some(refusal) => Line {
+            ok: false,
+            warn: false,
+            what,
+            detail: format!("{refusal}; avscan receives nothing until fresh definitions load"),
+        },
+        None => Line {
+            ok: true,
+            // Judging without knowing the age works, but nothing guards against stale definitions.
+            warn: policy.max_age.is_none(),
+            what,
+            detail: format!("{} ({limit})", named.describe(now)),
+        },
+    }
 }
 
 /// How the quarantine bucket keeps evidence: versioning (recommended: a copy or report deleted

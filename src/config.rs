@@ -187,12 +187,36 @@ pub struct ConfigArgs {
     /// Seconds in-flight work may take to finish after SIGTERM before it is released.
     #[arg(long, env = "SHUTDOWN_GRACE", default_value_t = 30)]
     pub shutdown_grace: u64,
+    /// The oldest virus definitions allowed to call an object clean: seconds, or a duration such
+    /// as `7d` or `36h`. Past it (or when clamd names no official database, so the age is
+    /// unknown) avscan stops receiving and `/readyz` fails until fresh definitions load. `0`
+    /// turns the check off.
+    #[arg(long, env = "DEFINITIONS_MAX_AGE", default_value = "7d", value_parser = parse_max_age)]
+    pub definitions_max_age: MaxAge,
+    /// Seconds between two looks at clamd's definitions (version, age, reloads).
+    #[arg(long, env = "DEFINITIONS_CHECK_INTERVAL", default_value_t = defaults::DEFINITIONS_CHECK_INTERVAL_SECS, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub definitions_check_interval: u64,
     /// Address of the operations endpoint (`/healthz`, `/readyz`); port 0 picks a free one.
     #[arg(long, env = "OPS_ADDRESS", default_value = "0.0.0.0:9090")]
     pub ops_address: std::net::SocketAddr,
     /// `text` (human-readable lines) or `json` (one JSON object per line); RUST_LOG filters.
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+}
+
+/// `DEFINITIONS_MAX_AGE`: `None` is `0`, the check turned off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MaxAge(pub Option<Duration>);
+
+/// Seconds (`604800`) or a duration (`7d`, `36h`, `1week`); `0` is off.
+fn parse_max_age(text: &str) -> Result<MaxAge, String> {
+    let text = text.trim();
+    let age = match text.parse::<u64>() {
+        Ok(seconds) => Duration::from_secs(seconds),
+        Err(_) => humantime::parse_duration(text)
+            .map_err(|err| format!("{text:?} is neither seconds nor a duration such as 7d or 36h: {err}"))?,
+    };
+    Ok(MaxAge((!age.is_zero()).then_some(age)))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -232,6 +256,7 @@ pub struct Settings {
     pub shutdown_grace: Duration,
     pub log_format: LogFormat,
     pub ops_address: std::net::SocketAddr,
+    pub definitions_check_interval: Duration,
 }
 
 fn required(value: &Option<String>, variable: &'static str) -> Result<String, ConfigError> {
@@ -323,6 +348,7 @@ impl ConfigArgs {
             window: Duration::from_secs(self.restart_window),
             ..RestartPolicy::default()
         };
+        pipeline.definitions_max_age = self.definitions_max_age.0;
         Ok(Settings {
             pipeline,
             inbound_queue,
@@ -355,6 +381,7 @@ impl ConfigArgs {
             shutdown_grace: Duration::from_secs(self.shutdown_grace),
             log_format: self.log_format,
             ops_address: self.ops_address,
+            definitions_check_interval: Duration::from_secs(self.definitions_check_interval),
         })
     }
 }
@@ -394,6 +421,24 @@ mod tests {
         assert_eq!(settings.wait_time, Duration::from_secs(20));
         assert_eq!(settings.pipeline.visibility_timeout, Duration::from_secs(120));
         assert!(settings.rejected_queue.is_none());
+        assert_eq!(
+            settings.pipeline.definitions_max_age,
+            Some(Duration::from_secs(7 * 86_400)),
+            "ClamAV's own 7-day warning"
+        );
+    }
+
+    #[test]
+    fn definitions_max_age_takes_seconds_or_a_duration_and_zero_is_off() {
+        let max_age = |value: &str| {
+            let mut args = COMPLETE.to_vec();
+            args.extend(["--definitions-max-age", value]);
+            parse(&args).map(|settings| settings.pipeline.definitions_max_age)
+        };
+        assert_eq!(max_age("86400"), Ok(Some(Duration::from_secs(86_400))));
+        assert_eq!(max_age("36h"), Ok(Some(Duration::from_secs(36 * 3600))));
+        assert_eq!(max_age("0"), Ok(None));
+        assert!(max_age("a week").unwrap_err().contains("DEFINITIONS_MAX_AGE"));
     }
 
     #[test]

@@ -7,13 +7,15 @@
 //! - [`aws`]: the SQS, S3 and SNS adapters, one file per service; [`clamd`]: our clamd client;
 //! - [`run`](mod@run): `avscan run`, which wires the adapters into a pipeline and runs it until shutdown;
 //!   [`limits`]: its start-up canaries, which prove clamd's configuration; [`ops`]: `/metrics`, `/healthz`, `/readyz`;
-//!   [`telemetry`]: logs and trace export;
+//!   [`telemetry`]: logs and trace export; [`definitions`]: the watcher of clamd's virus
+//!   definitions (metrics, the receive gate);
 //! - [`check`]: `avscan check`; [`scan`]: `avscan scan`.
 
 pub mod aws;
 pub mod check;
 pub mod clamd;
 pub mod config;
+pub mod definitions;
 pub mod limits;
 pub mod ops;
 pub mod run;

@@ -1,8 +1,10 @@
 //! The operations endpoint on `OPS_ADDRESS`: `/metrics` in Prometheus' text format (see
 //! `avscan_actors::metrics` for what is measured), `/healthz` answers while the process and its
 //! pipeline are alive (also while it starts or drains, so that an orchestrator does not kill a
-//! slow start), `/readyz` only while the pipeline runs, clamd answers PING and the inbound and
-//! outbound queues resolve — checked live on each request, each within two seconds.
+//! slow start), `/readyz` only while the pipeline runs, clamd's definitions are accepted
+//! (`DEFINITIONS_MAX_AGE`, see `definitions.rs`), clamd answers PING and the inbound and outbound
+//! queues resolve — checked live on each request, each within two seconds, and every
+//! `DEFINITIONS_CHECK_INTERVAL` in the background for the `avscan_ready` gauge (1 or 0).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -15,7 +17,12 @@ use http_body_util::Full;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 
+use avscan_actors::definitions::ReceiveGate;
+
 use crate::{aws, clamd};
+
+/// 1 while `/readyz` would answer 200, 0 otherwise, as of its last evaluation.
+const READY: &str = "avscan_ready";
 
 /// Where the process is in its life; `/healthz` and `/readyz` report it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,6 +42,8 @@ pub struct Probes {
     sqs: aws_sdk_sqs::Client,
     /// The inbound and outbound queues, by name or URL, as configured.
     queues: Vec<String>,
+    /// Closed while clamd's definitions are refused.
+    definitions: ReceiveGate,
 }
 
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -45,14 +54,29 @@ impl Probes {
         clamd: clamd::Clamd,
         sqs: aws_sdk_sqs::Client,
         queues: Vec<String>,
+        definitions: ReceiveGate,
     ) -> Arc<Self> {
+        metrics::describe_gauge!(READY, "1 while /readyz answers 200 (as of its last evaluation)");
         Arc::new(Self {
             phase: AtomicU8::new(Phase::Starting as u8),
             metrics,
             clamd,
             sqs,
             queues,
+            definitions,
         })
+    }
+
+    /// Evaluates readiness every `interval` for the `avscan_ready` gauge.
+    pub fn spawn_readiness_gauge(self: &Arc<Self>, interval: Duration) {
+        let probes = Arc::clone(self);
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(interval);
+            loop {
+                ticks.tick().await;
+                let _ = probes.ready().await;
+            }
+        });
     }
 
     pub fn set(&self, phase: Phase) {
@@ -67,10 +91,19 @@ impl Probes {
         }
     }
 
-    /// `Ok` with a summary, or `Err` naming the first thing that is not ready.
+    /// `Ok` with a summary, or `Err` naming the first thing that is not ready; sets the gauge.
     async fn ready(&self) -> Result<String, String> {
+        let readiness = self.evaluate().await;
+        metrics::gauge!(READY).set(if readiness.is_ok() { 1.0 } else { 0.0 });
+        readiness
+    }
+
+    async fn evaluate(&self) -> Result<String, String> {
         if self.phase() != Phase::Running {
             return Err(format!("{:?}", self.phase()).to_lowercase());
+        }
+        if let Some(reason) = self.definitions.closed_reason() {
+            return Err(format!("definitions: {reason}"));
         }
         match tokio::time::timeout(PROBE_TIMEOUT, self.clamd.ping()).await {
             Ok(Ok(())) => {}

@@ -1,16 +1,19 @@
 //! `avscan run`: builds the adapters from the settings (resolving the queues), serves the
 //! operations endpoint, waits for clamd and proves its configuration with the start-up canaries
-//! (`limits`), then runs the pipeline until the shutdown signal and drains it. [`RunError`] says
+//! (`limits`), looks at its definitions (`definitions`: the poller receives only while they are
+//! accepted), then runs the pipeline until the shutdown signal and drains it. [`RunError`] says
 //! why it ended early; `main` turns it into the exit code.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use avscan_actors::definitions::{DefinitionsPolicy, ReceiveGate};
 use avscan_actors::{Pipeline, PipelinePorts};
 use aws_config::SdkConfig;
 
 use crate::config::Settings;
-use crate::{aws, clamd, limits, ops};
+use crate::definitions::DefinitionsWatch;
+use crate::{aws, clamd, definitions, limits, ops};
 
 /// Why `run` ended early; the process exit code follows from it.
 #[derive(Debug, thiserror::Error)]
@@ -37,7 +40,12 @@ pub enum RunError {
 }
 
 /// Builds the real adapters from the settings; resolves the queues.
-async fn ports(settings: &Settings, sdk: &SdkConfig, clamd: &clamd::Clamd) -> Result<PipelinePorts, RunError> {
+async fn ports(
+    settings: &Settings,
+    sdk: &SdkConfig,
+    clamd: &clamd::Clamd,
+    receive_gate: ReceiveGate,
+) -> Result<PipelinePorts, RunError> {
     let sqs = aws::sqs_client(sdk, &settings.sqs, settings.wait_time);
     let inbound_url = aws::queue_url(&sqs, &settings.inbound_queue).await?;
     let outbound_url = aws::queue_url(&sqs, &settings.outbound_queue).await?;
@@ -63,6 +71,7 @@ async fn ports(settings: &Settings, sdk: &SdkConfig, clamd: &clamd::Clamd) -> Re
             topic_arn: settings.topic_arn.clone(),
         }),
         scanner: Arc::new(clamd.clone()),
+        receive_gate,
     };
     Ok(ports)
 }
@@ -82,26 +91,47 @@ const LATENCY_BUCKETS: [f64; 14] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0, 60.0, 600.0,
 ];
 
-/// The metrics recorder (installed once per process) and what `/readyz` checks: clamd and the
-/// two queues avscan cannot work without.
-fn probes(settings: &Settings, sdk: &SdkConfig, clamd: clamd::Clamd) -> Result<Arc<ops::Probes>, RunError> {
+/// The metrics recorder (installed once per process) and what `/readyz` checks: clamd, its
+/// definitions and the two queues avscan cannot work without.
+fn probes(
+    settings: &Settings,
+    sdk: &SdkConfig,
+    clamd: clamd::Clamd,
+    definitions: ReceiveGate,
+) -> Result<Arc<ops::Probes>, RunError> {
     let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
         .set_buckets(&LATENCY_BUCKETS)
         .and_then(|builder| builder.install_recorder())
         .map_err(|err| RunError::Start(format!("metrics recorder: {err}")))?;
     avscan_actors::metrics::describe();
+    definitions::describe();
+    // For alerts on scans that take most of it (deploy/prometheus/alerts.yaml).
+    metrics::describe_gauge!(
+        "avscan_visibility_timeout_seconds",
+        metrics::Unit::Seconds,
+        "the visibility timeout avscan receives with (the heartbeat extends it while a message is in flight)"
+    );
+    metrics::gauge!("avscan_visibility_timeout_seconds").set(settings.pipeline.visibility_timeout.as_secs_f64());
     Ok(ops::Probes::new(
         metrics,
         clamd,
         aws::sqs_client(sdk, &settings.sqs, Duration::ZERO),
         vec![settings.inbound_queue.clone(), settings.outbound_queue.clone()],
+        definitions,
     ))
 }
 
-/// Connects the adapters, waits for clamd, proves its configuration and starts the pipeline
-/// with the archive guard's member limit set to clamd's proven MaxFileSize.
-async fn start(settings: &Settings, sdk: &SdkConfig, clamd: &clamd::Clamd) -> Result<Pipeline, RunError> {
-    let ports = ports(settings, sdk, clamd).await?;
+/// Connects the adapters, waits for clamd, proves its configuration, looks at its definitions
+/// (from then on every `DEFINITIONS_CHECK_INTERVAL`) and starts the pipeline with the archive
+/// guard's member limit set to clamd's proven MaxFileSize. Stale definitions do not stop the
+/// start: the pipeline starts with its receive gate closed and opens it when fresh ones load.
+async fn start(
+    settings: &Settings,
+    sdk: &SdkConfig,
+    clamd: &clamd::Clamd,
+    mut watch: DefinitionsWatch,
+) -> Result<Pipeline, RunError> {
+    let ports = ports(settings, sdk, clamd, watch.gate()).await?;
     clamd
         .wait_ready(settings.clamd_ready_timeout)
         .await
@@ -163,6 +193,8 @@ async fn start(settings: &Settings, sdk: &SdkConfig, clamd: &clamd::Clamd) -> Re
         took_ms = proven.took.as_millis() as u64,
         "clamd ready: AlertExceedsMax, MaxFileSize, MaxScanSize, StreamMaxLength and AlertEncryptedArchive proven"
     );
+    watch.look().await;
+    watch.spawn(settings.definitions_check_interval);
     let mut pipeline = settings.pipeline.clone();
     pipeline.archive_member_limit = proven.member_limit;
     Pipeline::start(pipeline, ports)
@@ -178,7 +210,13 @@ pub async fn run(settings: Settings, shutdown: impl std::future::Future<Output =
     // One SDK configuration and one clamd client for the probes and the pipeline.
     let sdk = aws::sdk_config(&[&settings.sqs, &settings.s3, &settings.sns]).await;
     let clamd = settings.clamd();
-    let probes = probes(&settings, &sdk, clamd.clone())?;
+    let watch = DefinitionsWatch::new(
+        clamd.clone(),
+        DefinitionsPolicy {
+            max_age: settings.pipeline.definitions_max_age,
+        },
+    );
+    let probes = probes(&settings, &sdk, clamd.clone(), watch.gate())?;
     let ops_address = ops::serve(settings.ops_address, probes.clone())
         .await
         .map_err(|err| RunError::Ops {
@@ -191,9 +229,10 @@ pub async fn run(settings: Settings, shutdown: impl std::future::Future<Output =
             tracing::info!("shutdown requested before the pipeline started");
             return Ok(());
         }
-        started = start(&settings, &sdk, &clamd) => started?,
+        started = start(&settings, &sdk, &clamd, watch) => started?,
     };
     probes.set(ops::Phase::Running);
+    probes.spawn_readiness_gauge(settings.definitions_check_interval);
     tracing::info!(
         inbound = %settings.inbound_queue,
         max_in_flight = settings.pipeline.max_in_flight,

@@ -13,7 +13,7 @@ async fn check_prints_one_ok_line_per_resource_and_exits_0() {
     let (code, stdout) = run_command(&env.avscan_env(), &["check"]).await;
     assert_eq!(code, Some(0), "{stdout}");
     let lines: Vec<&str> = stdout.lines().collect();
-    assert_eq!(lines.len(), 14, "{stdout}");
+    assert_eq!(lines.len(), 15, "{stdout}");
     // How the quarantine bucket keeps evidence is advice: a warning, not a failure.
     assert!(
         lines
@@ -24,6 +24,9 @@ async fn check_prints_one_ok_line_per_resource_and_exits_0() {
     for expected in [
         "clamd tcp://",
         "ClamAV ",
+        // The local stack's daily database, fetched by freshclam when `make stack` ran.
+        "ok   definitions: daily ",
+        "(DEFINITIONS_MAX_AGE 7days)",
         // The local stack's clamd, CLAMD_MAX_FILE_SIZE unset: discovered, one line per setting.
         "clamd AlertExceedsMax: yes",
         "clamd MaxFileSize: 400 MB, discovered in ",

@@ -107,6 +107,7 @@ async fn scan_through_guard(
     let probe = ScanOutcome {
         verdict: Verdict::Clean,
         engine: outcome.engine.clone(),
+        definitions: outcome.definitions,
     };
     let judged = archive_check.apply(probe).await.verdict;
     let guard_flagged = judged != Verdict::Clean;

@@ -44,6 +44,9 @@ pub struct PipelineConfig {
     pub retry_max: Duration,
     /// When restarts become a storm that stops the pipeline.
     pub restart_policy: RestartPolicy,
+    /// The oldest definitions allowed to call an object clean (`DEFINITIONS_MAX_AGE`); `None`:
+    /// no freshness check.
+    pub definitions_max_age: Option<Duration>,
 }
 
 impl PipelineConfig {
@@ -65,6 +68,7 @@ impl PipelineConfig {
             retry_base: Duration::from_secs(defaults::RETRY_BACKOFF_BASE_SECS),
             retry_max: Duration::from_secs(defaults::RETRY_BACKOFF_MAX_SECS),
             restart_policy: RestartPolicy::default(),
+            definitions_max_age: Some(Duration::from_secs(defaults::DEFINITIONS_MAX_AGE_SECS)),
         }
     }
 }

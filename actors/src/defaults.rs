@@ -34,3 +34,8 @@ pub const RETRY_BACKOFF_MAX_SECS: u64 = 300;
 pub const RESTART_LIMIT: u64 = 10;
 /// `RESTART_WINDOW`, seconds.
 pub const RESTART_WINDOW_SECS: u64 = 60;
+/// `DEFINITIONS_MAX_AGE`, seconds: ClamAV's own warning ("The virus database is older than 7
+/// days!").
+pub const DEFINITIONS_MAX_AGE_SECS: u64 = 7 * 86_400;
+/// `DEFINITIONS_CHECK_INTERVAL`, seconds: how often avscan asks clamd for its definitions.
+pub const DEFINITIONS_CHECK_INTERVAL_SECS: u64 = 60;

@@ -32,7 +32,7 @@
 //! starts and stops the whole.
 //!
 //! Modules depend one way, no two on each other. At the bottom, importing nothing of the crate:
-//! [`trace`], [`backoff`], [`defaults`], [`metrics`], and the `address`, `shutdown` and
+//! [`trace`], [`backoff`], [`defaults`], [`definitions`], [`metrics`], and the `address`, `shutdown` and
 //! `inflight` helpers. Then the `ticket` (on metrics and inflight), [`model`] (on the ticket and
 //! trace), [`ports`] (on model and trace), [`event`], [`report`] and [`archive_guard`] (on model
 //! and ports), [`restart`] and [`config`]. The stages use all of these; the supervisor wires the
@@ -63,6 +63,7 @@ pub mod archive_guard;
 pub mod backoff;
 pub mod config;
 pub mod defaults;
+pub mod definitions;
 pub mod event;
 mod incident;
 pub mod metrics;

@@ -48,7 +48,7 @@ pub fn describe() {
     describe_counter!(REJECTED, "invalid events (or records) rejected, by reason");
     describe_counter!(
         RETRIES,
-        "records sent back for a retry, by cause: fetch, scan, forward, quarantine, restart, dropped"
+        "records sent back for a retry, by cause: fetch, scan, forward, quarantine, restart, dropped, definitions"
     );
     describe_counter!(
         REJECTED_COPIES,
@@ -117,6 +117,21 @@ pub(crate) fn count_retry(cause: &'static str) {
 /// Counts one restart of `actor` (a `Stage::label` or `WorkerKind::label`).
 pub(crate) fn count_restart(actor: &'static str) {
     counter!(RESTARTS, "actor" => actor).increment(1);
+}
+
+/// Creates the received series, the restart series of every actor and the retry series of
+/// every cause at 0.
+pub(crate) fn zero_series(
+    actors: impl IntoIterator<Item = &'static str>,
+    causes: impl IntoIterator<Item = &'static str>,
+) {
+    counter!(MESSAGES_RECEIVED).increment(0);
+    for actor in actors {
+        counter!(RESTARTS, "actor" => actor).increment(0);
+    }
+    for cause in causes {
+        counter!(RETRIES, "cause" => cause).increment(0);
+    }
 }
 
 /// Sets the occupancy gauges of the `pool` of workers (a `WorkerKind::label`).

@@ -4,6 +4,7 @@
 
 use serde_json::Value;
 
+use crate::definitions::Definitions;
 use crate::ticket::RecordTicket;
 use crate::trace::{ObjectTrace, Traced};
 
@@ -156,6 +157,9 @@ pub struct ScanOutcome {
     pub verdict: Verdict,
     /// clamd's VERSION line (engine and signature database), reported downstream.
     pub engine: Option<String>,
+    /// The daily database that judged the object, from the VERSION clamd answered in the scan's
+    /// own session; `None` when clamd named none (custom databases only) or did not scan.
+    pub definitions: Option<Definitions>,
 }
 
 /// A record on its way through the pipeline, with the obligation to finish it.

@@ -3,6 +3,7 @@
 //! in-memory fakes live in `testsuite` (feature `testsuite`). Every method is cancel-safe in the
 //! sense that dropping its future leaves no partial effect we rely on.
 
+use crate::definitions::ReceiveGate;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,6 +30,9 @@ pub struct PipelinePorts {
     pub notifier: Arc<dyn Notifier>,
     /// The scanning engine the scanners hold sessions with.
     pub scanner: Arc<dyn ScanEngine>,
+    /// The poller receives only while this is open (the binary closes it while clamd's
+    /// definitions are refused).
+    pub receive_gate: ReceiveGate,
 }
 
 /// A message as received from the inbound queue.

@@ -11,8 +11,9 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde::{Deserialize, Serialize};
 
+use crate::definitions::Definitions;
 use crate::incident::{copy_key, report_key};
-use crate::model::{ObjectRecord, ObjectRef, QuarantineReason, Verdict};
+use crate::model::{ObjectRecord, ObjectRef, QuarantineReason, ScanOutcome, Verdict};
 use crate::ports::{Notification, ObjectMeta};
 
 /// Fixed on purpose: subjects show up in e-mail subscriptions, and keys are user data.
@@ -54,21 +55,28 @@ pub struct QuarantineReport {
     pub scanned_at: String,
     /// clamd's VERSION line.
     pub engine: Option<String>,
+    /// The version of the daily database that judged the object (none: custom databases only,
+    /// or not scanned: too large).
+    #[serde(default)]
+    pub definitions_version: Option<u64>,
+    /// When that database was built, RFC 3339.
+    #[serde(default)]
+    pub definitions_built_at: Option<String>,
     /// The source's user metadata (`x-amz-meta-*`): the copy carries avscan's instead.
     #[serde(default)]
     pub source_metadata: BTreeMap<String, String>,
 }
 
 impl QuarantineReport {
-    /// The report for `record` judged `verdict`.
+    /// The report for `record` judged as `outcome` says.
     pub(crate) fn new(
         record: &ObjectRecord,
-        verdict: &Verdict,
-        engine: Option<String>,
+        outcome: &ScanOutcome,
         scanned_at: String,
         quarantine_bucket: &str,
     ) -> Self {
         let object = &record.object;
+        let verdict = &outcome.verdict;
         Self {
             key: object.key.clone(),
             time: record.event_time.clone(),
@@ -87,7 +95,9 @@ impl QuarantineReport {
             quarantine_bucket: quarantine_bucket.to_owned(),
             quarantine_key: copy_key(&object.key),
             scanned_at,
-            engine,
+            engine: outcome.engine.clone(),
+            definitions_version: outcome.definitions.map(|d| d.version),
+            definitions_built_at: outcome.definitions.map(|d| d.built_at_rfc3339()),
             source_metadata: BTreeMap::new(),
         }
     }
@@ -131,6 +141,8 @@ const META_REASON: &str = "avscan-reason";
 const META_SIGNATURE: &str = "avscan-signature";
 const META_SCANNED_AT: &str = "avscan-scanned-at";
 const META_ENGINE: &str = "avscan-engine";
+const META_DEFINITIONS_VERSION: &str = "avscan-definitions-version";
+const META_DEFINITIONS_BUILT_AT: &str = "avscan-definitions-built-at";
 
 impl QuarantineReport {
     /// Metadata naming the source object; written on the report as well as on the copy.
@@ -154,7 +166,15 @@ impl QuarantineReport {
             (META_REASON.to_owned(), self.reason.clone()),
             (META_SCANNED_AT.to_owned(), self.scanned_at.clone()),
         ]);
-        let optional = [(META_SIGNATURE, &self.signature), (META_ENGINE, &self.engine)];
+        let optional = [
+            (META_SIGNATURE, &self.signature),
+            (META_ENGINE, &self.engine),
+            (
+                META_DEFINITIONS_VERSION,
+                &self.definitions_version.map(|v| v.to_string()),
+            ),
+            (META_DEFINITIONS_BUILT_AT, &self.definitions_built_at),
+        ];
         metadata.extend(
             optional
                 .into_iter()
@@ -171,14 +191,21 @@ impl QuarantineReport {
         quarantine_bucket: &str,
         quarantine_key: &str,
     ) -> Self {
-        let verdict = verdict_from_metadata(&copy.metadata);
-        let mut report = QuarantineReport::new(
-            record,
-            &verdict,
-            copy.metadata.get(META_ENGINE).cloned(),
-            copy.metadata.get(META_SCANNED_AT).cloned().unwrap_or_else(now_rfc3339),
-            quarantine_bucket,
-        );
+        let meta = |name| copy.metadata.get(name);
+        let definitions = match (meta(META_DEFINITIONS_VERSION), meta(META_DEFINITIONS_BUILT_AT)) {
+            (Some(version), Some(built_at)) => Some(Definitions {
+                version: version.parse().unwrap_or_default(),
+                built_at: humantime::parse_rfc3339(built_at).unwrap_or(std::time::UNIX_EPOCH),
+            }),
+            _ => None,
+        };
+        let outcome = ScanOutcome {
+            verdict: verdict_from_metadata(&copy.metadata),
+            engine: meta(META_ENGINE).cloned(),
+            definitions,
+        };
+        let scanned_at = meta(META_SCANNED_AT).cloned().unwrap_or_else(now_rfc3339);
+        let mut report = QuarantineReport::new(record, &outcome, scanned_at, quarantine_bucket);
         report.signature = copy.metadata.get(META_SIGNATURE).cloned();
         report.quarantine_key = quarantine_key.to_owned();
         report
@@ -248,13 +275,12 @@ mod tests {
         let verdict = Verdict::Infected {
             signature: "Eicar-Test-Signature.UNOFFICIAL".into(),
         };
-        let report = QuarantineReport::new(
-            &record,
-            &verdict,
-            Some("ClamAV 1.4.6".into()),
-            "2026-11-29T12:00:01.000Z".into(),
-            "quarantine",
-        );
+        let outcome = ScanOutcome {
+            verdict,
+            engine: Some("ClamAV 1.4.6/27400/Sun Nov  1 10:00:00 2026".into()),
+            definitions: Definitions::from_version_reply("ClamAV 1.4.6/27400/Sun Nov  1 10:00:00 2026").unwrap(),
+        };
+        let report = QuarantineReport::new(&record, &outcome, "2026-11-29T12:00:01.000Z".into(), "quarantine");
         let value: serde_json::Value = serde_json::from_str(&report.to_json()).unwrap();
         assert_eq!(
             value,
@@ -263,7 +289,8 @@ mod tests {
                 "bucket": "unprocessed", "version_id": "v1", "etag": "e", "sequencer": "0A", "size": 68,
                 "verdict": "infected", "signature": "Eicar-Test-Signature.UNOFFICIAL",
                 "quarantine_bucket": "quarantine", "quarantine_key": "guid/evil file.txt",
-                "scanned_at": "2026-11-29T12:00:01.000Z", "engine": "ClamAV 1.4.6", "source_metadata": {}
+                "scanned_at": "2026-11-29T12:00:01.000Z", "engine": "ClamAV 1.4.6/27400/Sun Nov  1 10:00:00 2026",
+                "definitions_version": 27400, "definitions_built_at": "2026-11-01T10:00:00Z", "source_metadata": {}
             })
         );
         assert_eq!(report.report_key(), "guid/evil file.txt.report.json");

@@ -14,6 +14,7 @@ use crate::address::StageAddress;
 use crate::archive_guard::GuardLimits;
 use crate::backoff::Backoff;
 use crate::config::PipelineConfig;
+use crate::definitions::DefinitionsPolicy;
 use crate::inflight::InflightRegistry;
 use crate::model::RecordJob;
 use crate::ports::PipelinePorts;
@@ -28,6 +29,7 @@ use crate::stages::pool::{Pool, PoolArguments, PoolMsg, SpawnWorker, WorkerKind}
 use crate::stages::quarantiner::{Quarantiner, QuarantinerArguments, QuarantinerMsg};
 use crate::stages::router::{Router, RouterArguments, RouterMsg};
 use crate::stages::scanner::{ScanJob, Scanner, ScannerArguments};
+use crate::ticket::RetryCause;
 
 /// Stable addresses of the stages that others send to.
 #[derive(Clone)]
@@ -190,6 +192,9 @@ impl SupervisorState {
                 let args = RouterArguments {
                     forwarder: w.addresses.forwarder.clone(),
                     quarantiner: w.addresses.quarantiner.clone(),
+                    definitions: DefinitionsPolicy {
+                        max_age: w.config.definitions_max_age,
+                    },
                 };
                 let (actor, _) = Actor::spawn_linked(None, Router, args, supervisor).await?;
                 w.addresses.router.set(actor.clone());
@@ -253,6 +258,7 @@ impl SupervisorState {
                     acker: w.addresses.acker.clone(),
                     registry: w.registry.clone(),
                     shutdown: w.shutdown.clone(),
+                    gate: w.ports.receive_gate.clone(),
                 };
                 let (actor, _) = Actor::spawn_linked(None, Poller, args, supervisor).await?;
                 actor.get_id()
@@ -296,6 +302,13 @@ impl Actor for Supervisor {
             wiring,
             stages: HashMap::new(),
         };
+        // Every restart and retry series exists from the start, at 0, so that `increase()` and
+        // `rate()` (deploy/prometheus/alerts.yaml) see the first one.
+        let actors = Stage::START_ORDER
+            .map(Stage::label)
+            .into_iter()
+            .chain([WorkerKind::Fetcher.label(), WorkerKind::Scanner.label()]);
+        crate::metrics::zero_series(actors, RetryCause::ALL.map(RetryCause::label));
         for stage in Stage::START_ORDER {
             state.spawn(stage, myself.get_cell()).await?;
         }

@@ -32,9 +32,22 @@ pub(crate) enum RetryCause {
     Restart,
     /// The ticket was dropped unresolved (an actor died holding it).
     Dropped,
+    /// clamd said clean with definitions too old (or of unknown age) to be trusted.
+    Definitions,
 }
 
 impl RetryCause {
+    /// Every cause, for series that must exist before the first retry.
+    pub(crate) const ALL: [RetryCause; 7] = [
+        RetryCause::Fetch,
+        RetryCause::Scan,
+        RetryCause::Forward,
+        RetryCause::Quarantine,
+        RetryCause::Restart,
+        RetryCause::Dropped,
+        RetryCause::Definitions,
+    ];
+
     /// The cause's label in `avscan_retries_total`.
     pub(crate) fn label(self) -> &'static str {
         match self {
@@ -44,6 +57,7 @@ impl RetryCause {
             RetryCause::Quarantine => "quarantine",
             RetryCause::Restart => "restart",
             RetryCause::Dropped => "dropped",
+            RetryCause::Definitions => "definitions",
         }
     }
 }

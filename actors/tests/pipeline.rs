@@ -457,3 +457,49 @@ async fn visibility_extensions_go_ten_per_call() {
     );
     pipeline.shutdown(Duration::from_secs(1)).await;
 }
+
+#[tokio::test]
+async fn a_closed_receive_gate_receives_nothing_and_opening_it_resumes() {
+    let world = FakeWorld::new(Duration::from_secs(2));
+    world.receive_gate.close("definitions too old".into());
+    let id = world.upload(UNPROCESSED, "guid/waits.txt", &b"hello"[..]);
+    let pipeline = Pipeline::start(config(), world.ports()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(world.inbound.receives_of(&id), 0, "received through a closed gate");
+    assert!(world.outbound.messages().is_empty());
+
+    world.receive_gate.open();
+    eventually("the message forwarded and deleted", || world.inbound.is_empty()).await;
+    assert_eq!(world.outbound.messages().len(), 1);
+    assert_eq!(world.inbound.receives_of(&id), 1);
+    pipeline.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test]
+async fn clean_by_stale_definitions_is_never_forwarded_and_fresh_definitions_forward_it() {
+    let world = FakeWorld::new(Duration::from_secs(2));
+    world.scanner.stale_definitions.store(true, Ordering::SeqCst);
+    let clean = world.upload(UNPROCESSED, "guid/clean.txt", &b"hello"[..]);
+    let evil = world.upload(UNPROCESSED, "guid/evil.bin", FAKE_VIRUS);
+    let pipeline = Pipeline::start(config(), world.ports()).await.unwrap();
+
+    // Infected stands whatever the definitions' age; clean by old definitions comes back.
+    eventually("the infected object quarantined", || {
+        world.store.keys(QUARANTINE).len() == 2 && world.inbound.receives_of(&evil) == 1
+    })
+    .await;
+    eventually("the clean one retried", || world.inbound.receives_of(&clean) >= 3).await;
+    assert!(
+        world.outbound.messages().is_empty(),
+        "forwarded as clean by stale definitions"
+    );
+
+    world.scanner.stale_definitions.store(false, Ordering::SeqCst);
+    eventually("the clean object forwarded", || world.inbound.is_empty()).await;
+    let forwarded = world.outbound.messages();
+    assert_eq!(forwarded.len(), 1);
+    assert!(forwarded[0]
+        .attributes
+        .contains(&("definitions_version".into(), "1".into())));
+    pipeline.shutdown(Duration::from_secs(5)).await;
+}

@@ -170,7 +170,6 @@ impl ScanEngine for Clamd {
         Ok(Box::new(ClamdSession::new(
             stream,
             id,
-            engine,
             self.chunk_size,
             self.io_timeout,
             self.max_scan_time + self.io_timeout,

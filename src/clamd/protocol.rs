@@ -21,6 +21,12 @@ pub(super) const SESSION_START: &[u8] = b"zIDSESSION\0zVERSION\0";
 /// Starts streaming a body; chunks and the terminator follow.
 pub(super) const INSTREAM_START: &[u8] = b"zINSTREAM\0";
 
+/// A scan's two commands in a session: VERSION, then INSTREAM (chunks and the terminator
+/// follow). clamd answers VERSION from the engine it has loaded at that moment, the one the
+/// INSTREAM right behind it is scanned with, so the reply names the definitions that judge this
+/// very body even when clamd reloads between two scans of one session.
+pub(super) const VERSION_THEN_INSTREAM: &[u8] = b"zVERSION\0zINSTREAM\0";
+
 /// A zero-length chunk: the body is complete and clamd replies.
 pub(super) const INSTREAM_END: [u8; 4] = [0, 0, 0, 0];
 
@@ -112,6 +118,53 @@ pub(super) async fn read_reply(stream: &mut (impl AsyncRead + Unpin), limit: Dur
     Ok(String::from_utf8_lossy(&reply).into_owned())
 }
 
+/// The replies of one session, read in order. A read may return more than one reply (a scan's
+/// VERSION and INSTREAM replies can arrive together): what follows the first is kept for the
+/// next call.
+#[derive(Debug, Default)]
+pub(super) struct Replies {
+    pending: Vec<u8>,
+}
+
+impl Replies {
+    /// The next reply: up to a NUL or a newline, as [`read_reply`]; waits at most `limit`.
+    pub(super) async fn next(
+        &mut self,
+        stream: &mut (impl AsyncRead + Unpin),
+        limit: Duration,
+    ) -> Result<String, ScanError> {
+        let read = async {
+            let mut buf = [0u8; 256];
+            loop {
+                if let Some(end) = self.pending.iter().position(|b| *b == 0 || *b == b'\n') {
+                    let reply: Vec<u8> = self.pending.drain(..=end).collect();
+                    return Ok(String::from_utf8_lossy(&reply[..end]).into_owned());
+                }
+                if self.pending.len() >= MAX_REPLY {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::InvalidData,
+                        "clamd reply too long",
+                    ));
+                }
+                let n = stream.read(&mut buf).await?;
+                if n == 0 {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        "clamd closed the connection",
+                    ));
+                }
+                self.pending.extend_from_slice(&buf[..n]);
+            }
+        };
+        with_timeout(limit, "reading reply", read).await
+    }
+
+    /// Whether bytes of a reply nobody asked for are waiting: the session is out of step.
+    pub(super) fn has_unread(&self) -> bool {
+        !self.pending.is_empty()
+    }
+}
+
 /// Parses a reply to INSTREAM. In a session replies are prefixed `<id>: `, and the id must be
 /// the one of our command.
 pub fn parse_scan_reply(reply: &str, session_id: Option<u64>) -> Result<Verdict, ScanError> {
@@ -146,9 +199,10 @@ pub fn parse_scan_reply(reply: &str, session_id: Option<u64>) -> Result<Verdict,
     Err(unexpected())
 }
 
-/// Parses `zVERSION`'s reply, e.g. `ClamAV 1.4.6/27000/Sun Nov 29 …`.
-pub(super) fn parse_version_reply(reply: &str, session_id: u64) -> Result<String, ScanError> {
-    let version = reply.strip_prefix(&format!("{session_id}: ")).unwrap_or(reply);
+/// Parses `zVERSION`'s reply in a session, e.g. `1: ClamAV 1.4.6/27000/Sun Nov 29 …`: the id
+/// must be `command`'s.
+pub(super) fn parse_version_reply(reply: &str, command: u64) -> Result<String, ScanError> {
+    let version = reply.strip_prefix(&format!("{command}: ")).unwrap_or_default();
     if version.starts_with("ClamAV ") {
         Ok(version.to_owned())
     } else {
@@ -195,6 +249,32 @@ mod tests {
         ] {
             assert!(parse_scan_reply(bad, Some(2)).is_err(), "{bad:?} must not be a verdict");
         }
+    }
+
+    #[test]
+    fn version_replies_must_carry_their_command_id() {
+        assert_eq!(
+            parse_version_reply("4: ClamAV 1.4.6/27400/Sun Nov  1 10:00:00 2026", 4).unwrap(),
+            "ClamAV 1.4.6/27400/Sun Nov  1 10:00:00 2026"
+        );
+        for bad in ["ClamAV 1.4.6", "3: ClamAV 1.4.6", "4: stream: OK", "4:ClamAV 1.4.6"] {
+            assert!(parse_version_reply(bad, 4).is_err(), "{bad:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn replies_that_arrive_together_are_read_one_at_a_time() {
+        let mut wire: &[u8] = b"2: ClamAV 1.4.6\x003: stream: OK\x00";
+        let mut replies = Replies::default();
+        let limit = Duration::from_secs(1);
+        assert_eq!(replies.next(&mut wire, limit).await.unwrap(), "2: ClamAV 1.4.6");
+        assert!(replies.has_unread());
+        assert_eq!(replies.next(&mut wire, limit).await.unwrap(), "3: stream: OK");
+        assert!(!replies.has_unread());
+        assert!(
+            replies.next(&mut wire, limit).await.is_err(),
+            "end of stream is not a reply"
+        );
     }
 
     #[test]

@@ -1,11 +1,13 @@
 //! One clamd session (`zIDSESSION`), owned by one pooled scanner through the pipeline's
-//! [`ScanSession`] port: each scan is an INSTREAM command that streams the object body in chunks
-//! of the configured size, every step bounded by the io timeout. The client in `mod.rs` opens the
+//! [`ScanSession`] port: each scan is a VERSION command (naming the definitions that judge the
+//! body) and an INSTREAM command that streams the object body in chunks of the configured size,
+//! every step bounded by the io timeout. The client in `mod.rs` opens the
 //! session; the framing and reply parsing it uses are in `protocol.rs`.
 
 use std::time::Duration;
 
 use async_trait::async_trait;
+use avscan_actors::definitions::Definitions;
 use avscan_actors::model::{QuarantineReason, ScanOutcome, Verdict};
 use avscan_actors::ports::{ObjectBody, ScanError, ScanSession};
 use bytes::BytesMut;
@@ -13,7 +15,9 @@ use futures::StreamExt;
 use tokio::io::AsyncWriteExt;
 
 use super::address::ClamdStream;
-use super::protocol::{chunk_frame, parse_scan_reply, read_reply, with_timeout, INSTREAM_END, INSTREAM_START};
+use super::protocol::{
+    chunk_frame, parse_scan_reply, parse_version_reply, with_timeout, Replies, INSTREAM_END, VERSION_THEN_INSTREAM,
+};
 
 /// One clamd session, owned by one scanner.
 pub(super) struct ClamdSession {
@@ -21,7 +25,8 @@ pub(super) struct ClamdSession {
     id: u64,
     /// The id of the next command in this session (clamd numbers them from 1).
     next_command: u64,
-    engine: String,
+    /// clamd's replies, in order.
+    replies: Replies,
     chunk_size: usize,
     /// The stall clock: any one read or write.
     io_timeout: Duration,
@@ -32,12 +37,11 @@ pub(super) struct ClamdSession {
 }
 
 impl ClamdSession {
-    /// A session on `stream`, which has sent `zIDSESSION` and had `zVERSION` (command 1) answered
-    /// with `engine`; its scans are numbered from 2.
+    /// A session on `stream`, which has sent `zIDSESSION` and had `zVERSION` (command 1)
+    /// answered; its scans' commands are numbered from 2.
     pub(super) fn new(
         stream: ClamdStream,
         id: u64,
-        engine: String,
         chunk_size: usize,
         io_timeout: Duration,
         reply_timeout: Duration,
@@ -46,7 +50,7 @@ impl ClamdSession {
             stream,
             id,
             next_command: 2,
-            engine,
+            replies: Replies::default(),
             chunk_size,
             io_timeout,
             reply_timeout,
@@ -61,27 +65,37 @@ impl ClamdSession {
 
     /// After a failed write: clamd may have stopped reading because the stream exceeded its
     /// limit, and said so before closing. Its reply decides; without one the write error stands.
-    async fn reply_after_failed_write(&mut self, command: u64, write_error: ScanError) -> Result<Verdict, ScanError> {
+    async fn reply_after_failed_write(&mut self, command: Scan, write_error: ScanError) -> Result<Judged, ScanError> {
         self.closing = true;
-        match read_reply(&mut self.stream, Duration::from_secs(2).min(self.io_timeout)).await {
-            Ok(reply) => match parse_scan_reply(&reply, Some(command)) {
+        let limit = Duration::from_secs(2).min(self.io_timeout);
+        let Ok(version) = self.version_reply(command, limit).await else {
+            return Err(write_error);
+        };
+        match self.replies.next(&mut self.stream, limit).await {
+            Ok(reply) => match parse_scan_reply(&reply, Some(command.instream)) {
                 Ok(
                     verdict @ Verdict::Unscannable {
                         reason: QuarantineReason::FileTooLarge,
                         ..
                     },
-                ) => Ok(verdict),
+                ) => Ok((verdict, version)),
                 _ => Err(write_error),
             },
             Err(_) => Err(write_error),
         }
     }
 
-    async fn instream(&mut self, mut body: ObjectBody, command: u64) -> Result<Verdict, ScanError> {
+    /// The scan's VERSION reply: the line, which must name the engine.
+    async fn version_reply(&mut self, command: Scan, limit: Duration) -> Result<String, ScanError> {
+        let reply = self.replies.next(&mut self.stream, limit).await?;
+        parse_version_reply(&reply, command.version)
+    }
+
+    async fn instream(&mut self, mut body: ObjectBody, command: Scan) -> Result<Judged, ScanError> {
         with_timeout(
             self.io_timeout,
             "starting INSTREAM",
-            self.stream.write_all(INSTREAM_START),
+            self.stream.write_all(VERSION_THEN_INSTREAM),
         )
         .await?;
         let mut pending = BytesMut::with_capacity(self.chunk_size);
@@ -123,18 +137,33 @@ impl ClamdSession {
         if let Err(err) = with_timeout(self.io_timeout, "ending INSTREAM", self.stream.write_all(&INSTREAM_END)).await {
             return self.reply_after_failed_write(command, err).await;
         }
-        // clamd scans only now, for up to its MaxScanTime: the scan clock, not the stall clock.
-        let reply = read_reply(&mut self.stream, self.reply_timeout).await?;
-        parse_scan_reply(&reply, Some(command))
+        // VERSION was answered before the stream began; clamd scans only now, for up to its
+        // MaxScanTime: the scan clock, not the stall clock.
+        let version = self.version_reply(command, self.io_timeout).await?;
+        let reply = self.replies.next(&mut self.stream, self.reply_timeout).await?;
+        Ok((parse_scan_reply(&reply, Some(command.instream))?, version))
     }
 }
+
+/// The ids of one scan's two commands.
+#[derive(Debug, Clone, Copy)]
+struct Scan {
+    version: u64,
+    instream: u64,
+}
+
+/// A verdict and the VERSION line of the engine that gave it.
+type Judged = (Verdict, String);
 
 #[async_trait]
 impl ScanSession for ClamdSession {
     async fn scan(&mut self, body: ObjectBody) -> Result<ScanOutcome, ScanError> {
-        let command = self.next_command;
-        self.next_command += 1;
-        let verdict = self.instream(body, command).await?;
+        let command = Scan {
+            version: self.next_command,
+            instream: self.next_command + 1,
+        };
+        self.next_command += 2;
+        let (verdict, version) = self.instream(body, command).await?;
         if let Verdict::Unscannable {
             reason: QuarantineReason::FileTooLarge,
             ..
@@ -143,14 +172,23 @@ impl ScanSession for ClamdSession {
             // clamd closes the session after its size-limit reply.
             self.closing = true;
         }
+        let definitions = match Definitions::from_version_reply(&version) {
+            Ok(definitions) => definitions,
+            Err(err) => {
+                // No definitions: a freshness check refuses the verdict if it is clean.
+                tracing::warn!(connection = self.id, error = %err, "clamd's definitions unknown for this scan");
+                None
+            }
+        };
         Ok(ScanOutcome {
             verdict,
-            engine: Some(self.engine.clone()),
+            engine: Some(version),
+            definitions,
         })
     }
 
     fn is_reusable(&mut self) -> bool {
-        !self.closing && self.stream.is_idle_and_open()
+        !self.closing && !self.replies.has_unread() && self.stream.is_idle_and_open()
     }
 
     fn id(&self) -> u64 {
@@ -175,6 +213,9 @@ mod tests {
         }
     }
 
+    /// What the fake clamd answers to a scan's VERSION: a reload since the session began.
+    const SCAN_VERSION: &str = "2: ClamAV 1.4.6/27400/Sun Nov  1 10:00:00 2026\0";
+
     /// A fake clamd on 127.0.0.1:0 that records what it reads and answers with `reply`.
     async fn fake_clamd(reply: &'static str) -> (Clamd, tokio::task::JoinHandle<Vec<u8>>) {
         fake_clamd_scanning_for(reply, Duration::ZERO).await
@@ -197,7 +238,10 @@ mod tests {
                 let n = socket.read(&mut buf).await.unwrap();
                 received.extend_from_slice(&buf[..n]);
             }
-            socket.write_all(b"1: ClamAV 1.4.6/1/today\0").await.unwrap();
+            socket
+                .write_all(b"1: ClamAV 1.4.6/27399/Sat Oct 31 10:00:00 2026\0")
+                .await
+                .unwrap();
             let start = received.len();
             while !received[start..].ends_with(&[0, 0, 0, 0]) {
                 let n = socket.read(&mut buf).await.unwrap();
@@ -206,6 +250,9 @@ mod tests {
                 }
                 received.extend_from_slice(&buf[..n]);
             }
+            // The scan's VERSION (command 2) was answered at once, as clamd does; its verdict
+            // (command 3) comes after the scan.
+            socket.write_all(SCAN_VERSION.as_bytes()).await.unwrap();
             tokio::time::sleep(scan_time).await;
             let _ = socket.write_all(reply.as_bytes()).await;
             received.split_off(start)
@@ -215,7 +262,7 @@ mod tests {
 
     #[tokio::test]
     async fn instream_frames_the_body_in_chunks_of_the_configured_size() {
-        let (clamd, server) = fake_clamd("2: stream: OK\0").await;
+        let (clamd, server) = fake_clamd("3: stream: OK\0").await;
         let mut session = clamd.connect().await.unwrap();
         let payload: &'static [u8] = Box::leak(vec![7u8; 2500].into_boxed_slice());
         let outcome = session
@@ -223,9 +270,14 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(outcome.verdict, Verdict::Clean);
-        assert_eq!(outcome.engine.as_deref(), Some("ClamAV 1.4.6/1/today"));
+        // The definitions are the ones named in the scan itself, not at the session's start.
+        assert_eq!(
+            outcome.engine.as_deref(),
+            Some("ClamAV 1.4.6/27400/Sun Nov  1 10:00:00 2026")
+        );
+        assert_eq!(outcome.definitions.map(|d| d.version), Some(27400));
         let wire = server.await.unwrap();
-        let mut expected = b"zINSTREAM\0".to_vec();
+        let mut expected = b"zVERSION\0zINSTREAM\0".to_vec();
         for chunk in [1024usize, 1024, 452] {
             expected.extend_from_slice(&(chunk as u32).to_be_bytes());
             expected.extend(std::iter::repeat_n(7u8, chunk));
@@ -236,7 +288,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_short_body_is_an_error_not_a_verdict() {
-        let (clamd, _server) = fake_clamd("2: stream: OK\0").await;
+        let (clamd, _server) = fake_clamd("3: stream: OK\0").await;
         let mut session = clamd.connect().await.unwrap();
         let result = session.scan(body(vec![b"abc"], 10)).await;
         assert!(
@@ -253,7 +305,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_stalled_object_stream_times_out_instead_of_holding_the_session() {
-        let (mut clamd, _server) = fake_clamd("2: stream: OK\0").await;
+        let (mut clamd, _server) = fake_clamd("3: stream: OK\0").await;
         clamd.io_timeout = Duration::from_millis(200);
         let mut session = clamd.connect().await.unwrap();
         let stalled = ObjectBody {
@@ -272,7 +324,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_scan_longer_than_the_stall_limit_but_within_max_scan_time_gets_its_verdict() {
-        let (clamd, _server) = fake_clamd_scanning_for("2: stream: OK\0", Duration::from_millis(800)).await;
+        let (clamd, _server) = fake_clamd_scanning_for("3: stream: OK\0", Duration::from_millis(800)).await;
         let clamd = Clamd {
             io_timeout: Duration::from_millis(200),
             ..clamd
@@ -285,7 +337,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_scan_past_max_scan_time_is_a_timeout_not_a_verdict() {
-        let (clamd, _server) = fake_clamd_scanning_for("2: stream: OK\0", Duration::from_secs(3)).await;
+        let (clamd, _server) = fake_clamd_scanning_for("3: stream: OK\0", Duration::from_secs(3)).await;
         let clamd = Clamd {
             io_timeout: Duration::from_millis(200),
             ..clamd

@@ -14,6 +14,7 @@
 //!   queues (`TestEnv::put`, `receive`, `drain_*`, …, `tally`, `Drainer`);
 //! - `archives`: archive files built byte by byte for the corpus;
 //! - `archive_gen`: the differential test's seeded generator of archive structures;
+//! - `definitions`: daily databases built with sigtool, a local mirror and freshclam;
 //! - `faults`: fault-injecting proxies between avscan and clamd or the emulator.
 
 // Each test binary uses a subset of the helpers.
@@ -21,6 +22,7 @@
 
 pub mod archive_gen;
 pub mod archives;
+pub mod definitions;
 pub mod faults;
 
 mod environment;

@@ -129,9 +129,11 @@ impl Drop for Avscan {
 /// alerts).
 const AVSCAN_NEEDS: &str = "AlertExceedsMax yes\nAlertEncrypted yes\nStreamMaxLength 400M";
 
-/// A clamd of the test's own on a unix socket, with the project's signatures, the test's extra
-/// config lines and then what avscan needs of clamd; started when asked (so a test can start it
-/// late) and killed on drop.
+/// A clamd of the test's own on a unix socket, with a copy of the local stack's databases (the
+/// project's signatures and the daily database `make stack` fetched: fresh, so avscan's
+/// definitions check passes) in a directory of its own, the test's extra config lines and then
+/// what avscan needs of clamd; started when asked (so a test can start it late) and killed on
+/// drop.
 pub struct LocalClamd {
     dir: PathBuf,
     /// The unix socket clamd listens on once started.
@@ -148,6 +150,19 @@ impl LocalClamd {
         std::fs::create_dir_all(&dir).unwrap();
         let socket = dir.join("clamd.sock");
         let conf = dir.join("clamd.conf");
+        let stack_db = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".stack/db");
+        assert!(
+            stack_db.join("daily.cud").exists(),
+            "no daily database in {}: run `make stack` (make test does)",
+            stack_db.display()
+        );
+        std::fs::create_dir_all(dir.join("db")).unwrap();
+        for entry in std::fs::read_dir(&stack_db).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_file() && !path.ends_with("freshclam.dat") {
+                std::fs::copy(&path, dir.join("db").join(path.file_name().unwrap())).unwrap();
+            }
+        }
         let clamd = LocalClamd {
             dir,
             socket,
@@ -158,9 +173,19 @@ impl LocalClamd {
         clamd
     }
 
+    /// clamd's config file (for freshclam's NotifyClamd).
+    pub fn conf_path(&self) -> PathBuf {
+        self.conf.clone()
+    }
+
+    /// clamd's DatabaseDirectory: a test may replace what is in it, then have clamd reload.
+    pub fn database_dir(&self) -> PathBuf {
+        self.dir.join("db")
+    }
+
     /// Writes the config file; clamd reads it when it starts.
     fn write_config(&self, extra_config: &str) {
-        let db = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("compose/clamav/db");
+        let db = self.database_dir();
         std::fs::write(
             &self.conf,
             format!(

@@ -13,7 +13,7 @@ use std::time::Duration;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tracing::{Instrument, Span};
 
-use crate::model::RecordJob;
+use crate::model::{RecordJob, ScanOutcome};
 use crate::ports::{MessageSink, OutboundMessage, SendFailure};
 use crate::ticket::{RecordTicket, RetryCause};
 
@@ -23,8 +23,8 @@ pub(crate) enum ForwarderMsg {
     Forward {
         /// The record, with its ticket.
         job: RecordJob,
-        /// clamd's VERSION line, sent as the `engine` attribute.
-        engine: Option<String>,
+        /// clamd's clean verdict: its VERSION line and definitions become attributes.
+        outcome: ScanOutcome,
     },
     /// The invalid records of one message (or the whole message): its raw body is kept once, for
     /// inspection, when a rejected queue exists.
@@ -62,11 +62,16 @@ const SEND_BATCH: usize = 10;
 const SEND_BATCH_BYTES: usize = 256 * 1024;
 
 /// The outbound message for a clean record: the record as received, plus the verdict, the
-/// engine that gave it and the trace context of `send` (the span of sending it).
-fn clean_message(job: &RecordJob, engine: Option<&str>, send: &Span) -> OutboundMessage {
+/// engine and definitions that gave it (`engine`, `definitions_version`, `definitions_built_at`)
+/// and the trace context of `send` (the span of sending it).
+fn clean_message(job: &RecordJob, outcome: &ScanOutcome, send: &Span) -> OutboundMessage {
     let mut attributes = vec![("verdict".to_owned(), "clean".to_owned())];
-    if let Some(engine) = engine {
-        attributes.push(("engine".to_owned(), engine.to_owned()));
+    if let Some(engine) = &outcome.engine {
+        attributes.push(("engine".to_owned(), engine.clone()));
+    }
+    if let Some(definitions) = &outcome.definitions {
+        attributes.push(("definitions_version".to_owned(), definitions.version.to_string()));
+        attributes.push(("definitions_built_at".to_owned(), definitions.built_at_rfc3339()));
     }
     attributes.extend(job.trace.propagate(send));
     OutboundMessage {
@@ -164,9 +169,9 @@ pub(crate) struct ForwarderState {
 }
 
 impl ForwarderState {
-    async fn forward(&mut self, job: RecordJob, engine: Option<String>) {
+    async fn forward(&mut self, job: RecordJob, outcome: ScanOutcome) {
         let span = tracing::info_span!(parent: &job.trace.span, "forward", otel.kind = "producer", batch = tracing::field::Empty, error = tracing::field::Empty);
-        let message = clean_message(&job, engine.as_deref(), &span);
+        let message = clean_message(&job, &outcome, &span);
         let size = size_of(&message);
         if self.pending_bytes + size > SEND_BATCH_BYTES {
             self.flush().await;
@@ -291,7 +296,7 @@ impl Actor for Forwarder {
         state: &mut ForwarderState,
     ) -> Result<(), ActorProcessingErr> {
         match message {
-            ForwarderMsg::Forward { job, engine } => state.forward(job, engine).await,
+            ForwarderMsg::Forward { job, outcome } => state.forward(job, outcome).await,
             ForwarderMsg::Flush => {
                 state.flush_scheduled = false;
                 state.flush().await;

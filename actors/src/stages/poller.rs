@@ -3,7 +3,8 @@
 //! parses each body, registers each message in the pipeline's in-flight registry (the heartbeat
 //! extends what is registered), and sends each valid record with its ticket to the fetch pool.
 //! Test events are acknowledged; invalid events and records go to the forwarder's rejected path
-//! and never block the queue.
+//! and never block the queue. While its [`ReceiveGate`] is closed (definitions too old to judge
+//! with) it receives nothing: messages wait on SQS.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,6 +18,7 @@ use super::forwarder::ForwarderMsg;
 use super::pool::PoolMsg;
 use crate::address::StageAddress;
 use crate::backoff::Backoff;
+use crate::definitions::ReceiveGate;
 use crate::event::{parse_message, ParsedMessage, Rejection};
 use crate::inflight::InflightRegistry;
 use crate::model::{ObjectRef, RecordJob};
@@ -81,6 +83,8 @@ pub(crate) struct PollerArguments {
     pub(crate) registry: Arc<InflightRegistry>,
     /// Stop receiving when it is requested.
     pub(crate) shutdown: Shutdown,
+    /// Receive only while this is open.
+    pub(crate) gate: ReceiveGate,
 }
 
 /// The poller's state.
@@ -226,6 +230,15 @@ impl Actor for Poller {
         if shutdown.is_requested() {
             myself.stop(Some("shutdown".into()));
             return Ok(());
+        }
+        // Nothing is received while the gate is closed; what is in flight finishes.
+        let mut gate = state.arguments.gate.clone();
+        tokio::select! {
+            () = gate.opened() => {}
+            () = shutdown.requested() => {
+                myself.stop(Some("shutdown".into()));
+                return Ok(());
+            }
         }
         let permits = tokio::select! {
             permits = state.take_permits() => permits,

@@ -161,7 +161,7 @@ impl QuarantinerState {
         spans: &StepSpans<'_>,
     ) -> Result<Quarantined, QuarantineError> {
         let object = &record.object;
-        let mut report = QuarantineReport::new(record, &outcome.verdict, outcome.engine, now_rfc3339(), self.bucket());
+        let mut report = QuarantineReport::new(record, &outcome, now_rfc3339(), self.bucket());
         let source = self
             .arguments
             .store

@@ -1,13 +1,15 @@
 //! The router decides where a record goes once the fetcher has inspected its object: clean
 //! objects to the forwarder, infected, unscannable, too large or vanished ones to the
 //! quarantiner, and anything uncertain back to the queue. The decision is [`route`], a pure
-//! function: nothing but clamd's `OK` ever reaches the forwarder.
+//! function: nothing but clamd's `OK`, given by definitions the [`DefinitionsPolicy`] accepts,
+//! ever reaches the forwarder.
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 
 use super::forwarder::ForwarderMsg;
 use super::quarantiner::QuarantinerMsg;
 use crate::address::StageAddress;
+use crate::definitions::DefinitionsPolicy;
 use crate::model::{QuarantineReason, RecordJob, ScanOutcome, Verdict};
 use crate::ports::{ScanError, StoreError};
 use crate::ticket::RetryCause;
@@ -52,11 +54,8 @@ pub(crate) enum InspectError {
 /// Where a record goes next.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Route {
-    /// Clean: to the outbound queue.
-    Forward {
-        /// clamd's VERSION line, forwarded as an attribute.
-        engine: Option<String>,
-    },
+    /// Clean: to the outbound queue, with the engine and definitions that judged it.
+    Forward(ScanOutcome),
     /// Infected, unscannable or too large: to the quarantine.
     Quarantine(ScanOutcome),
     /// The object is gone: finish a quarantine a previous attempt started, or drop a stale event.
@@ -74,7 +73,7 @@ impl Route {
     /// The route's name in traces.
     pub(crate) fn label(&self) -> &'static str {
         match self {
-            Route::Forward { .. } => "forward",
+            Route::Forward(_) => "forward",
             Route::Quarantine(_) => "quarantine",
             Route::CheckQuarantined => "check_quarantined",
             Route::Retry { .. } => "retry",
@@ -84,7 +83,7 @@ impl Route {
     /// The route's label in `avscan_records_total`: the verdict, `gone`, or none for a retry.
     fn verdict_label(&self) -> Option<&'static str> {
         match self {
-            Route::Forward { .. } => Some(Verdict::Clean.label()),
+            Route::Forward(_) => Some(Verdict::Clean.label()),
             Route::Quarantine(outcome) => Some(outcome.verdict.label()),
             Route::CheckQuarantined => Some("gone"),
             Route::Retry { .. } => None,
@@ -92,13 +91,24 @@ impl Route {
     }
 }
 
-/// The one place that maps an inspection (or its failure) to a route.
-pub(crate) fn route(inspection: Result<Inspection, InspectError>) -> Route {
+/// The one place that maps an inspection (or its failure) to a route. A clean verdict of
+/// definitions `policy` refuses at `now` (too old, or of unknown age) is no verdict: retried.
+/// Infected and unscannable stand whatever the definitions' age.
+pub(crate) fn route(
+    inspection: Result<Inspection, InspectError>,
+    policy: &DefinitionsPolicy,
+    now: std::time::SystemTime,
+) -> Route {
     match inspection {
-        Ok(Inspection::Scanned(ScanOutcome {
-            verdict: Verdict::Clean,
-            engine,
-        })) => Route::Forward { engine },
+        Ok(Inspection::Scanned(outcome)) if outcome.verdict == Verdict::Clean => {
+            match policy.refusal(outcome.definitions.as_ref(), now) {
+                None => Route::Forward(outcome),
+                Some(refusal) => Route::Retry {
+                    cause: RetryCause::Definitions,
+                    reason: format!("clean by clamd, not judged: {refusal}"),
+                },
+            }
+        }
         Ok(Inspection::Scanned(outcome)) => Route::Quarantine(outcome),
         Ok(Inspection::TooLarge { .. }) => Route::Quarantine(ScanOutcome {
             verdict: Verdict::Unscannable {
@@ -106,6 +116,7 @@ pub(crate) fn route(inspection: Result<Inspection, InspectError>) -> Route {
                 signature: None,
             },
             engine: None,
+            definitions: None,
         }),
         Ok(Inspection::Gone) => Route::CheckQuarantined,
         Err(err) => Route::Retry {
@@ -127,6 +138,8 @@ pub(crate) struct RouterArguments {
     pub(crate) forwarder: StageAddress<ForwarderMsg>,
     /// Everything that is not clean goes here.
     pub(crate) quarantiner: StageAddress<QuarantinerMsg>,
+    /// Which definitions may call an object clean.
+    pub(crate) definitions: DefinitionsPolicy,
 }
 
 /// The router's state: its arguments (it keeps nothing else).
@@ -138,11 +151,11 @@ impl RouterState {
     /// Routes one record; a failed send drops the job, and its ticket retries the message.
     fn dispatch(&self, job: RecordJob, inspection: Result<Inspection, InspectError>) {
         let object = &job.record.object;
-        let route = route(inspection);
+        let route = route(inspection, &self.arguments.definitions, std::time::SystemTime::now());
         let object_span = &job.trace.span;
         let _span = tracing::info_span!(parent: object_span, "route", route = route.label()).entered();
         match &route {
-            Route::Forward { .. } => {
+            Route::Forward(_) => {
                 object_span.record("scan.verdict", "clean");
             }
             Route::Quarantine(outcome) => {
@@ -161,9 +174,9 @@ impl RouterState {
             crate::metrics::count_routed(verdict);
         }
         match route {
-            Route::Forward { engine } => {
+            Route::Forward(outcome) => {
                 tracing::info!(bucket = %object.bucket, key = %object.key, message_id = job.ticket.message_id(), "clean; forwarding");
-                let _ = self.arguments.forwarder.send(ForwarderMsg::Forward { job, engine });
+                let _ = self.arguments.forwarder.send(ForwarderMsg::Forward { job, outcome });
             }
             Route::Quarantine(outcome) => {
                 tracing::warn!(
@@ -220,23 +233,45 @@ impl Actor for Router {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use std::time::{Duration, SystemTime};
 
-    fn scanned(verdict: Verdict) -> Result<Inspection, InspectError> {
+    use super::*;
+    use crate::definitions::Definitions;
+
+    const WEEK: DefinitionsPolicy = DefinitionsPolicy {
+        max_age: Some(Duration::from_secs(7 * 86_400)),
+    };
+
+    fn definitions_aged(age: Duration) -> Definitions {
+        Definitions {
+            version: 27400,
+            built_at: SystemTime::now() - age,
+        }
+    }
+
+    fn scanned_by(verdict: Verdict, definitions: Option<Definitions>) -> Result<Inspection, InspectError> {
         Ok(Inspection::Scanned(ScanOutcome {
             verdict,
             engine: Some("e".into()),
+            definitions,
         }))
+    }
+
+    fn scanned(verdict: Verdict) -> Result<Inspection, InspectError> {
+        scanned_by(verdict, Some(definitions_aged(Duration::from_secs(3600))))
+    }
+
+    fn route(inspection: Result<Inspection, InspectError>) -> Route {
+        super::route(inspection, &WEEK, SystemTime::now())
     }
 
     #[test]
     fn only_a_clean_verdict_is_forwarded() {
-        assert_eq!(
-            route(scanned(Verdict::Clean)),
-            Route::Forward {
-                engine: Some("e".into())
-            }
-        );
+        let Route::Forward(outcome) = route(scanned(Verdict::Clean)) else {
+            panic!("forward expected")
+        };
+        assert_eq!(outcome.engine.as_deref(), Some("e"));
+        assert_eq!(outcome.definitions.map(|d| d.version), Some(27400));
         assert!(matches!(
             route(scanned(Verdict::Infected { signature: "x".into() })),
             Route::Quarantine(_)
@@ -282,5 +317,29 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    #[test]
+    fn clean_by_old_or_ageless_definitions_is_retried_and_infected_stands() {
+        let eight_days = Duration::from_secs(8 * 86_400);
+        for definitions in [Some(definitions_aged(eight_days)), None] {
+            let routed = route(scanned_by(Verdict::Clean, definitions));
+            assert!(
+                matches!(&routed, Route::Retry { cause: RetryCause::Definitions, reason } if reason.contains("DEFINITIONS_MAX_AGE")),
+                "{routed:?}"
+            );
+            assert!(matches!(
+                route(scanned_by(Verdict::Infected { signature: "x".into() }, definitions)),
+                Route::Quarantine(_)
+            ));
+        }
+        // With the check off, any definitions may judge.
+        let off = DefinitionsPolicy { max_age: None };
+        for definitions in [Some(definitions_aged(eight_days)), None] {
+            assert!(matches!(
+                super::route(scanned_by(Verdict::Clean, definitions), &off, SystemTime::now()),
+                Route::Forward(_)
+            ));
+        }
     }
 }

@@ -35,7 +35,7 @@ pub use memory_queue::MemoryQueue;
 pub use memory_sink::MemorySink;
 pub use memory_store::{MemoryStore, StoredObject};
 pub use panic_switch::PanicSwitch;
-pub use scanners::{NullScanner, PatternScanner, FAKE_VIRUS};
+pub use scanners::{fresh_definitions, NullScanner, PatternScanner, FAKE_VIRUS};
 pub use world::FakeWorld;
 
 /// Locks a fake's state even if a panic poisoned it, so that one panicking caller (an injected

@@ -5,7 +5,7 @@
 //! the streamed length against `content_length` as the clamd session does. [`NullScanner`]
 //! answers clean without reading, for benches that measure the pipeline alone.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -33,6 +33,8 @@ pub struct PatternScanner {
     pub peak_active: Arc<AtomicUsize>,
     /// How long each scan takes after reading the body, to make scans overlap.
     pub delay: Duration,
+    /// While set, scans name definitions built 30 days ago (too old for the default policy).
+    pub stale_definitions: Arc<AtomicBool>,
 }
 
 struct PatternSession {
@@ -41,6 +43,7 @@ struct PatternSession {
     active: Arc<AtomicUsize>,
     peak_active: Arc<AtomicUsize>,
     delay: Duration,
+    stale_definitions: Arc<AtomicBool>,
 }
 
 #[async_trait]
@@ -52,6 +55,7 @@ impl ScanEngine for PatternScanner {
             active: self.active.clone(),
             peak_active: self.peak_active.clone(),
             delay: self.delay,
+            stale_definitions: self.stale_definitions.clone(),
         }))
     }
 }
@@ -87,6 +91,14 @@ impl ScanSession for PatternSession {
         Ok(ScanOutcome {
             verdict,
             engine: Some("pattern-scanner".into()),
+            definitions: Some(if self.stale_definitions.load(Ordering::SeqCst) {
+                crate::definitions::Definitions {
+                    version: 1,
+                    built_at: std::time::SystemTime::now() - Duration::from_secs(30 * 86_400),
+                }
+            } else {
+                fresh_definitions()
+            }),
         })
     }
 
@@ -96,6 +108,14 @@ impl ScanSession for PatternSession {
 
     fn id(&self) -> u64 {
         self.id
+    }
+}
+
+/// Definitions built this instant: the fakes' scans pass any freshness check.
+pub fn fresh_definitions() -> crate::definitions::Definitions {
+    crate::definitions::Definitions {
+        version: 1,
+        built_at: std::time::SystemTime::now(),
     }
 }
 
@@ -119,6 +139,7 @@ impl ScanSession for NullSession {
         Ok(ScanOutcome {
             verdict: Verdict::Clean,
             engine: None,
+            definitions: Some(fresh_definitions()),
         })
     }
 

@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
+use crate::definitions::{ReceiveGate, ReceiveGateControl};
+
 use super::{s3_event, MemoryNotifier, MemoryQueue, MemorySink, MemoryStore, PatternScanner};
 
 /// All the fakes of one pipeline, and the ports that point at them.
@@ -24,6 +26,8 @@ pub struct FakeWorld {
     pub notifier: Arc<MemoryNotifier>,
     /// The scanning engine the scan pool connects to.
     pub scanner: Arc<PatternScanner>,
+    /// Closes and opens the poller's receive gate (open unless a test closes it).
+    pub receive_gate: Arc<ReceiveGateControl>,
 }
 
 impl FakeWorld {
@@ -42,6 +46,7 @@ impl FakeWorld {
             store: MemoryStore::new(),
             notifier: Arc::default(),
             scanner: Arc::new(scanner),
+            receive_gate: Arc::new(ReceiveGate::new().0),
         }
     }
 
@@ -54,6 +59,7 @@ impl FakeWorld {
             store: self.store.clone(),
             notifier: self.notifier.clone(),
             scanner: self.scanner.clone(),
+            receive_gate: self.receive_gate.gate(),
         }
     }
 

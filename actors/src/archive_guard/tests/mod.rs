@@ -433,6 +433,7 @@ async fn a_clean_verdict_does_not_stand_when_the_streamed_guard_found_something(
     let clean = ScanOutcome {
         verdict: Verdict::Clean,
         engine: None,
+        definitions: None,
     };
     let drain = |mut body: ObjectBody| async move { while body.chunks.next().await.is_some() {} };
     let (guarded, check) = check_while_streaming(body(zip_of(&over_limit())), LIMITS);

@@ -8,7 +8,9 @@
 //! - zip members clamd does not extract: methods other than stored, deflate, deflate64, implode
 //!   and bzip2; encrypted, masked, zip64 or data-descriptor members of an embedded zip; members
 //!   no central directory names (a zip without one yields nothing); a deflate stream that breaks
-//!   off, or ends past its compressed size; a stored member whose sizes disagree;
+//!   off, or ends past its compressed size; a stored member whose sizes disagree, or one stored
+//!   in name only: its bytes are its content deflated, which clamd scans compressed
+//!   (`zip_disguised.rs`);
 //! - tar members hidden from its header walk (a POSIX header without its magic, a size it cannot
 //!   read, data behind a link entry, a header whose checksum is wrong), and whatever sits where
 //!   it does not look (a member's padding, long names and pax records);
@@ -41,6 +43,7 @@ mod magic;
 mod scavenge;
 mod tar;
 mod zip;
+mod zip_disguised;
 mod zip_embedded;
 mod zip_headers;
 mod zip_member;

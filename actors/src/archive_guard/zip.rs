@@ -22,7 +22,7 @@ use super::zip_headers::{
     descriptor_len, finding, header_problem, next_signature, CentralHeader, EndOfCentralDirectory, LocalHeader, Parsed,
     CENTRAL, EOCD, FLAG_DATA_DESCRIPTOR, LOCAL, ZIP64_EOCD, ZIP64_LOCATOR,
 };
-use super::zip_member::{decoder, ending_problem, follow, Ending, Follower, Member, MemberData};
+use super::zip_member::{disguised, ending_problem, follow, Ending, Follower, Member, MemberData};
 
 /// Where the walk is.
 enum Walk {
@@ -123,6 +123,7 @@ impl ZipLayer {
                 data.finish(context)?;
                 let member = &mut self.members[*member];
                 member.compressed = Some(data.consumed);
+                member.inflated_crc = data.inflated_crc();
                 self.walk = match member.header.has(FLAG_DATA_DESCRIPTOR) {
                     true => Walk::Descriptor,
                     false => Walk::Header,
@@ -224,14 +225,14 @@ impl ZipLayer {
         let problem = header_problem(&header, depth + 1, context.limits.member_limit);
         let index = self.members.len();
         let follow = problem.is_none() && (header.csize > 0 || header.has(FLAG_DATA_DESCRIPTOR));
-        let remaining = (!header.has(FLAG_DATA_DESCRIPTOR)).then_some(u64::from(header.csize));
-        let data = MemberData::new(decoder(header.method), remaining, depth + 1);
+        let data = MemberData::new(&header, depth + 1);
         self.members.push(Member {
             offset,
             header,
             walked,
             problem: problem.clone(),
             compressed: None,
+            inflated_crc: None,
         });
         if walked {
             if let Some(problem) = problem {
@@ -341,6 +342,9 @@ impl ZipLayer {
             };
             if let Some(problem) = &member.problem {
                 return Err(problem.clone());
+            }
+            if member.inflated_crc == Some(entry.crc) {
+                return Err(disguised(depth + 1));
             }
             if !member.header.has(FLAG_DATA_DESCRIPTOR) && member.header.csize != entry.csize {
                 return Err(finding(

@@ -16,7 +16,7 @@ use super::zip_headers::{
     finding, header_problem, next_signature, CentralHeader, EndOfCentralDirectory, LocalHeader, Parsed, CENTRAL,
     CLAMD_ONLY_METHODS, DEFLATED, EOCD, FLAG_DATA_DESCRIPTOR, FLAG_ENCRYPTED, FLAG_MASKED, LOCAL, STORED,
 };
-use super::zip_member::{decoder, follow, Follower, Member, MemberData};
+use super::zip_member::{disguised, follow, Follower, Member, MemberData};
 
 /// Zips embedded in any other layer, found and followed as clamd's embedded-type scan does.
 pub(super) struct EmbeddedZips {
@@ -30,8 +30,8 @@ pub(super) struct EmbeddedZips {
     /// Members clamd skips without an alert or cuts, at their offset: counted only if a central
     /// header names them.
     skipped: Vec<(u64, LocalHeader, ArchiveFinding)>,
-    /// Central headers: where each is, the local header offset and compressed size it gives.
-    centrals: Vec<(u64, u32, u32)>,
+    /// Central headers: where each is, and the header.
+    centrals: Vec<(u64, CentralHeader)>,
     /// End records: where each is, and the central directory's length and offset it gives.
     ends: Vec<(u64, EndOfCentralDirectory)>,
 }
@@ -96,7 +96,7 @@ impl EmbeddedZips {
                     }
                     Parsed::Record(header, _) => {
                         context.count_member(depth)?;
-                        self.centrals.push((offset, header.local_offset, header.csize));
+                        self.centrals.push((offset, header));
                     }
                 },
                 EOCD => match EndOfCentralDirectory::parse_fixed(record) {
@@ -162,18 +162,20 @@ impl EmbeddedZips {
             walked: false,
             problem: None,
             compressed: None,
+            inflated_crc: None,
         });
         self.followers.push(Follower {
             member: self.members.len() - 1,
             next: offset + len as u64,
-            data: MemberData::new(decoder(header.method), Some(u64::from(header.csize)), depth),
+            data: MemberData::new(&header, depth),
         });
         Ok(())
     }
 
     pub(super) fn finish(&mut self, context: &mut Context) -> Found {
+        let followers = std::mem::take(&mut self.followers);
         let named = self.named();
-        for mut follower in std::mem::take(&mut self.followers) {
+        for mut follower in followers {
             // Data past the layer's end: clamd skips such a member ("stream out of file"); it
             // counts only if a central header names it.
             let _ = follower.data.finish(context);
@@ -198,21 +200,29 @@ impl EmbeddedZips {
             // A compressed member with no compressed bytes counts only if the central header
             // gives it some: an unzip tool extracts nothing otherwise.
             let empty = header.method != STORED && header.csize == 0 && !header.has(FLAG_DATA_DESCRIPTOR);
-            named.get(offset).is_some_and(|csize| !empty || *csize > 0)
+            named.get(offset).is_some_and(|entry| !empty || entry.csize > 0)
         });
-        match counted {
-            Some((_, _, problem)) => Err(problem.clone()),
-            None => Ok(()),
+        if let Some((_, _, problem)) = counted {
+            return Err(problem.clone());
+        }
+        // A stored member whose bytes inflate to what its central header's CRC is for.
+        let disguised_member = self.members.iter().any(|member| {
+            member.inflated_crc.is_some() && named.get(&member.offset).map(|entry| entry.crc) == member.inflated_crc
+        });
+        match disguised_member {
+            true => Err(disguised(self.depth + 1)),
+            false => Ok(()),
         }
     }
 
     /// The local headers the layer's central directories name: their offset in the layer, and
-    /// the compressed size the central header gives. Each central header belongs to the first
+    /// the central header that names them. Each central header belongs to the first
     /// end record after it whose directory spans it; the directory's start less the offset the
     /// end record gives is where the zip starts, which every local header offset is relative to.
-    fn named(&self) -> HashMap<u64, u32> {
+    fn named(&self) -> HashMap<u64, &CentralHeader> {
         let mut named = HashMap::new();
-        for &(at, local_offset, csize) in &self.centrals {
+        for (at, entry) in &self.centrals {
+            let at = *at;
             let after = self.ends.partition_point(|(end_at, _)| *end_at <= at);
             let Some((end_at, end)) = self.ends.get(after) else {
                 continue;
@@ -221,7 +231,7 @@ impl EmbeddedZips {
                 continue;
             };
             if let Some(zip_start) = start.checked_sub(u64::from(end.cd_offset)) {
-                named.insert(zip_start + u64::from(local_offset), csize);
+                named.insert(zip_start + u64::from(entry.local_offset), entry);
             }
         }
         named

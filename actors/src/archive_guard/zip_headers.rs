@@ -52,6 +52,8 @@ fn u32_at(bytes: &[u8], at: usize) -> u32 {
 pub(super) struct LocalHeader {
     pub(super) flags: u16,
     pub(super) method: u16,
+    /// The CRC-32 of the member's content, as its writer declares it.
+    pub(super) crc: u32,
     pub(super) csize: u32,
     pub(super) usize: u32,
 }
@@ -71,6 +73,7 @@ impl LocalHeader {
         let header = LocalHeader {
             flags: u16_at(bytes, 6),
             method: u16_at(bytes, 8),
+            crc: u32_at(bytes, 14),
             csize: u32_at(bytes, 18),
             usize: u32_at(bytes, 22),
         };
@@ -90,6 +93,8 @@ impl LocalHeader {
 /// A central directory header.
 #[derive(Debug, Clone)]
 pub(super) struct CentralHeader {
+    /// The CRC-32 of the member's content, as the directory declares it.
+    pub(super) crc: u32,
     pub(super) csize: u32,
     pub(super) local_offset: u32,
 }
@@ -106,6 +111,7 @@ impl CentralHeader {
             return Parsed::NeedMore;
         }
         let header = CentralHeader {
+            crc: u32_at(bytes, 16),
             csize: u32_at(bytes, 20),
             local_offset: u32_at(bytes, 42),
         };

@@ -1,12 +1,14 @@
 //! The data of one zip member, taken as clamd takes it: stored bytes copied, a deflate stream
 //! inflated (within the compressed size when the local header gives one, to the stream's end
 //! otherwise), into a layer of its own one level down. It says how the data ended, so that the
-//! zip layer can tell a member clamd scans whole from one it cuts, drops or never reaches.
+//! zip layer can tell a member clamd scans whole from one it cuts, drops or never reaches, or
+//! one stored in name only (`zip_disguised.rs`).
 
 use flate2::{Decompress, FlushDecompress, Status};
 
 use super::context::{Context, Extracted, Found};
 use super::finding::{ArchiveFinding, FindingKind};
+use super::zip_disguised::DeflatedProbe;
 use super::zip_headers::{LocalHeader, DEFLATED, FLAG_DATA_DESCRIPTOR};
 
 /// How a member's data is decoded.
@@ -26,6 +28,9 @@ pub(super) enum Ending {
     Cut,
     /// The deflate stream is broken: clamd drops the whole member.
     Broken,
+    /// Every byte copied, but the method says stored and the bytes are the content deflated:
+    /// clamd scans them compressed.
+    Disguised,
 }
 
 /// One member's data on its way into its layer.
@@ -44,21 +49,36 @@ pub(super) struct MemberData {
     layer: Option<Box<dyn Extracted>>,
     /// The depth of that layer.
     depth: usize,
+    /// A stored member's bytes inflated on the side, to tell one stored in name only.
+    probe: Option<DeflatedProbe>,
+    /// The CRC the local header declares, which that probe is checked against.
+    declared_crc: u32,
 }
 
 impl MemberData {
-    /// The data of a member whose content goes to a layer at `depth`.
-    pub(super) fn new(decoder: Decoder, remaining: Option<u64>, depth: usize) -> Self {
+    /// The data of the member `header` starts, whose content goes to a layer at `depth`: its
+    /// compressed size, or to the deflate stream's end under a data descriptor.
+    pub(super) fn new(header: &LocalHeader, depth: usize) -> Self {
+        let decoder = decoder(header.method);
+        let probe = matches!(decoder, Decoder::Stored).then(DeflatedProbe::new);
         Self {
             decoder,
-            remaining,
+            remaining: (!header.has(FLAG_DATA_DESCRIPTOR)).then_some(u64::from(header.csize)),
             consumed: 0,
             produced: 0,
             stream_done: false,
             broken: false,
             layer: None,
             depth,
+            probe,
+            declared_crc: header.crc,
         }
+    }
+
+    /// For a stored member, the CRC of what its bytes inflate to as a deflate stream, if they
+    /// inflate to anything: a central directory may declare it too.
+    pub(super) fn inflated_crc(&self) -> Option<u32> {
+        self.probe.as_ref()?.crc()
     }
 
     /// The depth of the member's layer.
@@ -70,6 +90,9 @@ impl MemberData {
     pub(super) fn ending(&self) -> Ending {
         match (self.remaining, self.stream_done) {
             (Some(0), _) if self.broken => Ending::Broken,
+            (Some(0), _) if self.probe.as_ref().is_some_and(|probe| probe.proves(self.declared_crc)) => {
+                Ending::Disguised
+            }
             (Some(0), true) => Ending::Whole,
             (Some(0), false) if matches!(self.decoder, Decoder::Stored) => Ending::Whole,
             (Some(0), false) => Ending::Cut,
@@ -94,6 +117,9 @@ impl MemberData {
         } else {
             match &mut self.decoder {
                 Decoder::Stored => {
+                    if let Some(probe) = &mut self.probe {
+                        probe.feed(input, self.depth, context)?;
+                    }
                     self.produce(input, context)?;
                     input.len()
                 }
@@ -186,11 +212,21 @@ pub(super) fn ending_problem(ending: Ending, depth: usize) -> Option<ArchiveFind
             depth,
             "zip member with a broken deflate stream (clamd drops it)",
         )),
+        Ending::Disguised => Some(disguised(depth)),
         Ending::Open | Ending::Whole => None,
     }
 }
 
-pub(super) fn decoder(method: u16) -> Decoder {
+/// A member stored in name only, proven by its local header's CRC or its central entry's.
+pub(super) fn disguised(depth: usize) -> ArchiveFinding {
+    ArchiveFinding::new(
+        FindingKind::Malformed,
+        depth,
+        "zip member stored in name only: its bytes are its content deflated (clamd scans them compressed)",
+    )
+}
+
+fn decoder(method: u16) -> Decoder {
     if method == DEFLATED {
         Decoder::Deflate(Box::new(Decompress::new(false)))
     } else {
@@ -235,6 +271,7 @@ pub(super) fn follow(
                 None => follower.data.finish(context),
             };
             members[follower.member].compressed = Some(follower.data.consumed);
+            members[follower.member].inflated_crc = follower.data.inflated_crc();
         }
         if let Err(problem) = result {
             if !deferred {
@@ -269,6 +306,8 @@ pub(super) struct Member {
     pub(super) problem: Option<ArchiveFinding>,
     /// Compressed bytes of its data, once they ended inside the layer.
     pub(super) compressed: Option<u64>,
+    /// For a stored member, once its data ended: the CRC of what its bytes inflate to.
+    pub(super) inflated_crc: Option<u32>,
 }
 
 impl Member {

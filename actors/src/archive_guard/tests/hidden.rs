@@ -255,3 +255,78 @@ fn the_guard_inflates_as_clamds_zlib_does() {
     member.usize = 3;
     assert_eq!(found(&zip(&[member])), Some(FindingKind::Malformed));
 }
+
+/// A one-member zip whose method says stored while `data` is what it holds, declaring `sizes`
+/// (both) and the CRC `crc` in its local header, its central header, or both.
+fn stored_in_name(data: &[u8], sizes: u32, crc: u32, local: bool, central: bool) -> Vec<u8> {
+    let mut member = entry("m", b"", 0);
+    member.data = data.to_vec();
+    member.csize = sizes;
+    member.usize = sizes;
+    let mut bytes = zip(&[member]);
+    if local {
+        bytes[14..18].copy_from_slice(&crc.to_le_bytes());
+    }
+    if central {
+        let at = bytes.windows(4).rposition(|window| window == b"PK\x01\x02").unwrap();
+        bytes[at + 16..at + 20].copy_from_slice(&crc.to_le_bytes());
+    }
+    bytes
+}
+
+/// `content` deflated, then a block of the reserved type: the stream breaks after the content.
+fn broken_deflate(content: &[u8]) -> Vec<u8> {
+    let mut compress = flate2::Compress::new(flate2::Compression::fast(), false);
+    let mut out = Vec::with_capacity(content.len() + 1024);
+    compress
+        .compress_vec(content, &mut out, flate2::FlushCompress::Sync)
+        .unwrap();
+    out.push(0xff);
+    out
+}
+
+#[test]
+fn a_member_stored_in_name_only_is_found_by_the_crc_of_its_inflated_bytes() {
+    // The escape of the differential test (seed 0x2826804c6d62e6c1, minimal
+    // `zip[m0=deflate: gz{hcrc}(tar[tar[zip[m8 n0 x15 dd: gz(…M…)]]])]`): the method field says
+    // stored, the bytes are the content deflated, and both sizes give the bytes' length, as they
+    // do when incompressible content deflates to exactly its own length. clamd scans the bytes
+    // compressed, an unzip extracts them compressed: no one sees the content.
+    let mut dd = entry("", &[vec![0u8; 169], b"payload".to_vec(), vec![0u8; 831]].concat(), 8);
+    dd.flags = 8;
+    let content = gzip(&tar(&[("t.tar", &tar(&[("m.zip", &zip(&[dd]))]))]));
+    let deflated = deflate(&content);
+    let sizes = deflated.len() as u32;
+    let escape = stored_in_name(&deflated, sizes, crc32(&content), true, true);
+    assert_eq!(found(&escape), Some(FindingKind::Malformed));
+    // Wherever the zip sits: inside a gzip and a zip, after other bytes (an embedded zip).
+    assert_eq!(found(&gzip(&zip_of(&escape))), Some(FindingKind::Malformed));
+    assert_eq!(found(&inside_noise(&escape)), Some(FindingKind::Malformed));
+    // Any content, any sizes; the CRC in either header; a stream that breaks after the content.
+    let text = b"payload ".repeat(100);
+    for (data, local, central) in [
+        (deflate(&text), true, false),
+        (deflate(&text), false, true),
+        (broken_deflate(&text), true, true),
+    ] {
+        let bytes = stored_in_name(&data, data.len() as u32, crc32(&text), local, central);
+        assert_eq!(found(&bytes), Some(FindingKind::Malformed));
+        assert_eq!(found(&inside_noise(&bytes)), Some(FindingKind::Malformed));
+    }
+    // Honest stored members pass, their CRC the one of their bytes: compressed data, which
+    // breaks as a deflate stream at once, and a raw deflate stream kept as a file. (A gzip
+    // stream inside other data is found as such, zip or not.)
+    for (data, embedded) in [
+        (noise(5000), true),
+        (deflated.clone(), true),
+        (deflate(&text), true),
+        (content.clone(), false),
+        (gzip(&text), false),
+    ] {
+        let honest = stored_in_name(&data, data.len() as u32, crc32(&data), true, true);
+        assert_eq!(found(&honest), None);
+        if embedded {
+            assert_eq!(found(&inside_noise(&honest)), None);
+        }
+    }
+}

@@ -470,7 +470,14 @@ fn compose_is_valid_and_gives_avscan_a_configuration_it_accepts() {
             .flatten()
         {
             let source = volume.as_str().unwrap().split(':').next().unwrap();
-            assert!(dir.join(source).exists(), "{name:?} mounts missing {source}");
+            if source.starts_with('.') || source.starts_with('/') {
+                assert!(dir.join(source).exists(), "{name:?} mounts missing {source}");
+            } else {
+                assert!(
+                    compose["volumes"].get(source).is_some(),
+                    "{name:?} mounts the undeclared volume {source}"
+                );
+            }
         }
     }
     let avscan = &compose["services"]["avscan"];
@@ -817,4 +824,182 @@ fn the_images_stock_clamd_conf_is_refused_for_each_reason() {
     assert_eq!(image_problems(&other_port).unwrap().len(), 1);
     let unreachable = ClamdConf::parse(&format!("{fits}TCPAddr 10.0.0.1\n")).unwrap();
     assert_eq!(image_problems(&unreachable).unwrap().len(), 1);
+}
+
+/// Where a compose service mounts `path` from: (source, read-only).
+fn compose_mount(service: &Value, path: &str) -> Option<(String, bool)> {
+    service["volumes"].as_sequence()?.iter().find_map(|volume| {
+        let parts: Vec<&str> = volume.as_str()?.split(':').collect();
+        (parts.get(1) == Some(&path)).then(|| (parts[0].to_owned(), parts.get(2) == Some(&"ro")))
+    })
+}
+
+/// A freshclam.conf as the updater's of a deployment must be: where it writes, checks at most
+/// hourly (ClamAV's request), from ClamAV's CDN or a private mirror.
+fn updater_database_dir(freshclam_conf: &str) -> String {
+    let conf = ClamdConf::parse(freshclam_conf).unwrap();
+    let checks: u64 = conf.value("Checks").unwrap().unwrap_or("12").parse().unwrap();
+    assert!((1..=24).contains(&checks), "freshclam checks {checks} times a day");
+    assert!(
+        conf.value("DatabaseMirror").unwrap().is_some() || conf.value("PrivateMirror").unwrap().is_some(),
+        "freshclam has no mirror"
+    );
+    conf.value("DatabaseDirectory")
+        .unwrap()
+        .expect("DatabaseDirectory")
+        .to_owned()
+}
+
+/// clamd reloads definitions that changed on disk, within an hour.
+fn assert_clamd_reloads(deployment: &str, clamd_conf: &str) -> String {
+    let conf = ClamdConf::parse(clamd_conf).unwrap();
+    let self_check: u64 = conf
+        .value("SelfCheck")
+        .unwrap()
+        .unwrap_or_else(|| panic!("{deployment}: clamd.conf sets no SelfCheck"))
+        .parse()
+        .unwrap();
+    assert!((1..=3600).contains(&self_check), "{deployment}: SelfCheck {self_check}");
+    conf.value("DatabaseDirectory")
+        .unwrap()
+        .expect("DatabaseDirectory")
+        .to_owned()
+}
+
+#[test]
+fn compose_has_one_definitions_updater_whose_files_clamd_loads() {
+    let compose = compose();
+    let services = compose["services"].as_mapping().unwrap();
+    let runs_freshclam = |service: &Value| {
+        ["entrypoint", "command"].iter().any(|key| {
+            service[*key]
+                .as_sequence()
+                .is_some_and(|words| words.first().is_some_and(|word| word == "freshclam"))
+        })
+    };
+    let updaters: Vec<&Value> = services.values().filter(|service| runs_freshclam(service)).collect();
+    assert_eq!(updaters.len(), 1, "one freshclam service, no more");
+    let updater = updaters[0];
+    let (conf_source, _) = compose_mount(updater, "/etc/clamav/freshclam.conf").expect("freshclam.conf mounted");
+    let writes = updater_database_dir(&std::fs::read_to_string(compose_dir().join(conf_source)).unwrap());
+    let (volume, read_only) = compose_mount(updater, &writes).expect("freshclam writes to a mounted volume");
+    assert!(!read_only);
+
+    let clamav = &compose["services"]["clamav"];
+    let clamd_conf = std::fs::read_to_string(compose_dir().join(compose_clamd_conf_source(&compose))).unwrap();
+    let reads = assert_clamd_reloads("compose", &clamd_conf);
+    assert_eq!(
+        compose_mount(clamav, &reads),
+        Some((volume, true)),
+        "clamd does not read what freshclam writes"
+    );
+    // The image would run a second freshclam in the clamd container.
+    assert_eq!(string_map(&clamav["environment"])["CLAMAV_NO_FRESHCLAMD"], "true");
+    let settings = settings_from(&string_map(&compose["services"]["avscan"]["environment"])).unwrap();
+    assert!(
+        settings.pipeline.definitions_max_age.is_some(),
+        "compose turns the freshness check off"
+    );
+}
+
+#[test]
+fn kubernetes_has_one_definitions_updater_whose_volume_every_clamd_loads() {
+    let documents = k8s_documents();
+    let workloads: Vec<&Value> = documents
+        .iter()
+        .filter(|document| {
+            ["Deployment", "DaemonSet", "StatefulSet", "CronJob"].contains(&document["kind"].as_str().unwrap())
+        })
+        .collect();
+    let pod_of = |workload: &Value| -> Value {
+        match workload["kind"].as_str().unwrap() {
+            "CronJob" => workload["spec"]["jobTemplate"]["spec"]["template"]["spec"].clone(),
+            _ => workload["spec"]["template"]["spec"].clone(),
+        }
+    };
+    let freshclam_containers = |pod: &Value| -> Vec<Value> {
+        pod["containers"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .filter(|container| container["command"][0] == "freshclam")
+            .cloned()
+            .collect()
+    };
+    let updaters: Vec<&&Value> = workloads
+        .iter()
+        .filter(|workload| !freshclam_containers(&pod_of(workload)).is_empty())
+        .collect();
+    assert_eq!(updaters.len(), 1, "one updater workload");
+    let updater = updaters[0];
+    assert_ne!(updater["kind"], "DaemonSet", "an updater per node");
+    if updater["kind"] == "Deployment" {
+        assert_eq!(updater["spec"]["replicas"].as_u64(), Some(1), "more than one updater");
+    }
+    let pod = pod_of(updater);
+    let freshclam = &freshclam_containers(&pod)[0];
+    let mounts = freshclam["volumeMounts"].as_sequence().unwrap();
+    let conf_mount = mounts
+        .iter()
+        .find(|mount| mount["mountPath"] == "/etc/clamav/freshclam.conf")
+        .expect("freshclam.conf mounted");
+    let volume_named = |pod: &Value, name: &Value| -> Value {
+        pod["volumes"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .find(|volume| &volume["name"] == name)
+            .cloned()
+            .expect("the mounted volume")
+    };
+    let conf_map = named(
+        &documents,
+        "ConfigMap",
+        &volume_named(&pod, &conf_mount["name"])["configMap"]["name"],
+    );
+    let writes = updater_database_dir(
+        conf_map["data"][conf_mount["subPath"].as_str().unwrap()]
+            .as_str()
+            .unwrap(),
+    );
+    let written = mounts
+        .iter()
+        .find(|mount| mount["mountPath"] == writes.as_str())
+        .expect("writes to a volume");
+    let claim = volume_named(&pod, &written["name"])["persistentVolumeClaim"]["claimName"].clone();
+    let pvc = named(&documents, "PersistentVolumeClaim", &claim);
+    assert!(
+        pvc["spec"]["accessModes"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .any(|mode| mode == "ReadWriteMany"),
+        "every avscan pod's clamd mounts it: ReadWriteMany"
+    );
+
+    // Every avscan pod's clamd reads that claim where its clamd.conf loads from, and runs no
+    // freshclam of its own.
+    let avscan_pod = &of_kind(&documents, "Deployment")["spec"]["template"]["spec"];
+    let clamd = container(avscan_pod, "clamd");
+    let reads = assert_clamd_reloads("Kubernetes", &k8s_clamd_conf(&documents));
+    let read = clamd["volumeMounts"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|mount| mount["mountPath"] == reads.as_str())
+        .expect("clamd's DatabaseDirectory is mounted");
+    assert_eq!(read["readOnly"], true);
+    assert_eq!(
+        volume_named(avscan_pod, &read["name"])["persistentVolumeClaim"]["claimName"],
+        claim
+    );
+    assert!(
+        clamd["env"]
+            .as_sequence()
+            .into_iter()
+            .flatten()
+            .any(|var| var["name"] == "CLAMAV_NO_FRESHCLAMD" && var["value"] == "true"),
+        "each clamd sidecar would run its own freshclam"
+    );
+    assert!(k8s_settings(&documents).pipeline.definitions_max_age.is_some());
 }

@@ -101,20 +101,17 @@ pub async fn check(settings: &Settings) -> bool {
     }
 
     let s3 = aws::s3_client(&sdk, &settings.s3);
-    for (variable, bucket) in [
-        ("UNPROCESSED_BUCKET_NAME", &settings.pipeline.unprocessed_bucket),
-        ("QUARANTINE_BUCKET_NAME", &settings.pipeline.quarantine_bucket),
-    ] {
+    for (what, bucket, quarantine) in buckets(settings) {
         let found = s3
             .head_bucket()
-            .bucket(bucket)
+            .bucket(&bucket)
             .send()
             .await
             .map_err(|err| aws_sdk_s3::error::DisplayErrorContext(err).to_string());
         let exists = found.is_ok();
-        report(line(format!("bucket {variable}={bucket}"), found, |_| "exists".into()));
-        if exists && *bucket == settings.pipeline.quarantine_bucket {
-            for evidence in quarantine_evidence(&s3, bucket).await {
+        report(line(format!("bucket {what}={bucket}"), found, |_| "exists".into()));
+        if exists && quarantine {
+            for evidence in quarantine_evidence(&s3, &bucket).await {
                 report(evidence);
             }
         }
@@ -133,6 +130,35 @@ pub async fn check(settings: &Settings) -> bool {
         |_| "exists".into(),
     ));
     all_ok
+}
+
+/// Every bucket the configuration names, once: `(what names it, bucket, is a quarantine
+/// bucket)`. Without a policy file, the two variables; with one, each source bucket and each
+/// quarantine bucket its policies name.
+fn buckets(settings: &Settings) -> Vec<(String, String, bool)> {
+    let policies = &settings.pipeline.policies;
+    if settings.policy_file.is_none() {
+        let source = &policies.buckets()[0];
+        return vec![
+            ("UNPROCESSED_BUCKET_NAME".into(), source.bucket.clone(), false),
+            (
+                "QUARANTINE_BUCKET_NAME".into(),
+                source.policy.quarantine_bucket.clone().unwrap_or_default(),
+                true,
+            ),
+        ];
+    }
+    let mut buckets: Vec<(String, String, bool)> = policies
+        .buckets()
+        .iter()
+        .map(|source| ("source".to_owned(), source.bucket.clone(), false))
+        .collect();
+    for quarantine in policies.all().filter_map(|policy| policy.quarantine_bucket.clone()) {
+        if !buckets.iter().any(|(_, bucket, _)| *bucket == quarantine) {
+            buckets.push(("quarantine".to_owned(), quarantine, true));
+        }
+    }
+    buckets
 }
 
 /// clamd's definitions against `DEFINITIONS_MAX_AGE`: `FAIL` when avscan would not receive.

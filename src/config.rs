@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use avscan_actors::defaults::{self, MIB};
+use avscan_actors::policy::Policies;
 use avscan_actors::restart::RestartPolicy;
 use avscan_actors::PipelineConfig;
 use clap::{Args, Parser, Subcommand};
@@ -75,12 +76,19 @@ pub struct ServiceEndpoint {
 /// `scan` all take them (`scan` needs only the clamd and S3 ones).
 #[derive(Debug, Args)]
 pub struct ConfigArgs {
-    /// Bucket the uploads land in; events for other buckets are rejected.
+    /// Bucket the uploads land in; events for other buckets are rejected. Without
+    /// AVSCAN_POLICY only.
     #[arg(long, env = "UNPROCESSED_BUCKET_NAME")]
     pub unprocessed_bucket_name: Option<String>,
-    /// Bucket infected and unscannable objects are moved to.
+    /// Bucket infected and unscannable objects are moved to. Without AVSCAN_POLICY only.
     #[arg(long, env = "QUARANTINE_BUCKET_NAME")]
     pub quarantine_bucket_name: Option<String>,
+    /// A policy file (TOML): the source buckets and, per bucket or key prefix, what happens to
+    /// objects that are not clean (quarantine, tag, delete, report), the quarantine bucket, the
+    /// size limit, whether clean events are forwarded and which tags are written. Replaces
+    /// UNPROCESSED_BUCKET_NAME and QUARANTINE_BUCKET_NAME.
+    #[arg(long, env = "AVSCAN_POLICY")]
+    pub avscan_policy: Option<std::path::PathBuf>,
     /// KMS key (id or ARN) for quarantined copies and reports; unset, a copy keeps its source's
     /// KMS key and reports get the bucket's default encryption.
     #[arg(long, env = "QUARANTINE_KMS_KEY_ID")]
@@ -257,6 +265,8 @@ pub struct Settings {
     pub log_format: LogFormat,
     pub ops_address: std::net::SocketAddr,
     pub definitions_check_interval: Duration,
+    /// AVSCAN_POLICY, when the policies come from a file.
+    pub policy_file: Option<std::path::PathBuf>,
 }
 
 fn required(value: &Option<String>, variable: &'static str) -> Result<String, ConfigError> {
@@ -300,9 +310,52 @@ impl ConfigArgs {
         }
     }
 
+    /// The policies: the file's, or the old worker's single bucket.
+    fn policies(&self) -> Result<Policies, ConfigError> {
+        let Some(path) = &self.avscan_policy else {
+            let unprocessed = required(&self.unprocessed_bucket_name, "UNPROCESSED_BUCKET_NAME")?;
+            let quarantine = required(&self.quarantine_bucket_name, "QUARANTINE_BUCKET_NAME")?;
+            if unprocessed == quarantine {
+                return Err(ConfigError {
+                    variable: "QUARANTINE_BUCKET_NAME",
+                    problem: "must differ from UNPROCESSED_BUCKET_NAME".into(),
+                });
+            }
+            return Ok(Policies::single(unprocessed, quarantine));
+        };
+        for (variable, value) in [
+            ("UNPROCESSED_BUCKET_NAME", &self.unprocessed_bucket_name),
+            ("QUARANTINE_BUCKET_NAME", &self.quarantine_bucket_name),
+        ] {
+            if value.as_deref().is_some_and(|value| !value.trim().is_empty()) {
+                return Err(ConfigError {
+                    variable,
+                    problem: "set beside AVSCAN_POLICY, whose file names the buckets: remove one of the two".into(),
+                });
+            }
+        }
+        let text = std::fs::read_to_string(path).map_err(|err| ConfigError {
+            variable: "AVSCAN_POLICY",
+            problem: format!("{}: {err}", path.display()),
+        })?;
+        crate::policy::parse(&text).map_err(|mistakes| ConfigError {
+            variable: "AVSCAN_POLICY",
+            problem: format!(
+                "{} has {} mistake{}:\n{}",
+                path.display(),
+                mistakes.len(),
+                if mistakes.len() == 1 { "" } else { "s" },
+                mistakes
+                    .iter()
+                    .map(|mistake| format!("  {mistake}"))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            ),
+        })
+    }
+
     pub fn settings(&self) -> Result<Settings, ConfigError> {
-        let unprocessed = required(&self.unprocessed_bucket_name, "UNPROCESSED_BUCKET_NAME")?;
-        let quarantine = required(&self.quarantine_bucket_name, "QUARANTINE_BUCKET_NAME")?;
+        let policies = self.policies()?;
         let inbound_queue = required(&self.virus_scanning_queue_name, "VIRUS_SCANNING_QUEUE_NAME")?;
         let outbound_queue = required(&self.validation_queue_name, "VALIDATION_QUEUE_NAME")?;
         let topic_arn = required(&self.virus_notification_topic_arn, "VIRUS_NOTIFICATION_TOPIC_ARN")?;
@@ -310,12 +363,6 @@ impl ConfigArgs {
             return Err(ConfigError {
                 variable: "VIRUS_NOTIFICATION_TOPIC_ARN",
                 problem: format!("{topic_arn:?} is not an ARN"),
-            });
-        }
-        if unprocessed == quarantine {
-            return Err(ConfigError {
-                variable: "QUARANTINE_BUCKET_NAME",
-                problem: "must differ from UNPROCESSED_BUCKET_NAME".into(),
             });
         }
         if inbound_queue == outbound_queue {
@@ -329,8 +376,13 @@ impl ConfigArgs {
         // long its scan takes, so the old worker's 30 s visibility works with every default.
         let clamd_timeout = Duration::from_secs(self.clamd_timeout);
         let clamd_max_file_size = self.clamd_max_file_size.map(|mb| mb.saturating_mul(MIB));
-        let mut pipeline = PipelineConfig::new(unprocessed, quarantine);
-        pipeline.max_file_size = self.max_file_size.saturating_mul(MIB);
+        // clamd must admit the largest object any policy lets through.
+        let max_file_size = policies
+            .all()
+            .filter_map(|policy| policy.max_file_size)
+            .fold(self.max_file_size.saturating_mul(MIB), u64::max);
+        let mut pipeline = PipelineConfig::with_policies(policies);
+        pipeline.max_file_size = max_file_size;
         // Replaced at start-up by the MaxFileSize verified (or discovered) on clamd.
         pipeline.archive_member_limit = clamd_max_file_size.unwrap_or(pipeline.archive_member_limit);
         pipeline.archive_inflate_budget = self.clamd_max_scan_size.saturating_mul(MIB);
@@ -382,6 +434,7 @@ impl ConfigArgs {
             log_format: self.log_format,
             ops_address: self.ops_address,
             definitions_check_interval: Duration::from_secs(self.definitions_check_interval),
+            policy_file: self.avscan_policy.clone(),
         })
     }
 }

@@ -18,6 +18,7 @@ pub mod config;
 pub mod definitions;
 pub mod limits;
 pub mod ops;
+pub mod policy;
 pub mod run;
 pub mod scan;
 pub mod telemetry;

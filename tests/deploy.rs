@@ -1003,3 +1003,61 @@ fn kubernetes_has_one_definitions_updater_whose_volume_every_clamd_loads() {
     );
     assert!(k8s_settings(&documents).pipeline.definitions_max_age.is_some());
 }
+
+/// The bucket policy shipped for tag-based access (deploy/s3-bucket-policy-scan-status.json):
+/// reads are denied unless the object is tagged clean as GuardDuty tags it (what avscan writes
+/// with `tags = "guardduty"`), except for avscan's role; only that role may change tags; no
+/// upload may arrive carrying a scan status of its own.
+#[test]
+fn the_scan_status_bucket_policy_denies_reads_until_tagged_clean() {
+    let text = std::fs::read_to_string(Path::new(REPO).join("deploy/s3-bucket-policy-scan-status.json")).unwrap();
+    let policy: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let statements = policy["Statement"].as_array().unwrap();
+    let statement = |sid: &str| {
+        statements
+            .iter()
+            .find(|statement| statement["Sid"] == sid)
+            .unwrap_or_else(|| panic!("no statement {sid}"))
+    };
+    let scanner = "arn:aws:iam::ACCOUNT:role/avscan";
+    let exempts_scanner = |statement: &serde_json::Value| {
+        statement["Condition"]["ArnNotEquals"]["aws:PrincipalArn"]
+            .as_array()
+            .is_some_and(|arns| arns.iter().any(|arn| arn == scanner))
+    };
+    let reads = statement("NoReadExceptForClean");
+    assert_eq!(reads["Effect"], "Deny");
+    assert_eq!(reads["Principal"], "*");
+    for action in ["s3:GetObject", "s3:GetObjectVersion"] {
+        assert!(
+            reads["Action"].as_array().unwrap().iter().any(|a| a == action),
+            "{action}"
+        );
+    }
+    // The value avscan writes for a clean object in GuardDuty mode is the one the policy opens on.
+    assert_eq!(
+        reads["Condition"]["StringNotEquals"]
+            [format!("s3:ExistingObjectTag/{}", avscan_actors::tags::GUARDDUTY_STATUS)],
+        avscan_actors::tags::guardduty_status(&avscan_actors::model::Verdict::Clean)
+    );
+    assert!(exempts_scanner(reads), "avscan could not read what it must scan");
+    let tagging = statement("OnlyTheScannerWritesTheScanStatus");
+    assert_eq!(tagging["Effect"], "Deny");
+    assert!(tagging["Action"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|a| a == "s3:PutObjectTagging"));
+    assert!(exempts_scanner(tagging));
+    let uploads = statement("NoUploadThatClaimsAScanStatus");
+    assert_eq!(uploads["Effect"], "Deny");
+    let keys = uploads["Condition"]["ForAnyValue:StringEquals"]["s3:RequestObjectTagKeys"]
+        .as_array()
+        .unwrap();
+    for key in [avscan_actors::tags::GUARDDUTY_STATUS, avscan_actors::tags::STATUS] {
+        assert!(keys.iter().any(|k| k == key), "an upload may claim {key}");
+    }
+    // The role it exempts is the one deploy/k8s/avscan.yaml binds to avscan's service account.
+    let k8s = std::fs::read_to_string(Path::new(REPO).join("deploy/k8s/avscan.yaml")).unwrap();
+    assert!(k8s.contains(scanner), "the Kubernetes example binds another role");
+}

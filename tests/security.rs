@@ -95,6 +95,8 @@ fn actions_for(operation: &str) -> &'static [&'static str] {
             &["s3:PutObject"]
         }
         "DeleteObject" => &["s3:DeleteObject"],
+        "GetObjectTagging" => &["s3:GetObjectTagging"],
+        "PutObjectTagging" => &["s3:PutObjectTagging"],
         "Publish" => &["sns:Publish"],
         // `avscan check`
         "GetQueueAttributes" => &["sqs:GetQueueAttributes"],
@@ -145,6 +147,19 @@ async fn the_iam_policy_allows_every_call_avscan_makes_and_nothing_broader() {
     for service in ["S3", "SQS", "SNS"] {
         vars.insert(format!("AWS_{service}_ENDPOINT_URL"), proxy.url.clone());
     }
+    // The same buckets through a policy file that also tags clean objects: the tagging calls too.
+    let policy_file = std::env::temp_dir().join(format!("avscan-iam-policy-{}.toml", env.unprocessed));
+    std::fs::write(
+        &policy_file,
+        format!(
+            "[[bucket]]\nname = \"{}\"\nquarantine_bucket = \"{}\"\ntags = \"avscan\"\n",
+            env.unprocessed, env.quarantine
+        ),
+    )
+    .unwrap();
+    vars.remove("UNPROCESSED_BUCKET_NAME");
+    vars.remove("QUARANTINE_BUCKET_NAME");
+    vars.insert("AVSCAN_POLICY".into(), policy_file.display().to_string());
     let avscan = Avscan::start(&vars);
     env.put("guid-iam/clean.txt", b"clean").await;
     env.put("guid-iam/evil.com", EICAR).await;

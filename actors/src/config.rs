@@ -4,19 +4,19 @@
 use std::time::Duration;
 
 use crate::defaults::{self, MIB};
+use crate::policy::Policies;
 use crate::restart::RestartPolicy;
 
 /// The pipeline's tuning and the names of its buckets. Built by the binary from its config.
 #[derive(Debug, Clone)]
 pub struct PipelineConfig {
-    /// The only bucket events may point at; records for any other are rejected.
-    pub unprocessed_bucket: String,
-    /// Where infected and unscannable objects are moved.
-    pub quarantine_bucket: String,
+    /// What to do with each source bucket's objects; events for any other bucket are rejected.
+    pub policies: Policies,
     /// The KMS key quarantined copies and reports are encrypted with; unset, a copy keeps its
     /// source's KMS key (and reports get the bucket's default encryption).
     pub quarantine_kms_key_id: Option<String>,
-    /// Bytes; larger objects are quarantined as "file too large" without being scanned.
+    /// Bytes; larger objects are not scanned ("file too large", handled by their policy's
+    /// action), unless their policy sets a limit of its own. clamd must admit streams this long.
     pub max_file_size: u64,
     /// Bytes; clamd's `MaxFileSize`. An archive member larger than this is skipped by clamd
     /// without an alert, so the [`ArchiveGuard`](crate::archive_guard) makes such an object
@@ -50,11 +50,16 @@ pub struct PipelineConfig {
 }
 
 impl PipelineConfig {
-    /// [`defaults`] for everything but the buckets.
+    /// [`defaults`] for everything but the buckets, with the old worker's policy: objects of
+    /// `unprocessed_bucket` that are not clean are moved to `quarantine_bucket`.
     pub fn new(unprocessed_bucket: impl Into<String>, quarantine_bucket: impl Into<String>) -> Self {
+        Self::with_policies(Policies::single(unprocessed_bucket, quarantine_bucket))
+    }
+
+    /// [`defaults`] for everything but the policies.
+    pub fn with_policies(policies: Policies) -> Self {
         Self {
-            unprocessed_bucket: unprocessed_bucket.into(),
-            quarantine_bucket: quarantine_bucket.into(),
+            policies,
             quarantine_kms_key_id: None,
             max_file_size: defaults::MAX_FILE_SIZE_MB * MIB,
             archive_member_limit: defaults::CLAMD_MAX_FILE_SIZE_MB * MIB,

@@ -87,8 +87,22 @@ pub enum KeyProblem {
     DotSegment,
 }
 
-/// Parses an SQS message body. `unprocessed_bucket` is the only bucket records may point at.
-pub fn parse_message(body: &str, unprocessed_bucket: &str) -> ParsedMessage {
+/// Which buckets records may point at: a bucket's name (only that one), or the pipeline's
+/// policies (the buckets they name).
+pub trait SourceBuckets {
+    /// Whether records for `bucket` are accepted.
+    fn accepts(&self, bucket: &str) -> bool;
+}
+
+impl SourceBuckets for str {
+    fn accepts(&self, bucket: &str) -> bool {
+        self == bucket
+    }
+}
+
+/// Parses an SQS message body. Records for buckets `unprocessed_bucket` does not accept are
+/// rejected.
+pub fn parse_message<B: SourceBuckets + ?Sized>(body: &str, unprocessed_bucket: &B) -> ParsedMessage {
     let value: Value = match serde_json::from_str(body) {
         Ok(value) => value,
         Err(err) => return ParsedMessage::Invalid(Rejection::MalformedJson(err.to_string())),
@@ -96,7 +110,11 @@ pub fn parse_message(body: &str, unprocessed_bucket: &str) -> ParsedMessage {
     parse_value(value, unprocessed_bucket, true)
 }
 
-fn parse_value(mut value: Value, unprocessed_bucket: &str, may_unwrap_sns: bool) -> ParsedMessage {
+fn parse_value<B: SourceBuckets + ?Sized>(
+    mut value: Value,
+    unprocessed_bucket: &B,
+    may_unwrap_sns: bool,
+) -> ParsedMessage {
     // An SNS envelope (subscription without raw delivery): the event is the string `Message`.
     if may_unwrap_sns && value.get("Type").and_then(Value::as_str) == Some("Notification") {
         return match value.get("Message").and_then(Value::as_str) {
@@ -146,7 +164,10 @@ fn optional_str(value: &Value, pointer: &str) -> Option<String> {
         .map(str::to_owned)
 }
 
-fn parse_s3_record(record: Value, unprocessed_bucket: &str) -> Result<ObjectRecord, Rejection> {
+fn parse_s3_record<B: SourceBuckets + ?Sized>(
+    record: Value,
+    unprocessed_bucket: &B,
+) -> Result<ObjectRecord, Rejection> {
     let (object, event_time) = s3_record_fields(&record, unprocessed_bucket)?;
     Ok(ObjectRecord {
         object,
@@ -155,14 +176,17 @@ fn parse_s3_record(record: Value, unprocessed_bucket: &str) -> Result<ObjectReco
     })
 }
 
-fn s3_record_fields(record: &Value, unprocessed_bucket: &str) -> Result<(ObjectRef, String), Rejection> {
+fn s3_record_fields<B: SourceBuckets + ?Sized>(
+    record: &Value,
+    unprocessed_bucket: &B,
+) -> Result<(ObjectRef, String), Rejection> {
     let event_name = str_at(record, "/eventName", "eventName")?;
     // AWS writes `ObjectCreated:Put`; some S3-compatible stores prefix it with `s3:`.
     if !event_name.trim_start_matches("s3:").starts_with("ObjectCreated:") {
         return Err(Rejection::NotObjectCreated(event_name.to_owned()));
     }
     let bucket = str_at(record, "/s3/bucket/name", "s3.bucket.name")?;
-    if bucket != unprocessed_bucket {
+    if !unprocessed_bucket.accepts(bucket) {
         return Err(Rejection::WrongBucket(bucket.to_owned()));
     }
     let key = decode_event_key(str_at(record, "/s3/object/key", "s3.object.key")?)?;
@@ -184,13 +208,16 @@ fn s3_record_fields(record: &Value, unprocessed_bucket: &str) -> Result<(ObjectR
 }
 
 /// EventBridge delivers the key as it is, not form-encoded like S3 notifications.
-fn parse_eventbridge(event: Value, unprocessed_bucket: &str) -> Result<ObjectRecord, Rejection> {
+fn parse_eventbridge<B: SourceBuckets + ?Sized>(
+    event: Value,
+    unprocessed_bucket: &B,
+) -> Result<ObjectRecord, Rejection> {
     let detail_type = str_at(&event, "/detail-type", "detail-type")?;
     if detail_type != "Object Created" {
         return Err(Rejection::NotObjectCreated(detail_type.to_owned()));
     }
     let bucket = str_at(&event, "/detail/bucket/name", "detail.bucket.name")?;
-    if bucket != unprocessed_bucket {
+    if !unprocessed_bucket.accepts(bucket) {
         return Err(Rejection::WrongBucket(bucket.to_owned()));
     }
     let key = str_at(&event, "/detail/object/key", "detail.object.key")?.to_owned();

@@ -68,9 +68,11 @@ pub mod event;
 mod incident;
 pub mod metrics;
 pub mod model;
+pub mod policy;
 pub mod ports;
 pub mod report;
 pub mod restart;
+pub mod tags;
 pub mod trace;
 
 mod address;

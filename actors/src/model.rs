@@ -5,6 +5,7 @@
 use serde_json::Value;
 
 use crate::definitions::Definitions;
+use crate::policy::Policy;
 use crate::ticket::RecordTicket;
 use crate::trace::{ObjectTrace, Traced};
 
@@ -171,6 +172,8 @@ pub(crate) struct RecordJob {
     pub(crate) ticket: RecordTicket,
     /// The record's `object` span, under its message's span.
     pub(crate) trace: ObjectTrace,
+    /// What to do with the object: its bucket's (or prefix's) policy.
+    pub(crate) policy: std::sync::Arc<Policy>,
 }
 
 impl Traced for RecordJob {

@@ -271,6 +271,13 @@ pub trait ObjectStore: Send + Sync + 'static {
     /// newer upload under the same key is never deleted. `NotFound`/`PreconditionFailed` when
     /// it is already gone or was replaced.
     async fn delete(&self, object: &ObjectRef) -> Result<(), StoreError>;
+    /// The tags of `object`: of its version when it has one, else of whatever is under its key
+    /// now (S3 cannot make tagging conditional on an ETag: the caller checks the ETag around
+    /// it). `NotFound` when it is gone.
+    async fn tags(&self, object: &ObjectRef) -> Result<Vec<(String, String)>, StoreError>;
+    /// Replaces the tags of `object` (its version when it has one, else what is under its key
+    /// now) with `tags`.
+    async fn put_tags(&self, object: &ObjectRef, tags: &[(String, String)]) -> Result<(), StoreError>;
 }
 
 /// An SNS-style notification.

@@ -44,6 +44,11 @@ pub struct QuarantineReport {
     pub size: u64,
     /// `infected` or `unscannable`.
     pub verdict: String,
+    /// What the policy did: `quarantine` (moved: the copy is at `quarantine_key`), `tag`,
+    /// `delete` or `report` (no copy: the report is at `<quarantine_key>.report.json` when
+    /// `quarantine_bucket` is set, else only notified).
+    #[serde(default = "quarantine_action")]
+    pub action: String,
     /// What clamd (or the archive guard) found.
     pub signature: Option<String>,
     /// Where the copy is.
@@ -91,6 +96,7 @@ impl QuarantineReport {
             sequencer: object.sequencer.clone(),
             size: object.size,
             verdict: verdict.label().to_owned(),
+            action: quarantine_action(),
             signature: verdict.signature().map(str::to_owned),
             quarantine_bucket: quarantine_bucket.to_owned(),
             quarantine_key: copy_key(&object.key),
@@ -124,6 +130,10 @@ impl QuarantineReport {
             ],
         }
     }
+}
+
+fn quarantine_action() -> String {
+    "quarantine".to_owned()
 }
 
 /// Now, as RFC 3339 with milliseconds (`scanned_at`).
@@ -287,7 +297,7 @@ mod tests {
             json!({
                 "key": "guid/evil file.txt", "time": "2026-11-29T12:00:00.000Z", "reason": "virus detected",
                 "bucket": "unprocessed", "version_id": "v1", "etag": "e", "sequencer": "0A", "size": 68,
-                "verdict": "infected", "signature": "Eicar-Test-Signature.UNOFFICIAL",
+                "verdict": "infected", "action": "quarantine", "signature": "Eicar-Test-Signature.UNOFFICIAL",
                 "quarantine_bucket": "quarantine", "quarantine_key": "guid/evil file.txt",
                 "scanned_at": "2026-11-29T12:00:01.000Z", "engine": "ClamAV 1.4.6/27400/Sun Nov  1 10:00:00 2026",
                 "definitions_version": 27400, "definitions_built_at": "2026-11-01T10:00:00Z", "source_metadata": {}

@@ -181,8 +181,8 @@ impl SupervisorState {
                 let args = QuarantinerArguments {
                     store: w.ports.store.clone(),
                     notifier: w.ports.notifier.clone(),
-                    quarantine_bucket: w.config.quarantine_bucket.clone(),
                     kms_key_id: w.config.quarantine_kms_key_id.clone(),
+                    forwarder: w.addresses.forwarder.clone(),
                 };
                 let (actor, _) = Actor::spawn_linked(None, Quarantiner, args, supervisor).await?;
                 w.addresses.quarantiner.set(actor.clone());
@@ -249,7 +249,7 @@ impl SupervisorState {
             Stage::Poller => {
                 let args = PollerArguments {
                     queue: w.ports.inbound.clone(),
-                    unprocessed_bucket: w.config.unprocessed_bucket.clone(),
+                    policies: Arc::new(w.config.policies.clone()),
                     permits: w.permits.clone(),
                     max_in_flight: w.config.max_in_flight,
                     receive_batch: w.config.receive_batch,

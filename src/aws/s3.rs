@@ -392,6 +392,47 @@ impl ObjectStore for S3Store {
             .map(|_| ())
             .map_err(|err| store_error("DeleteObject", (&object.bucket, &object.key), err))
     }
+
+    async fn tags(&self, object: &ObjectRef) -> Result<Vec<(String, String)>, StoreError> {
+        let output = self
+            .client
+            .get_object_tagging()
+            .bucket(&object.bucket)
+            .key(&object.key)
+            .set_version_id(object.version_id.clone())
+            .send()
+            .await
+            .map_err(|err| store_error("GetObjectTagging", (&object.bucket, &object.key), err))?;
+        Ok(output.tag_set.into_iter().map(|tag| (tag.key, tag.value)).collect())
+    }
+
+    async fn put_tags(&self, object: &ObjectRef, tags: &[(String, String)]) -> Result<(), StoreError> {
+        let failed = |detail: String| StoreError::Failed {
+            operation: "PutObjectTagging",
+            bucket: object.bucket.clone(),
+            key: object.key.clone(),
+            detail,
+        };
+        let tag_set = tags
+            .iter()
+            .map(|(key, value)| aws_sdk_s3::types::Tag::builder().key(key).value(value).build())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|err| failed(err.to_string()))?;
+        let tagging = aws_sdk_s3::types::Tagging::builder()
+            .set_tag_set(Some(tag_set))
+            .build()
+            .map_err(|err| failed(err.to_string()))?;
+        self.client
+            .put_object_tagging()
+            .bucket(&object.bucket)
+            .key(&object.key)
+            .set_version_id(object.version_id.clone())
+            .tagging(tagging)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|err| store_error("PutObjectTagging", (&object.bucket, &object.key), err))
+    }
 }
 
 #[cfg(test)]

@@ -349,7 +349,12 @@ pub fn operation_of(method: &str, path: &str, query: &str, headers: &hyper::Head
     let has_key = path.trim_start_matches('/').contains('/');
     let part = query.split('&').any(|pair| pair.starts_with("partNumber="));
     let copy = headers.contains_key("x-amz-copy-source");
+    let tagging = query
+        .split('&')
+        .any(|pair| pair == "tagging" || pair.starts_with("tagging="));
     match method {
+        "GET" if has_key && tagging => "GetObjectTagging",
+        "PUT" if has_key && tagging => "PutObjectTagging",
         "GET" if has_key => "GetObject",
         "GET" if query.split('&').any(|pair| pair.starts_with("versioning")) => "GetBucketVersioning",
         "GET" if query.split('&').any(|pair| pair.starts_with("lifecycle")) => "GetBucketLifecycleConfiguration",

@@ -28,7 +28,8 @@ pub(crate) struct FetcherArguments {
     pub(crate) scan_pool: StageAddress<PoolMsg<ScanJob>>,
     /// Where records go with what was learnt.
     pub(crate) router: StageAddress<RouterMsg>,
-    /// Objects larger than this are quarantined unscanned (`MAX_FILE_SIZE`).
+    /// Objects larger than this are not scanned (`MAX_FILE_SIZE`), unless their policy sets
+    /// a limit of its own.
     pub(crate) max_file_size: u64,
     /// Tells the fetch pool when this fetcher is free.
     pub(crate) slot: WorkerSlot<RecordJob>,
@@ -40,7 +41,12 @@ pub(crate) struct FetcherState {
 }
 
 impl FetcherState {
-    async fn inspect(&self, record: &ObjectRecord, trace: &Span) -> Result<Inspection, InspectError> {
+    async fn inspect(
+        &self,
+        record: &ObjectRecord,
+        max_file_size: u64,
+        trace: &Span,
+    ) -> Result<Inspection, InspectError> {
         // The event's size is only a claim (a forged event could get a small clean object
         // quarantined): the GET's length decides, before any byte is read.
         let fetch = tracing::info_span!(
@@ -63,7 +69,7 @@ impl FetcherState {
             Err(StoreError::NotFound { .. } | StoreError::PreconditionFailed { .. }) => return Ok(Inspection::Gone),
             Err(err) => return Err(err.into()),
         };
-        if body.content_length > self.arguments.max_file_size {
+        if body.content_length > max_file_size {
             return Ok(Inspection::TooLarge {
                 size: body.content_length,
             });
@@ -103,7 +109,8 @@ impl Actor for Fetcher {
         job: RecordJob,
         state: &mut FetcherState,
     ) -> Result<(), ActorProcessingErr> {
-        let inspection = state.inspect(&job.record, &job.trace.span).await;
+        let max_file_size = job.policy.max_file_size.unwrap_or(state.arguments.max_file_size);
+        let inspection = state.inspect(&job.record, max_file_size, &job.trace.span).await;
         if let Err(RouterMsg::Route { job, .. }) = state.arguments.router.send(RouterMsg::Route { job, inspection }) {
             job.ticket.retry(RetryCause::Restart, "router is restarting");
         }

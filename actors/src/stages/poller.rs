@@ -22,6 +22,7 @@ use crate::definitions::ReceiveGate;
 use crate::event::{parse_message, ParsedMessage, Rejection};
 use crate::inflight::InflightRegistry;
 use crate::model::{ObjectRef, RecordJob};
+use crate::policy::Policies;
 use crate::ports::{InboundQueue, QueueMessage};
 use crate::shutdown::Shutdown;
 use crate::ticket::{Delivery, InflightMessage, RecordTicket, SettlementOutlet};
@@ -65,8 +66,8 @@ pub(crate) struct Poller;
 pub(crate) struct PollerArguments {
     /// Where messages come from.
     pub(crate) queue: Arc<dyn InboundQueue>,
-    /// The only bucket records may point at.
-    pub(crate) unprocessed_bucket: String,
+    /// Which buckets records may point at, and what to do with each record's object.
+    pub(crate) policies: Arc<Policies>,
     /// One per message in flight; a receive asks for no more messages than it holds.
     pub(crate) permits: Arc<Semaphore>,
     /// The permits' total, for the in-flight gauge.
@@ -118,7 +119,7 @@ impl PollerState {
     fn dispatch(&self, message: QueueMessage, permit: OwnedSemaphorePermit) {
         let message_span = trace::message_span(&message.message_id, message.receive_count, &message.trace);
         let receive = tracing::info_span!(parent: &message_span, "receive", records = tracing::field::Empty).entered();
-        let parsed = parse_message(&message.body, &self.arguments.unprocessed_bucket);
+        let parsed = parse_message(&message.body, self.arguments.policies.as_ref());
         let records = match &parsed {
             ParsedMessage::Records(records) => records.len(),
             _ => 1,
@@ -152,11 +153,20 @@ impl PollerState {
                             tracing::debug!(message_id = %message.message_id, key = %record.object.key, "record received");
                             let trace =
                                 ObjectTrace::new(object_span(&message_span, &record.object), Arc::clone(&upstream));
-                            // A failed send drops the job and its ticket: the message is retried.
-                            let _ =
+                            // The parser accepted the bucket, so a policy names it.
+                            let policy = Arc::clone(
                                 self.arguments
-                                    .fetch_pool
-                                    .send(PoolMsg::Submit(RecordJob { record, ticket, trace }));
+                                    .policies
+                                    .for_object(&record.object.bucket, &record.object.key)
+                                    .expect("accepted buckets have a policy"),
+                            );
+                            // A failed send drops the job and its ticket: the message is retried.
+                            let _ = self.arguments.fetch_pool.send(PoolMsg::Submit(RecordJob {
+                                record,
+                                ticket,
+                                trace,
+                                policy,
+                            }));
                         }
                         Err(rejection) => rejected.push((rejection, ticket)),
                     }

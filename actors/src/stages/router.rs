@@ -11,6 +11,7 @@ use super::quarantiner::QuarantinerMsg;
 use crate::address::StageAddress;
 use crate::definitions::DefinitionsPolicy;
 use crate::model::{QuarantineReason, RecordJob, ScanOutcome, Verdict};
+use crate::policy::TagMode;
 use crate::ports::{ScanError, StoreError};
 use crate::ticket::RetryCause;
 
@@ -54,7 +55,8 @@ pub(crate) enum InspectError {
 /// Where a record goes next.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Route {
-    /// Clean: to the outbound queue, with the engine and definitions that judged it.
+    /// Clean: to the outbound queue, with the engine and definitions that judged it (through
+    /// the quarantiner first when the policy tags; nowhere when it forwards nothing).
     Forward(ScanOutcome),
     /// Infected, unscannable or too large: to the quarantine.
     Quarantine(ScanOutcome),
@@ -174,9 +176,20 @@ impl RouterState {
             crate::metrics::count_routed(verdict);
         }
         match route {
-            Route::Forward(outcome) => {
+            Route::Forward(outcome) if job.policy.tags != TagMode::Off => {
+                tracing::info!(bucket = %object.bucket, key = %object.key, message_id = job.ticket.message_id(), "clean; tagging");
+                let _ = self
+                    .arguments
+                    .quarantiner
+                    .send(QuarantinerMsg::TagClean { job, outcome });
+            }
+            Route::Forward(outcome) if job.policy.forward_clean => {
                 tracing::info!(bucket = %object.bucket, key = %object.key, message_id = job.ticket.message_id(), "clean; forwarding");
                 let _ = self.arguments.forwarder.send(ForwarderMsg::Forward { job, outcome });
+            }
+            Route::Forward(_) => {
+                tracing::info!(bucket = %object.bucket, key = %object.key, message_id = job.ticket.message_id(), "clean; the policy forwards nothing");
+                job.ticket.done();
             }
             Route::Quarantine(outcome) => {
                 tracing::warn!(

@@ -31,6 +31,8 @@ pub struct StoredObject {
     pub metadata: HashMap<String, String>,
     /// The KMS key it is encrypted with, if any.
     pub kms_key_id: Option<String>,
+    /// Its object tags, in order.
+    pub tags: Vec<(String, String)>,
 }
 
 impl StoredObject {
@@ -86,6 +88,7 @@ impl MemoryStore {
             content_type: None,
             metadata: HashMap::new(),
             kms_key_id: kms_key_id.map(str::to_owned),
+            tags: Vec::new(),
         };
         lock(&self.objects).insert((bucket.into(), key.into()), object);
         etag
@@ -204,6 +207,7 @@ impl ObjectStore for MemoryStore {
             content_type: Some(content_type.into()),
             metadata: metadata.iter().cloned().collect(),
             kms_key_id: None,
+            tags: Vec::new(),
         };
         self.write(bucket, key, object, options)
     }
@@ -211,6 +215,18 @@ impl ObjectStore for MemoryStore {
     async fn delete(&self, object: &ObjectRef) -> Result<(), StoreError> {
         self.pinned(object)?;
         lock(&self.objects).remove(&(object.bucket.clone(), object.key.clone()));
+        Ok(())
+    }
+
+    async fn tags(&self, object: &ObjectRef) -> Result<Vec<(String, String)>, StoreError> {
+        Ok(self.pinned(object)?.tags)
+    }
+
+    async fn put_tags(&self, object: &ObjectRef, tags: &[(String, String)]) -> Result<(), StoreError> {
+        self.pinned(object)?;
+        if let Some(stored) = lock(&self.objects).get_mut(&(object.bucket.clone(), object.key.clone())) {
+            stored.tags = tags.to_vec();
+        }
         Ok(())
     }
 }

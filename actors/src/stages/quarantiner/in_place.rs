@@ -1,0 +1,131 @@
+//! The actions that leave no copy: `tag` (the object stays, tagged with its verdict), `delete`,
+//! and `report` (the object stays, tagged if the policy tags). Each notifies the report and,
+//! when the policy names a quarantine bucket, stores it there as `<key>.report.json` only if
+//! absent, so a redelivery neither notifies nor reports twice (without a bucket, a redelivery
+//! after a crash notifies again). Tagging, for these and for clean objects, writes on exactly
+//! the judged upload and keeps the object's other tags.
+
+use tracing::Instrument;
+
+use super::{QuarantineError, Quarantined, QuarantinerState, StepSpans};
+use crate::model::{ObjectRecord, ObjectRef, ScanOutcome};
+use crate::policy::{Action, Policy, TagMode};
+use crate::ports::{StoreError, WriteOptions};
+use crate::report::{now_rfc3339, QuarantineReport, REMOVED_BEFORE_QUARANTINE};
+use crate::tags;
+
+impl QuarantinerState {
+    /// Reports an object that is not clean and tags, deletes or leaves it as `policy` says.
+    pub(super) async fn act_in_place(
+        &self,
+        record: &ObjectRecord,
+        outcome: ScanOutcome,
+        policy: &Policy,
+        spans: &StepSpans<'_>,
+    ) -> Result<Quarantined, QuarantineError> {
+        let object = &record.object;
+        let bucket = policy.quarantine_bucket.as_deref();
+        let scanned_at = now_rfc3339();
+        let mut report = QuarantineReport::new(record, &outcome, scanned_at.clone(), bucket.unwrap_or_default());
+        report.action = policy.action.name().to_owned();
+        let source = self
+            .arguments
+            .store
+            .head_object(object)
+            .instrument(tracing::info_span!(parent: spans.parent, "step", otel.name = "check_source"))
+            .await;
+        let source = match source {
+            Ok(source) => source,
+            Err(StoreError::NotFound { .. } | StoreError::PreconditionFailed { .. }) => {
+                // A newer upload explains it (its own event judges it); else the incident is
+                // still reported.
+                let current = self.arguments.store.head(&object.bucket, &object.key).await?;
+                if current.is_some() {
+                    return Ok(Quarantined::Stale);
+                }
+                report.reason = REMOVED_BEFORE_QUARANTINE.to_owned();
+                self.report_once(bucket, object, &mut report, &self.write_options(None), spans)
+                    .await?;
+                return Ok(Quarantined::RemovedBeforeQuarantine);
+            }
+            Err(err) => return Err(err.into()),
+        };
+        report.source_metadata = source.metadata.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let options = self.write_options(source.kms_key_id.as_ref());
+        self.report_once(bucket, object, &mut report, &options, spans).await?;
+        match policy.action {
+            Action::Delete => self.delete_source(object, spans).await?,
+            _ => self.tag(object, &outcome, policy.tags, &scanned_at, spans).await?,
+        }
+        Ok(Quarantined::InPlace(policy.action))
+    }
+
+    /// Notifies the report and, with a bucket, stores it there unless this upload's report is
+    /// there already (then it was notified too).
+    async fn report_once(
+        &self,
+        bucket: Option<&str>,
+        object: &ObjectRef,
+        report: &mut QuarantineReport,
+        options: &WriteOptions,
+        spans: &StepSpans<'_>,
+    ) -> Result<(), QuarantineError> {
+        let Some(bucket) = bucket else {
+            return self.report(None, report, options, spans).await;
+        };
+        let place = self.place(bucket, object, spans).await?;
+        report.quarantine_key = place.key;
+        if place.reported {
+            return Ok(());
+        }
+        self.report(Some(bucket), report, options, spans).await
+    }
+
+    /// Writes the verdict's tags (`mode`) on exactly the judged upload, keeping its other tags.
+    /// Without a version id, tagging addresses whatever is under the key: the ETag is checked
+    /// before, and after, so that avscan's tags are taken back from an upload that replaced the
+    /// judged one in between (its own event judges it).
+    pub(super) async fn tag(
+        &self,
+        object: &ObjectRef,
+        outcome: &ScanOutcome,
+        mode: TagMode,
+        scanned_at: &str,
+        spans: &StepSpans<'_>,
+    ) -> Result<(), QuarantineError> {
+        let ours = tags::verdict_tags(mode, &outcome.verdict, outcome.definitions.as_ref(), scanned_at);
+        if ours.is_empty() {
+            return Ok(());
+        }
+        let store = &self.arguments.store;
+        let span = tracing::info_span!(parent: spans.parent, "step", otel.name = "tag", otel.kind = "client");
+        async {
+            match store.head_object(object).await {
+                Ok(_) => {}
+                // Gone or replaced: nothing of the judged upload is left to tag.
+                Err(StoreError::NotFound { .. } | StoreError::PreconditionFailed { .. }) => return Ok(()),
+                Err(err) => return Err(err.into()),
+            }
+            let existing = store.tags(object).await?;
+            store.put_tags(object, &tags::merge(&existing, &ours)?).await?;
+            if object.version_id.is_none() {
+                match store.head_object(object).await {
+                    Ok(_) | Err(StoreError::NotFound { .. }) => {}
+                    Err(StoreError::PreconditionFailed { .. }) => {
+                        let current = ObjectRef {
+                            etag: None,
+                            ..object.clone()
+                        };
+                        let theirs = store.tags(&current).await?;
+                        store.put_tags(&current, &tags::without_ours(&theirs)).await?;
+                        tracing::warn!(key = %object.key, "replaced while being tagged; avscan's tags taken back from the newer upload");
+                    }
+                    Err(err) => return Err(err.into()),
+                }
+            }
+            Ok(())
+        }
+        .instrument(span)
+        .await
+    }
+}

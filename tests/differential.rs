@@ -108,6 +108,7 @@ async fn scan_through_guard(
         verdict: Verdict::Clean,
         engine: outcome.engine.clone(),
         definitions: outcome.definitions,
+        sha256: None,
     };
     let judged = archive_check.apply(probe).await.verdict;
     let guard_flagged = judged != Verdict::Clean;

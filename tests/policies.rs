@@ -13,6 +13,11 @@ use serde_json::{json, Value};
 
 const WAIT: Duration = Duration::from_secs(60);
 
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+}
+
 async fn create_bucket(env: &TestEnv, name: &str) {
     env.s3.create_bucket().bucket(name).send().await.unwrap();
 }
@@ -130,6 +135,7 @@ async fn two_buckets_with_their_own_actions_and_tags_in_one_run() {
         .await;
     let report: Value = serde_json::from_slice(&report).unwrap();
     assert_eq!(report["action"], "quarantine");
+    assert_eq!(report["sha256"], sha256_hex(EICAR), "the digest of the bytes uploaded");
     assert!(env.get(&env.quarantine, "guid/evil.com").await.is_some());
     // kept/: EICAR left in place, tagged THREATS_FOUND, reported beside the quarantine's.
     let kept = wait_for_tag(
@@ -174,8 +180,17 @@ async fn two_buckets_with_their_own_actions_and_tags_in_one_run() {
     // Only the uploads' clean object was forwarded. Four notifications: the quarantined EICAR,
     // the kept one, and the partners' EICAR and large object.
     env.wait_inbound_empty(WAIT).await;
-    let forwarded = env.drain_forwarded(1, Duration::from_secs(5)).await;
+    let forwarded = env.receive(&env.validation_url, 1, Duration::from_secs(10)).await;
     assert_eq!(forwarded.len(), 1, "{forwarded:?}");
+    let sha256 = forwarded[0]
+        .message_attributes()
+        .and_then(|attributes| attributes.get("sha256"))
+        .and_then(|value| value.string_value());
+    assert_eq!(sha256, Some(sha256_hex(b"clean").as_str()));
+    assert!(env
+        .receive(&env.validation_url, 1, Duration::from_secs(3))
+        .await
+        .is_empty());
     let notified = env.drain(&env.notifications_url, 4, WAIT).await;
     let mut keys: Vec<String> = notified.iter().map(notified_key).collect();
     keys.sort();

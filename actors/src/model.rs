@@ -161,6 +161,9 @@ pub struct ScanOutcome {
     /// The daily database that judged the object, from the VERSION clamd answered in the scan's
     /// own session; `None` when clamd named none (custom databases only) or did not scan.
     pub definitions: Option<Definitions>,
+    /// The object's SHA-256 (lowercase hex), computed while it streamed to clamd; `None` when it
+    /// was not streamed whole (too large, cut by clamd's stream limit).
+    pub sha256: Option<String>,
 }
 
 /// A record on its way through the pipeline, with the obligation to finish it.

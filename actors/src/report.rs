@@ -42,6 +42,10 @@ pub struct QuarantineReport {
     pub sequencer: Option<String>,
     /// The size the event announced.
     pub size: u64,
+    /// The object's SHA-256 (lowercase hex), computed while it was scanned; absent when it was not
+    /// read whole (too large).
+    #[serde(default)]
+    pub sha256: Option<String>,
     /// `infected` or `unscannable`.
     pub verdict: String,
     /// What the policy did: `quarantine` (moved: the copy is at `quarantine_key`), `tag`,
@@ -95,6 +99,7 @@ impl QuarantineReport {
             etag: object.etag.clone(),
             sequencer: object.sequencer.clone(),
             size: object.size,
+            sha256: outcome.sha256.clone(),
             verdict: verdict.label().to_owned(),
             action: quarantine_action(),
             signature: verdict.signature().map(str::to_owned),
@@ -153,6 +158,7 @@ const META_SCANNED_AT: &str = "avscan-scanned-at";
 const META_ENGINE: &str = "avscan-engine";
 const META_DEFINITIONS_VERSION: &str = "avscan-definitions-version";
 const META_DEFINITIONS_BUILT_AT: &str = "avscan-definitions-built-at";
+const META_SHA256: &str = "avscan-sha256";
 
 impl QuarantineReport {
     /// Metadata naming the source object; written on the report as well as on the copy.
@@ -184,6 +190,7 @@ impl QuarantineReport {
                 &self.definitions_version.map(|v| v.to_string()),
             ),
             (META_DEFINITIONS_BUILT_AT, &self.definitions_built_at),
+            (META_SHA256, &self.sha256),
         ];
         metadata.extend(
             optional
@@ -213,6 +220,7 @@ impl QuarantineReport {
             verdict: verdict_from_metadata(&copy.metadata),
             engine: meta(META_ENGINE).cloned(),
             definitions,
+            sha256: meta(META_SHA256).cloned(),
         };
         let scanned_at = meta(META_SCANNED_AT).cloned().unwrap_or_else(now_rfc3339);
         let mut report = QuarantineReport::new(record, &outcome, scanned_at, quarantine_bucket);
@@ -289,6 +297,7 @@ mod tests {
             verdict,
             engine: Some("ClamAV 1.4.6/27400/Sun Nov  1 10:00:00 2026".into()),
             definitions: Definitions::from_version_reply("ClamAV 1.4.6/27400/Sun Nov  1 10:00:00 2026").unwrap(),
+            sha256: Some("275a021bbfb6489e54d471899f7db9d1663fc695ec2fe2a2c4538aabf651fd0f".into()),
         };
         let report = QuarantineReport::new(&record, &outcome, "2026-11-29T12:00:01.000Z".into(), "quarantine");
         let value: serde_json::Value = serde_json::from_str(&report.to_json()).unwrap();
@@ -297,6 +306,7 @@ mod tests {
             json!({
                 "key": "guid/evil file.txt", "time": "2026-11-29T12:00:00.000Z", "reason": "virus detected",
                 "bucket": "unprocessed", "version_id": "v1", "etag": "e", "sequencer": "0A", "size": 68,
+                "sha256": "275a021bbfb6489e54d471899f7db9d1663fc695ec2fe2a2c4538aabf651fd0f",
                 "verdict": "infected", "action": "quarantine", "signature": "Eicar-Test-Signature.UNOFFICIAL",
                 "quarantine_bucket": "quarantine", "quarantine_key": "guid/evil file.txt",
                 "scanned_at": "2026-11-29T12:00:01.000Z", "engine": "ClamAV 1.4.6/27400/Sun Nov  1 10:00:00 2026",

@@ -184,6 +184,7 @@ impl ScanSession for ClamdSession {
             verdict,
             engine: Some(version),
             definitions,
+            sha256: None,
         })
     }
 

@@ -107,28 +107,42 @@ impl ArchiveGuard {
 /// Chunks waiting for the guard's thread; the stream to clamd waits when it falls behind.
 const GUARD_QUEUE: usize = 8;
 
-/// Wraps `body` so that every chunk also goes to a guard on a blocking thread of its own; the
-/// returned [`ArchiveCheck`] then applies what the guard found to the engine's verdict. One way
-/// for the pipeline's scanners and for `avscan scan` alike. Needs a Tokio runtime.
+/// Wraps `body` so that every chunk also goes to a blocking thread of its own, where a guard
+/// follows it and its SHA-256 is computed (no second read of the object); the returned
+/// [`ArchiveCheck`] then applies what the guard found to the engine's verdict and names the
+/// digest. One way for the pipeline's scanners and for `avscan scan` alike. Needs a Tokio
+/// runtime.
 pub fn check_while_streaming(body: ObjectBody, limits: GuardLimits) -> (ObjectBody, ArchiveCheck) {
+    use sha2::Digest;
     let (sender, mut receiver) = mpsc::channel::<bytes::Bytes>(GUARD_QUEUE);
     let cancelled = Arc::new(AtomicBool::new(false));
+    let content_length = body.content_length;
     let guard = tokio::task::spawn_blocking({
         let cancelled = cancelled.clone();
         move || {
-            let mut guard = ArchiveGuard::new(limits);
+            let mut guard = Some(ArchiveGuard::new(limits));
+            let mut finding = None;
+            let mut sha256 = sha2::Sha256::new();
+            let mut seen: u64 = 0;
             while let Some(chunk) = receiver.blocking_recv() {
+                sha256.update(&chunk);
+                seen += chunk.len() as u64;
+                // The guard stops once it found something or the verdict is not clean; the
+                // digest goes on to the end.
                 if cancelled.load(Ordering::Relaxed) {
-                    return None;
+                    guard = None;
                 }
-                guard.feed(&chunk);
-                if guard.has_finding() {
-                    // Dropping the receiver makes further sends fail at once: clamd still gets
-                    // every byte, the guard stops working.
-                    break;
+                if let Some(working) = guard.as_mut() {
+                    working.feed(&chunk);
+                    if working.has_finding() {
+                        finding = guard.take().and_then(ArchiveGuard::finish);
+                    }
                 }
             }
-            guard.finish()
+            let finding = finding.or_else(|| guard.and_then(ArchiveGuard::finish));
+            // A body cut short (clamd's stream limit) has no digest of the whole object.
+            let digest = (seen == content_length).then(|| hex(&sha256.finalize()));
+            (finding, digest)
         }
     });
     let chunks = body
@@ -152,20 +166,28 @@ pub fn check_while_streaming(body: ObjectBody, limits: GuardLimits) -> (ObjectBo
 
 /// The guard of one body, running; [`apply`](Self::apply) waits for it once the engine answered.
 pub struct ArchiveCheck {
-    guard: JoinHandle<Option<ArchiveFinding>>,
+    guard: JoinHandle<(Option<ArchiveFinding>, Option<String>)>,
     cancelled: Arc<AtomicBool>,
 }
 
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
 impl ArchiveCheck {
-    /// A clean verdict does not stand when the guard found content the engine skipped. Call it
-    /// after the body was streamed to the end (the engine's answer means it was).
+    /// A clean verdict does not stand when the guard found content the engine skipped; the
+    /// outcome also gets the body's SHA-256. Call it after the body was streamed to the end
+    /// (the engine's answer means it was).
     pub async fn apply(self, mut outcome: ScanOutcome) -> ScanOutcome {
-        if outcome.verdict != Verdict::Clean {
+        let clean = outcome.verdict == Verdict::Clean;
+        if !clean {
             self.cancelled.store(true, Ordering::Relaxed);
-            return outcome;
         }
         let finding = match self.guard.await {
-            Ok(finding) => finding,
+            Ok((finding, sha256)) => {
+                outcome.sha256 = sha256;
+                finding
+            }
             // The guard panicked: what it would have said is unknown, so nothing is clean.
             Err(err) => Some(ArchiveFinding::new(
                 FindingKind::Malformed,
@@ -173,6 +195,9 @@ impl ArchiveCheck {
                 format!("guard failed: {err}"),
             )),
         };
+        if !clean {
+            return outcome;
+        }
         if let Some(finding) = finding {
             tracing::warn!(
                 signature = finding.kind.signature(),

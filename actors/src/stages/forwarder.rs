@@ -62,8 +62,8 @@ const SEND_BATCH: usize = 10;
 const SEND_BATCH_BYTES: usize = 256 * 1024;
 
 /// The outbound message for a clean record: the record as received, plus the verdict, the
-/// engine and definitions that gave it (`engine`, `definitions_version`, `definitions_built_at`)
-/// and the trace context of `send` (the span of sending it).
+/// engine and definitions that gave it (`engine`, `definitions_version`, `definitions_built_at`),
+/// the object's `sha256`, and the trace context of `send` (the span of sending it).
 fn clean_message(job: &RecordJob, outcome: &ScanOutcome, send: &Span) -> OutboundMessage {
     let mut attributes = vec![("verdict".to_owned(), "clean".to_owned())];
     if let Some(engine) = &outcome.engine {
@@ -72,6 +72,9 @@ fn clean_message(job: &RecordJob, outcome: &ScanOutcome, send: &Span) -> Outboun
     if let Some(definitions) = &outcome.definitions {
         attributes.push(("definitions_version".to_owned(), definitions.version.to_string()));
         attributes.push(("definitions_built_at".to_owned(), definitions.built_at_rfc3339()));
+    }
+    if let Some(sha256) = &outcome.sha256 {
+        attributes.push(("sha256".to_owned(), sha256.clone()));
     }
     attributes.extend(job.trace.propagate(send));
     OutboundMessage {

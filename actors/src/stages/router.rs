@@ -119,6 +119,7 @@ pub(crate) fn route(
             },
             engine: None,
             definitions: None,
+            sha256: None,
         }),
         Ok(Inspection::Gone) => Route::CheckQuarantined,
         Err(err) => Route::Retry {
@@ -267,6 +268,7 @@ mod tests {
             verdict,
             engine: Some("e".into()),
             definitions,
+            sha256: None,
         }))
     }
 

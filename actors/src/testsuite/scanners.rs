@@ -99,6 +99,7 @@ impl ScanSession for PatternSession {
             } else {
                 fresh_definitions()
             }),
+            sha256: None,
         })
     }
 
@@ -140,6 +141,7 @@ impl ScanSession for NullSession {
             verdict: Verdict::Clean,
             engine: None,
             definitions: Some(fresh_definitions()),
+            sha256: None,
         })
     }
 

@@ -434,6 +434,7 @@ async fn a_clean_verdict_does_not_stand_when_the_streamed_guard_found_something(
         verdict: Verdict::Clean,
         engine: None,
         definitions: None,
+        sha256: None,
     };
     let drain = |mut body: ObjectBody| async move { while body.chunks.next().await.is_some() {} };
     let (guarded, check) = check_while_streaming(body(zip_of(&over_limit())), LIMITS);
@@ -446,4 +447,46 @@ async fn a_clean_verdict_does_not_stand_when_the_streamed_guard_found_something(
     let (guarded, check) = check_while_streaming(body(zip_of(b"fine")), LIMITS);
     drain(guarded).await;
     assert_eq!(check.apply(clean).await.verdict, Verdict::Clean);
+}
+
+#[tokio::test]
+async fn the_sha256_of_the_whole_body_comes_with_every_verdict_and_never_of_a_part() {
+    use futures::StreamExt;
+    use sha2::Digest;
+    let body = |bytes: &[u8], content_length: u64| ObjectBody {
+        content_length,
+        chunks: futures::stream::iter(
+            bytes
+                .chunks(1000)
+                .map(|c| Ok(bytes::Bytes::copy_from_slice(c)))
+                .collect::<Vec<_>>(),
+        )
+        .boxed(),
+    };
+    let outcome = |verdict| ScanOutcome {
+        verdict,
+        engine: None,
+        definitions: None,
+        sha256: None,
+    };
+    let drain = |mut body: ObjectBody| async move { while body.chunks.next().await.is_some() {} };
+    // Over the guard's member limit, so the guard stops early: the digest still covers it all.
+    let bytes = zip_of(&over_limit());
+    let expected: String = sha2::Sha256::digest(&bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    for verdict in [Verdict::Clean, Verdict::Infected { signature: "x".into() }] {
+        let (guarded, check) = check_while_streaming(body(&bytes, bytes.len() as u64), LIMITS);
+        drain(guarded).await;
+        assert_eq!(
+            check.apply(outcome(verdict)).await.sha256.as_deref(),
+            Some(expected.as_str())
+        );
+    }
+    // A body cut short (what clamd's stream limit does) has no digest.
+    let (guarded, check) = check_while_streaming(body(&bytes[..5000], bytes.len() as u64), LIMITS);
+    drain(guarded).await;
+    let infected = Verdict::Infected { signature: "x".into() };
+    assert_eq!(check.apply(outcome(infected)).await.sha256, None);
 }

@@ -23,8 +23,9 @@ pub(crate) enum ForwarderMsg {
     Forward {
         /// The record, with its ticket.
         job: RecordJob,
-        /// clamd's clean verdict: its VERSION line and definitions become attributes.
-        outcome: ScanOutcome,
+        /// clamd's clean verdict: its VERSION line, definitions and digest become attributes
+        /// (boxed: the largest part of the message).
+        outcome: Box<ScanOutcome>,
     },
     /// The invalid records of one message (or the whole message): its raw body is kept once, for
     /// inspection, when a rejected queue exists.
@@ -299,7 +300,7 @@ impl Actor for Forwarder {
         state: &mut ForwarderState,
     ) -> Result<(), ActorProcessingErr> {
         match message {
-            ForwarderMsg::Forward { job, outcome } => state.forward(job, outcome).await,
+            ForwarderMsg::Forward { job, outcome } => state.forward(job, *outcome).await,
             ForwarderMsg::Flush => {
                 state.flush_scheduled = false;
                 state.flush().await;

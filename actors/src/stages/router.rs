@@ -186,7 +186,10 @@ impl RouterState {
             }
             Route::Forward(outcome) if job.policy.forward_clean => {
                 tracing::info!(bucket = %object.bucket, key = %object.key, message_id = job.ticket.message_id(), "clean; forwarding");
-                let _ = self.arguments.forwarder.send(ForwarderMsg::Forward { job, outcome });
+                let _ = self.arguments.forwarder.send(ForwarderMsg::Forward {
+                    job,
+                    outcome: Box::new(outcome),
+                });
             }
             Route::Forward(_) => {
                 tracing::info!(bucket = %object.bucket, key = %object.key, message_id = job.ticket.message_id(), "clean; the policy forwards nothing");

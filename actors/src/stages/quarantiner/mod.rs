@@ -203,7 +203,10 @@ impl Actor for Quarantiner {
                 match tagged {
                     Ok(()) if job.policy.forward_clean => {
                         if let Err(ForwarderMsg::Forward { job, .. }) =
-                            state.arguments.forwarder.send(ForwarderMsg::Forward { job, outcome })
+                            state.arguments.forwarder.send(ForwarderMsg::Forward {
+                                job,
+                                outcome: Box::new(outcome),
+                            })
                         {
                             job.ticket.retry(RetryCause::Restart, "forwarder is restarting");
                         }

@@ -17,6 +17,7 @@ use std::cell::Cell;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use avscan_actors::allow_list::AllowListHandle;
 use avscan_actors::definitions::ReceiveGate;
 use avscan_actors::ports::{MessageSink, Notifier, ObjectStore, ScanEngine};
 use avscan_actors::testsuite::{s3_event, MemoryNotifier, MemoryQueue, MemorySink, MemoryStore, NullScanner};
@@ -69,6 +70,7 @@ impl Bench {
             notifier: Arc::new(MemoryNotifier::default()) as Arc<dyn Notifier>,
             scanner,
             receive_gate: ReceiveGate::always_open(),
+            allow_list: AllowListHandle::empty(),
         };
         let pipeline = Pipeline::start(config, ports).await.expect("pipeline");
         Bench {

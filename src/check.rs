@@ -117,6 +117,13 @@ pub async fn check(settings: &Settings) -> bool {
         }
     }
 
+    if let Some(source) = &settings.allow_list {
+        let loaded = crate::allow_list::load(source, &s3).await;
+        report(line(format!("allow-list ALLOW_LIST={source}"), loaded, |list| {
+            format!("{} entries", list.len())
+        }));
+    }
+
     let sns = aws::sns_client(&sdk, &settings.sns);
     let found = sns
         .get_topic_attributes()

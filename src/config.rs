@@ -204,6 +204,13 @@ pub struct ConfigArgs {
     /// Seconds between two looks at clamd's definitions (version, age, reloads).
     #[arg(long, env = "DEFINITIONS_CHECK_INTERVAL", default_value_t = defaults::DEFINITIONS_CHECK_INTERVAL_SECS, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub definitions_check_interval: u64,
+    /// The false-positive allow-list: a file, or an S3 object `s3://bucket/key`; entries
+    /// `sha256 <hex> # why` and `signature <name> # why`. Reloaded without a restart.
+    #[arg(long, env = "ALLOW_LIST")]
+    pub allow_list: Option<crate::allow_list::Source>,
+    /// Seconds between two reads of ALLOW_LIST.
+    #[arg(long, env = "ALLOW_LIST_RELOAD_INTERVAL", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub allow_list_reload_interval: u64,
     /// Address of the operations endpoint (`/healthz`, `/readyz`); port 0 picks a free one.
     #[arg(long, env = "OPS_ADDRESS", default_value = "0.0.0.0:9090")]
     pub ops_address: std::net::SocketAddr,
@@ -267,6 +274,9 @@ pub struct Settings {
     pub definitions_check_interval: Duration,
     /// AVSCAN_POLICY, when the policies come from a file.
     pub policy_file: Option<std::path::PathBuf>,
+    /// ALLOW_LIST, when set.
+    pub allow_list: Option<crate::allow_list::Source>,
+    pub allow_list_reload_interval: Duration,
 }
 
 fn required(value: &Option<String>, variable: &'static str) -> Result<String, ConfigError> {
@@ -435,6 +445,8 @@ impl ConfigArgs {
             ops_address: self.ops_address,
             definitions_check_interval: Duration::from_secs(self.definitions_check_interval),
             policy_file: self.avscan_policy.clone(),
+            allow_list: self.allow_list.clone(),
+            allow_list_reload_interval: Duration::from_secs(self.allow_list_reload_interval),
         })
     }
 }

@@ -11,6 +11,7 @@
 //!   definitions (metrics, the receive gate);
 //! - [`check`]: `avscan check`; [`scan`]: `avscan scan`.
 
+pub mod allow_list;
 pub mod aws;
 pub mod check;
 pub mod clamd;

@@ -7,10 +7,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use avscan_actors::allow_list::AllowListHandle;
 use avscan_actors::definitions::{DefinitionsPolicy, ReceiveGate};
 use avscan_actors::{Pipeline, PipelinePorts};
 use aws_config::SdkConfig;
 
+use crate::allow_list::AllowListWatch;
 use crate::config::Settings;
 use crate::definitions::DefinitionsWatch;
 use crate::{aws, clamd, definitions, limits, ops};
@@ -33,6 +35,8 @@ pub enum RunError {
         address: std::net::SocketAddr,
         detail: String,
     },
+    #[error("ALLOW_LIST: {0}")]
+    AllowList(#[from] crate::allow_list::LoadError),
     #[error("pipeline failed to start: {0}")]
     Start(String),
     #[error("pipeline stopped: {0}")]
@@ -45,6 +49,7 @@ async fn ports(
     sdk: &SdkConfig,
     clamd: &clamd::Clamd,
     receive_gate: ReceiveGate,
+    allow_list: AllowListHandle,
 ) -> Result<PipelinePorts, RunError> {
     let sqs = aws::sqs_client(sdk, &settings.sqs, settings.wait_time);
     let inbound_url = aws::queue_url(&sqs, &settings.inbound_queue).await?;
@@ -72,6 +77,7 @@ async fn ports(
         }),
         scanner: Arc::new(clamd.clone()),
         receive_gate,
+        allow_list,
     };
     Ok(ports)
 }
@@ -131,7 +137,16 @@ async fn start(
     clamd: &clamd::Clamd,
     mut watch: DefinitionsWatch,
 ) -> Result<Pipeline, RunError> {
-    let ports = ports(settings, sdk, clamd, watch.gate()).await?;
+    let allow_list = match &settings.allow_list {
+        Some(source) => {
+            let watch = AllowListWatch::start(source.clone(), aws::s3_client(sdk, &settings.s3)).await?;
+            let handle = watch.handle();
+            watch.spawn(settings.allow_list_reload_interval);
+            handle
+        }
+        None => AllowListHandle::empty(),
+    };
+    let ports = ports(settings, sdk, clamd, watch.gate(), allow_list).await?;
     clamd
         .wait_ready(settings.clamd_ready_timeout)
         .await

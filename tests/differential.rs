@@ -109,6 +109,7 @@ async fn scan_through_guard(
         engine: outcome.engine.clone(),
         definitions: outcome.definitions,
         sha256: None,
+        allowed_by: None,
     };
     let judged = archive_check.apply(probe).await.verdict;
     let guard_flagged = judged != Verdict::Clean;

@@ -237,3 +237,56 @@ async fn a_policy_file_with_mistakes_gives_one_line_per_mistake_and_exit_2() {
     }
     assert!(log.contains("has 3 mistakes"), "{log}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_allow_listed_eicar_is_forwarded_and_logged_until_the_list_is_reloaded_without_it() {
+    let env = TestEnv::new(false).await;
+    let list = std::env::temp_dir().join(format!("avscan-allow-{}.txt", uuid::Uuid::new_v4().simple()));
+    std::fs::write(
+        &list,
+        format!("sha256 {}  # QA uploads EICAR on purpose\n", sha256_hex(EICAR)),
+    )
+    .unwrap();
+    let mut variables = env.avscan_env();
+    variables.insert("ALLOW_LIST".into(), list.display().to_string());
+    variables.insert("ALLOW_LIST_RELOAD_INTERVAL".into(), "1".into());
+    let (code, check) = run_command(&variables, &["check"]).await;
+    assert_eq!(code, Some(0), "{check}");
+    assert!(
+        check.contains(&format!("ok   allow-list ALLOW_LIST={}: 1 entries", list.display())),
+        "{check}"
+    );
+    let avscan = Avscan::start(&variables);
+
+    upload(&env, &env.unprocessed, "guid/qa-eicar.com", EICAR).await;
+    let forwarded = env.receive(&env.validation_url, 1, WAIT).await;
+    assert_eq!(forwarded.len(), 1, "the allow-listed EICAR was not forwarded");
+    let allowed_by = forwarded[0]
+        .message_attributes()
+        .and_then(|attributes| attributes.get("allowed_by"))
+        .and_then(|value| value.string_value())
+        .unwrap_or_default()
+        .to_owned();
+    assert!(allowed_by.contains("QA uploads EICAR on purpose"), "{allowed_by}");
+    avscan
+        .wait_for_log("detection allowed by the allow-list; handled as clean", WAIT)
+        .await;
+    assert!(env.keys(&env.quarantine).await.is_empty());
+
+    // The entry is revoked: the next read (within a second) puts the new list in force.
+    std::fs::write(&list, "# nothing allowed any more\n").unwrap();
+    avscan.wait_for_log("allow-list reloaded", WAIT).await;
+    upload(&env, &env.unprocessed, "guid/qa-eicar-again.com", EICAR).await;
+    env.wait_for_object(&env.quarantine, "guid/qa-eicar-again.com.report.json", WAIT)
+        .await;
+
+    // A list with a mistake: nothing is allowed, and each mistake is logged.
+    std::fs::write(&list, format!("sha256 {}\n", sha256_hex(EICAR))).unwrap();
+    avscan.wait_for_log("allow-list mistake", WAIT).await;
+    assert!(
+        avscan.log_text().contains("line 1: no comment"),
+        "{}",
+        avscan.log_text()
+    );
+    assert_eq!(avscan.stop().await, Some(0));
+}

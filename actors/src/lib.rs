@@ -59,6 +59,7 @@
 
 #![warn(missing_docs)]
 
+pub mod allow_list;
 pub mod archive_guard;
 pub mod backoff;
 pub mod config;

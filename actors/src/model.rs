@@ -164,6 +164,9 @@ pub struct ScanOutcome {
     /// The object's SHA-256 (lowercase hex), computed while it streamed to clamd; `None` when it
     /// was not streamed whole (too large, cut by clamd's stream limit).
     pub sha256: Option<String>,
+    /// Set when an allow-list entry turned a detection into clean: the entry and the verdict it
+    /// overruled, for logs and the outbound message.
+    pub allowed_by: Option<String>,
 }
 
 /// A record on its way through the pipeline, with the obligation to finish it.

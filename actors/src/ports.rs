@@ -3,6 +3,7 @@
 //! in-memory fakes live in `testsuite` (feature `testsuite`). Every method is cancel-safe in the
 //! sense that dropping its future leaves no partial effect we rely on.
 
+use crate::allow_list::AllowListHandle;
 use crate::definitions::ReceiveGate;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -33,6 +34,8 @@ pub struct PipelinePorts {
     /// The poller receives only while this is open (the binary closes it while clamd's
     /// definitions are refused).
     pub receive_gate: ReceiveGate,
+    /// The false positives operators allowed (the binary reloads them).
+    pub allow_list: AllowListHandle,
 }
 
 /// A message as received from the inbound queue.

@@ -221,6 +221,7 @@ impl QuarantineReport {
             engine: meta(META_ENGINE).cloned(),
             definitions,
             sha256: meta(META_SHA256).cloned(),
+            allowed_by: None,
         };
         let scanned_at = meta(META_SCANNED_AT).cloned().unwrap_or_else(now_rfc3339);
         let mut report = QuarantineReport::new(record, &outcome, scanned_at, quarantine_bucket);
@@ -298,6 +299,7 @@ mod tests {
             engine: Some("ClamAV 1.4.6/27400/Sun Nov  1 10:00:00 2026".into()),
             definitions: Definitions::from_version_reply("ClamAV 1.4.6/27400/Sun Nov  1 10:00:00 2026").unwrap(),
             sha256: Some("275a021bbfb6489e54d471899f7db9d1663fc695ec2fe2a2c4538aabf651fd0f".into()),
+            allowed_by: None,
         };
         let report = QuarantineReport::new(&record, &outcome, "2026-11-29T12:00:01.000Z".into(), "quarantine");
         let value: serde_json::Value = serde_json::from_str(&report.to_json()).unwrap();

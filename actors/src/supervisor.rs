@@ -195,6 +195,7 @@ impl SupervisorState {
                     definitions: DefinitionsPolicy {
                         max_age: w.config.definitions_max_age,
                     },
+                    allow_list: w.ports.allow_list.clone(),
                 };
                 let (actor, _) = Actor::spawn_linked(None, Router, args, supervisor).await?;
                 w.addresses.router.set(actor.clone());

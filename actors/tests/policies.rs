@@ -160,3 +160,50 @@ async fn clean_objects_are_tagged_and_not_forwarded_when_the_policy_forwards_not
     assert!(world.outbound.messages().is_empty());
     pipeline.shutdown(Duration::from_secs(5)).await;
 }
+
+#[tokio::test]
+async fn an_allow_listed_detection_is_forwarded_as_clean_saying_which_entry_allowed_it() {
+    use sha2::Digest;
+    let world = FakeWorld::new(Duration::from_secs(2));
+    let allowed = [b"vendor ".as_slice(), FAKE_VIRUS].concat();
+    let digest: String = sha2::Sha256::digest(&allowed)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    world.allow_list.replace(
+        avscan_actors::allow_list::AllowList::parse(&format!("sha256 {digest} # INC-7: the vendor's installer"))
+            .unwrap(),
+    );
+    let config = config(
+        policy(Action::Quarantine, Some(REPORTS), TagMode::Off, true),
+        Vec::new(),
+    );
+    let pipeline = Pipeline::start(config, world.ports()).await.unwrap();
+    world.upload(BUCKET, "guid/installer.exe", allowed.clone());
+    world.upload(BUCKET, "guid/other.exe", [b"other ".as_slice(), FAKE_VIRUS].concat());
+    eventually("both settled", || world.inbound.is_empty()).await;
+
+    let forwarded = world.outbound.messages();
+    assert_eq!(forwarded.len(), 1);
+    assert!(forwarded[0].body.contains("guid/installer.exe"));
+    let allowed_by = forwarded[0]
+        .attributes
+        .iter()
+        .find(|(name, _)| name == "allowed_by")
+        .map(|(_, value)| value.clone())
+        .unwrap_or_default();
+    assert!(
+        allowed_by.contains("INC-7") && allowed_by.contains("overruled infected Fake.Virus"),
+        "{allowed_by}"
+    );
+    assert_eq!(
+        world.store.keys(BUCKET),
+        vec!["guid/installer.exe"],
+        "the other one was moved"
+    );
+    assert_eq!(
+        world.store.keys(REPORTS),
+        vec!["guid/other.exe", "guid/other.exe.report.json"]
+    );
+    pipeline.shutdown(Duration::from_secs(5)).await;
+}

@@ -185,6 +185,7 @@ impl ScanSession for ClamdSession {
             engine: Some(version),
             definitions,
             sha256: None,
+            allowed_by: None,
         })
     }
 

@@ -77,6 +77,9 @@ fn clean_message(job: &RecordJob, outcome: &ScanOutcome, send: &Span) -> Outboun
     if let Some(sha256) = &outcome.sha256 {
         attributes.push(("sha256".to_owned(), sha256.clone()));
     }
+    if let Some(entry) = &outcome.allowed_by {
+        attributes.push(("allowed_by".to_owned(), entry.chars().take(1024).collect()));
+    }
     attributes.extend(job.trace.propagate(send));
     OutboundMessage {
         body: job.record.outbound_body(),

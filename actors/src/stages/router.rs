@@ -9,6 +9,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 use super::forwarder::ForwarderMsg;
 use super::quarantiner::QuarantinerMsg;
 use crate::address::StageAddress;
+use crate::allow_list::{AllowList, AllowListHandle};
 use crate::definitions::DefinitionsPolicy;
 use crate::model::{QuarantineReason, RecordJob, ScanOutcome, Verdict};
 use crate::policy::TagMode;
@@ -85,6 +86,7 @@ impl Route {
     /// The route's label in `avscan_records_total`: the verdict, `gone`, or none for a retry.
     fn verdict_label(&self) -> Option<&'static str> {
         match self {
+            Route::Forward(outcome) if outcome.allowed_by.is_some() => Some("allowed"),
             Route::Forward(_) => Some(Verdict::Clean.label()),
             Route::Quarantine(outcome) => Some(outcome.verdict.label()),
             Route::CheckQuarantined => Some("gone"),
@@ -93,14 +95,30 @@ impl Route {
     }
 }
 
-/// The one place that maps an inspection (or its failure) to a route. A clean verdict of
-/// definitions `policy` refuses at `now` (too old, or of unknown age) is no verdict: retried.
-/// Infected and unscannable stand whatever the definitions' age.
+/// The one place that maps an inspection (or its failure) to a route. A detection an entry of
+/// `allow_list` covers becomes clean (`allowed_by` says which entry, and what it overruled). A
+/// clean verdict of definitions `policy` refuses at `now` (too old, or of unknown age) is no
+/// verdict: retried. Infected and unscannable stand whatever the definitions' age.
 pub(crate) fn route(
     inspection: Result<Inspection, InspectError>,
     policy: &DefinitionsPolicy,
+    allow_list: &AllowList,
     now: std::time::SystemTime,
 ) -> Route {
+    let inspection = inspection.map(|inspection| match inspection {
+        Inspection::Scanned(mut outcome) => {
+            if let Some(entry) = allow_list.allowance(&outcome) {
+                let overruled = match outcome.verdict.signature() {
+                    Some(signature) => format!("{} {signature}", outcome.verdict.label()),
+                    None => outcome.verdict.label().to_owned(),
+                };
+                outcome.allowed_by = Some(format!("{entry}; overruled {overruled}"));
+                outcome.verdict = Verdict::Clean;
+            }
+            Inspection::Scanned(outcome)
+        }
+        other => other,
+    });
     match inspection {
         Ok(Inspection::Scanned(outcome)) if outcome.verdict == Verdict::Clean => {
             match policy.refusal(outcome.definitions.as_ref(), now) {
@@ -120,6 +138,7 @@ pub(crate) fn route(
             engine: None,
             definitions: None,
             sha256: None,
+            allowed_by: None,
         }),
         Ok(Inspection::Gone) => Route::CheckQuarantined,
         Err(err) => Route::Retry {
@@ -143,6 +162,8 @@ pub(crate) struct RouterArguments {
     pub(crate) quarantiner: StageAddress<QuarantinerMsg>,
     /// Which definitions may call an object clean.
     pub(crate) definitions: DefinitionsPolicy,
+    /// The false positives operators allowed, as loaded now.
+    pub(crate) allow_list: AllowListHandle,
 }
 
 /// The router's state: its arguments (it keeps nothing else).
@@ -154,7 +175,12 @@ impl RouterState {
     /// Routes one record; a failed send drops the job, and its ticket retries the message.
     fn dispatch(&self, job: RecordJob, inspection: Result<Inspection, InspectError>) {
         let object = &job.record.object;
-        let route = route(inspection, &self.arguments.definitions, std::time::SystemTime::now());
+        let route = route(
+            inspection,
+            &self.arguments.definitions,
+            &self.arguments.allow_list.current(),
+            std::time::SystemTime::now(),
+        );
         let object_span = &job.trace.span;
         let _span = tracing::info_span!(parent: object_span, "route", route = route.label()).entered();
         match &route {
@@ -175,6 +201,13 @@ impl RouterState {
         }
         if let Some(verdict) = route.verdict_label() {
             crate::metrics::count_routed(verdict);
+        }
+        if let Route::Forward(ScanOutcome {
+            allowed_by: Some(entry),
+            ..
+        }) = &route
+        {
+            tracing::warn!(bucket = %object.bucket, key = %object.key, message_id = job.ticket.message_id(), allowed_by = %entry, "detection allowed by the allow-list; handled as clean");
         }
         match route {
             Route::Forward(outcome) if job.policy.tags != TagMode::Off => {
@@ -272,6 +305,7 @@ mod tests {
             engine: Some("e".into()),
             definitions,
             sha256: None,
+            allowed_by: None,
         }))
     }
 
@@ -280,7 +314,7 @@ mod tests {
     }
 
     fn route(inspection: Result<Inspection, InspectError>) -> Route {
-        super::route(inspection, &WEEK, SystemTime::now())
+        super::route(inspection, &WEEK, &AllowList::default(), SystemTime::now())
     }
 
     #[test]
@@ -355,7 +389,12 @@ mod tests {
         let off = DefinitionsPolicy { max_age: None };
         for definitions in [Some(definitions_aged(eight_days)), None] {
             assert!(matches!(
-                super::route(scanned_by(Verdict::Clean, definitions), &off, SystemTime::now()),
+                super::route(
+                    scanned_by(Verdict::Clean, definitions),
+                    &off,
+                    &AllowList::default(),
+                    SystemTime::now()
+                ),
                 Route::Forward(_)
             ));
         }

@@ -100,6 +100,7 @@ impl ScanSession for PatternSession {
                 fresh_definitions()
             }),
             sha256: None,
+            allowed_by: None,
         })
     }
 
@@ -142,6 +143,7 @@ impl ScanSession for NullSession {
             engine: None,
             definitions: Some(fresh_definitions()),
             sha256: None,
+            allowed_by: None,
         })
     }
 

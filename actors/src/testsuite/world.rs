@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
+use crate::allow_list::{AllowList, AllowListControl, AllowListHandle};
 use crate::definitions::{ReceiveGate, ReceiveGateControl};
 
 use super::{s3_event, MemoryNotifier, MemoryQueue, MemorySink, MemoryStore, PatternScanner};
@@ -28,6 +29,8 @@ pub struct FakeWorld {
     pub scanner: Arc<PatternScanner>,
     /// Closes and opens the poller's receive gate (open unless a test closes it).
     pub receive_gate: Arc<ReceiveGateControl>,
+    /// Replaces the allow-list the pipeline reads (empty unless a test fills it).
+    pub allow_list: Arc<AllowListControl>,
 }
 
 impl FakeWorld {
@@ -47,6 +50,7 @@ impl FakeWorld {
             notifier: Arc::default(),
             scanner: Arc::new(scanner),
             receive_gate: Arc::new(ReceiveGate::new().0),
+            allow_list: Arc::new(AllowListHandle::new(AllowList::default()).0),
         }
     }
 
@@ -60,6 +64,7 @@ impl FakeWorld {
             notifier: self.notifier.clone(),
             scanner: self.scanner.clone(),
             receive_gate: self.receive_gate.gate(),
+            allow_list: self.allow_list.handle(),
         }
     }
 

@@ -435,6 +435,7 @@ async fn a_clean_verdict_does_not_stand_when_the_streamed_guard_found_something(
         engine: None,
         definitions: None,
         sha256: None,
+        allowed_by: None,
     };
     let drain = |mut body: ObjectBody| async move { while body.chunks.next().await.is_some() {} };
     let (guarded, check) = check_while_streaming(body(zip_of(&over_limit())), LIMITS);
@@ -468,6 +469,7 @@ async fn the_sha256_of_the_whole_body_comes_with_every_verdict_and_never_of_a_pa
         engine: None,
         definitions: None,
         sha256: None,
+        allowed_by: None,
     };
     let drain = |mut body: ObjectBody| async move { while body.chunks.next().await.is_some() {} };
     // Over the guard's member limit, so the guard stops early: the digest still covers it all.

@@ -37,6 +37,11 @@ install_tools() {
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends clamav clamav-freshclam faketime prometheus >/dev/null
+    # Only their tools are wanted: on a machine with systemd the packages start a Prometheus on
+    # :9090 (avscan's OPS_ADDRESS) and a freshclam daemon fetching from the internet.
+    if command -v systemctl >/dev/null 2>&1; then
+        systemctl disable --now prometheus prometheus-node-exporter clamav-freshclam >/dev/null 2>&1 || true
+    fi
 }
 
 # The local stack's definitions, as a deployment gets them: the project's signature files, plus a
@@ -105,7 +110,8 @@ start_clamd() {
         "$repo/compose/clamav/clamd.conf" > "$state/clamd.conf"
     local clamd_bin
     clamd_bin=$(command -v clamd || echo /usr/sbin/clamd)
-    "$clamd_bin" --config-file="$state/clamd.conf"
+    # clamd prints its definitions' build time in its own time zone, which avscan reads as UTC.
+    TZ=UTC "$clamd_bin" --config-file="$state/clamd.conf"
     for _ in $(seq 1 100); do
         clamd_ping && return
         sleep 0.2

@@ -3,9 +3,9 @@
 //! without a restart. The format and what an entry allows: `avscan_actors::allow_list`.
 //!
 //! At start-up a list that cannot be read or has mistakes stops avscan (one line per mistake).
-//! On a reload, a list with mistakes is replaced by an empty one (fail closed: nothing is
-//! allowed that the operator may have meant to revoke) and every mistake is logged; a list that
-//! cannot be read (S3 unreachable) stays as it was, with one warning.
+//! On a reload, a list that has mistakes, is gone or cannot be read is replaced by an empty one
+//! (fail closed: deleting the list revokes it, and nothing stays allowed that the operator may
+//! have meant to revoke), logged once per change; the next good read puts it back.
 //!
 //! Metrics: `avscan_allow_list_entries` (in force), `avscan_allow_list_valid` (0 while the last
 //! read had mistakes).
@@ -146,9 +146,13 @@ impl AllowListWatch {
             Ok(text) => text,
             Err(err) => {
                 if !self.unreadable_logged {
-                    tracing::warn!(error = %err, "could not read the allow-list; the last one stays in force");
+                    tracing::error!(error = %err, "could not read the allow-list: nothing is allowed until it can be read again");
                     self.unreadable_logged = true;
                 }
+                gauge!(ENTRIES).set(0.0);
+                gauge!(VALID).set(0.0);
+                self.control.replace(AllowList::default());
+                self.last_text = None;
                 return;
             }
         };

@@ -66,7 +66,7 @@ pub async fn check(settings: &Settings) -> bool {
             report(definitions_line(&clamd, settings).await);
             let expected = limits::Expected {
                 member_limit: settings.clamd_max_file_size,
-                max_file_size: settings.pipeline.max_file_size,
+                max_file_size: settings.stream_limit,
             };
             for (setting, finding) in limits::prove(&clamd, &expected).await.findings {
                 report(Line {

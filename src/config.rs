@@ -276,6 +276,8 @@ pub struct Settings {
     pub policy_file: Option<std::path::PathBuf>,
     /// ALLOW_LIST, when set.
     pub allow_list: Option<crate::allow_list::Source>,
+    /// Bytes: the largest object any policy scans; clamd's StreamMaxLength must admit it.
+    pub stream_limit: u64,
     pub allow_list_reload_interval: Duration,
 }
 
@@ -386,13 +388,14 @@ impl ConfigArgs {
         // long its scan takes, so the old worker's 30 s visibility works with every default.
         let clamd_timeout = Duration::from_secs(self.clamd_timeout);
         let clamd_max_file_size = self.clamd_max_file_size.map(|mb| mb.saturating_mul(MIB));
-        // clamd must admit the largest object any policy lets through.
-        let max_file_size = policies
+        // clamd must admit the largest object any policy lets through; a policy without a limit
+        // of its own has MAX_FILE_SIZE.
+        let stream_limit = policies
             .all()
             .filter_map(|policy| policy.max_file_size)
             .fold(self.max_file_size.saturating_mul(MIB), u64::max);
         let mut pipeline = PipelineConfig::with_policies(policies);
-        pipeline.max_file_size = max_file_size;
+        pipeline.max_file_size = self.max_file_size.saturating_mul(MIB);
         // Replaced at start-up by the MaxFileSize verified (or discovered) on clamd.
         pipeline.archive_member_limit = clamd_max_file_size.unwrap_or(pipeline.archive_member_limit);
         pipeline.archive_inflate_budget = self.clamd_max_scan_size.saturating_mul(MIB);
@@ -446,6 +449,7 @@ impl ConfigArgs {
             definitions_check_interval: Duration::from_secs(self.definitions_check_interval),
             policy_file: self.avscan_policy.clone(),
             allow_list: self.allow_list.clone(),
+            stream_limit,
             allow_list_reload_interval: Duration::from_secs(self.allow_list_reload_interval),
         })
     }

@@ -7,8 +7,8 @@
 //! is covered too.
 //!
 //! Metrics (set here, rendered on `/metrics`):
-//! - `avscan_definitions_version`: the daily database's version (absent: none named yet);
-//! - `avscan_definitions_age_seconds`: its age at the last look;
+//! - `avscan_definitions_version`: the daily database's version (NaN while clamd names none);
+//! - `avscan_definitions_age_seconds`: its age at the last look (NaN while clamd names none);
 //! - `avscan_definitions_max_age_seconds`: `DEFINITIONS_MAX_AGE` (0: no check);
 //! - `avscan_definitions_known`: 1 when clamd names a daily database, 0 when it does not
 //!   (custom databases only) or its reply is not understood;
@@ -171,9 +171,16 @@ impl DefinitionsWatch {
         }
         gauge!(MAX_AGE).set(self.policy.max_age.unwrap_or_default().as_secs_f64());
         gauge!(KNOWN).set(if named.definitions().is_some() { 1.0 } else { 0.0 });
-        if let Some(definitions) = named.definitions() {
-            gauge!(VERSION).set(definitions.version as f64);
-            gauge!(AGE).set(definitions.age(now).as_secs_f64());
+        match named.definitions() {
+            Some(definitions) => {
+                gauge!(VERSION).set(definitions.version as f64);
+                gauge!(AGE).set(definitions.age(now).as_secs_f64());
+            }
+            // Unknown, not the last value: an alert on the age must not read a frozen one.
+            None => {
+                gauge!(VERSION).set(f64::NAN);
+                gauge!(AGE).set(f64::NAN);
+            }
         }
         match named.refusal(&self.policy, now) {
             Some(reason) => {

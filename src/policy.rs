@@ -73,9 +73,12 @@ pub fn parse(text: &str) -> Result<Policies, Vec<String>> {
             continue;
         };
         let name = match entry.get("name") {
-            Some(Value::String(name)) if !name.trim().is_empty() => name.clone(),
-            Some(_) => {
-                mistakes.push(format!("bucket {}: `name` must be a bucket name", index + 1));
+            Some(Value::String(name)) if is_bucket_name(name) => name.clone(),
+            Some(value) => {
+                mistakes.push(format!(
+                    "bucket {}: name {value} is not an S3 bucket name (3-63 of a-z 0-9 . -; not an ARN or s3:// URL)",
+                    index + 1
+                ));
                 continue;
             }
             None => {
@@ -113,10 +116,10 @@ pub fn parse(text: &str) -> Result<Policies, Vec<String>> {
                 continue;
             };
             let prefix = match entry.get("prefix") {
-                Some(Value::String(prefix)) if !prefix.is_empty() => prefix.clone(),
+                Some(Value::String(prefix)) if !prefix.is_empty() && !prefix.starts_with('/') => prefix.clone(),
                 _ => {
                     mistakes.push(format!(
-                        "{at} prefix {}: `prefix` must be a non-empty string",
+                        "{at} prefix {}: `prefix` must be a non-empty key prefix, not starting with / (keys do not)",
                         index + 1
                     ));
                     continue;
@@ -157,6 +160,18 @@ pub fn parse(text: &str) -> Result<Policies, Vec<String>> {
         mistakes.dedup();
         Err(mistakes)
     }
+}
+
+/// S3's rules for a bucket name: 3 to 63 of lowercase letters, digits, dots and hyphens,
+/// beginning and ending with a letter or digit.
+fn is_bucket_name(name: &str) -> bool {
+    let bytes = name.as_bytes();
+    (3..=63).contains(&bytes.len())
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'.' || *b == b'-')
+        && bytes[0].is_ascii_alphanumeric()
+        && bytes[bytes.len() - 1].is_ascii_alphanumeric()
 }
 
 fn unknown_keys(table: &Table, known: &[&str], at: &str, mistakes: &mut Vec<String>) {
@@ -201,7 +216,7 @@ fn policy_of(table: &Table, inherited: Option<&Policy>, at: &str, mistakes: &mut
     }
     let quarantine_bucket = match table.get("quarantine_bucket") {
         None => inherited.and_then(|policy| policy.quarantine_bucket.clone()),
-        Some(Value::String(bucket)) if !bucket.trim().is_empty() => Some(bucket.clone()),
+        Some(Value::String(bucket)) if is_bucket_name(bucket) => Some(bucket.clone()),
         Some(value) => {
             mistakes.push(format!("{at}: quarantine_bucket {value} is not a bucket name"));
             None
@@ -281,8 +296,8 @@ mod tests {
 
     #[test]
     fn action_tag_tags_with_avscans_tags_unless_told_otherwise() {
-        let policies = parse("[[bucket]]\nname = \"b\"\naction = \"tag\"\n").unwrap();
-        assert_eq!(policies.for_object("b", "g/f").unwrap().tags, TagMode::Avscan);
+        let policies = parse("[[bucket]]\nname = \"bkt\"\naction = \"tag\"\n").unwrap();
+        assert_eq!(policies.for_object("bkt", "g/f").unwrap().tags, TagMode::Avscan);
     }
 
     #[test]
@@ -328,7 +343,7 @@ mod tests {
             "bucket 3: no `name`",
             "bucket \"plain\": action \"quarantine\" needs a quarantine_bucket",
             "bucket \"tagged\": action \"tag\" with tags \"off\" would leave no trace on the object",
-            "bucket \"tagged\" prefix 1: `prefix` must be a non-empty string",
+            "bucket \"tagged\" prefix 1: `prefix` must be a non-empty key prefix",
         ];
         for line in expected {
             assert!(
@@ -338,10 +353,14 @@ mod tests {
         }
         assert_eq!(mistakes.len(), expected.len(), "{mistakes:#?}");
         assert_eq!(
-            parse("[[bucket]]\nname = \"a\"\nquarantine_bucket = \"b\"\n[[bucket]]\nname = \"b\"\nquarantine_bucket = \"c\"\n")
+            parse("[[bucket]]\nname = \"aaa\"\nquarantine_bucket = \"bbb\"\n[[bucket]]\nname = \"bbb\"\nquarantine_bucket = \"ccc\"\n")
                 .unwrap_err(),
-            ["bucket \"a\": quarantine_bucket \"b\" is a source bucket: its reports would be scanned"]
+            ["bucket \"aaa\": quarantine_bucket \"bbb\" is a source bucket: its reports would be scanned"]
         );
         assert!(parse("not toml [").unwrap_err()[0].starts_with("not TOML"));
+        let arn = parse("[[bucket]]\nname = \"arn:aws:s3:::uploads\"\nquarantine_bucket = \"q-bucket\"\n").unwrap_err();
+        assert!(arn[0].contains("is not an S3 bucket name"), "{arn:?}");
+        let slash = parse("[[bucket]]\nname = \"uploads\"\nquarantine_bucket = \"q-bucket\"\n[[bucket.prefix]]\nprefix = \"/public/\"\n").unwrap_err();
+        assert!(slash[0].contains("not starting with /"), "{slash:?}");
     }
 }

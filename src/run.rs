@@ -165,7 +165,7 @@ async fn start(
     tracing::info!(address = %settings.clamd_address, %version, "clamd answers; proving its configuration");
     let expected = limits::Expected {
         member_limit: settings.clamd_max_file_size,
-        max_file_size: settings.pipeline.max_file_size,
+        max_file_size: settings.stream_limit,
     };
     // A clamd that cannot finish a scan is not ready either: keep trying until the ready
     // timeout. Only a definite wrong answer stops avscan at once.

@@ -288,5 +288,18 @@ async fn an_allow_listed_eicar_is_forwarded_and_logged_until_the_list_is_reloade
         "{}",
         avscan.log_text()
     );
+    upload(&env, &env.unprocessed, "guid/qa-eicar-third.com", EICAR).await;
+    env.wait_for_object(&env.quarantine, "guid/qa-eicar-third.com.report.json", WAIT)
+        .await;
+    // Deleting the list revokes it too.
+    std::fs::write(&list, format!("sha256 {}  # back\n", sha256_hex(EICAR))).unwrap();
+    avscan.wait_for_log("allow-list reloaded", WAIT).await;
+    std::fs::remove_file(&list).unwrap();
+    avscan
+        .wait_for_log("could not read the allow-list: nothing is allowed", WAIT)
+        .await;
+    upload(&env, &env.unprocessed, "guid/qa-eicar-fourth.com", EICAR).await;
+    env.wait_for_object(&env.quarantine, "guid/qa-eicar-fourth.com.report.json", WAIT)
+        .await;
     assert_eq!(avscan.stop().await, Some(0));
 }

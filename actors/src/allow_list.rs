@@ -1,18 +1,20 @@
-//! False positives: an [`AllowList`] of exact objects (their SHA-256) and of signature names an
-//! operator has judged harmless, each entry with the reason written beside it. The router turns
-//! a detection they cover into clean, logged with the entry, and the outbound message says so
+//! False positives: an [`AllowList`] of exact objects (their SHA-256) an operator has judged
+//! harmless, each entry with the reason written beside it. The router turns a detection of such
+//! an object into clean, logged with the entry, and the outbound message says so
 //! (`allowed_by`). The binary reads the list from a file or an S3 object and reloads it without
 //! a restart; the pipeline reads the latest through an [`AllowListHandle`].
 //!
 //! ```text
 //! # one entry per line; a comment after `#` on every entry says why
 //! sha256 275a021bbfb6489e54d471899f7db9d1663fc695ec2fe2a2c4538aabf651fd0f  # INC-1234: our installer
-//! signature Win.Test.EICAR_HDB-1  # the QA team uploads EICAR on purpose
 //! ```
 //!
-//! A signature that says the object was not scanned whole (clamd's `Heuristics.Limits.*` and
-//! `Heuristics.Encrypted.*`, the archive guard's `Avscan.*`) cannot be ignored by name: that
-//! would pass unscanned content. Allow the exact object by its SHA-256 instead.
+//! Signatures cannot be allowed by name here. clamd reports a stream's first match only, and
+//! holds back its "not scanned whole" alerts when a signature matched, so a detection says
+//! nothing of the rest of the object: a zip holding EICAR first and real malware second answers
+//! EICAR. Ignoring the name after the fact would pass the rest unscanned. A signature is
+//! ignored where clamd goes on scanning past it: an `.ign2` file in clamd's database directory
+//! (README, False positives).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -21,16 +23,11 @@ use tokio::sync::watch;
 
 use crate::model::{ScanOutcome, Verdict};
 
-/// Signatures that mean "not scanned whole", never "a false positive".
-const NOT_SCANNED: [&str; 3] = ["Heuristics.Limits.", "Heuristics.Encrypted.", "Avscan."];
-
 /// The entries in force.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AllowList {
     /// SHA-256 (lowercase hex) → why.
     sha256: HashMap<String, String>,
-    /// Signature name → why.
-    signatures: HashMap<String, String>,
 }
 
 impl AllowList {
@@ -62,18 +59,10 @@ impl AllowList {
                         mistakes.push(format!("line {number}: {hex:?} is not a SHA-256 (64 hex digits)"));
                     }
                 }
-                (Some("signature"), Some(name), None) => {
-                    if NOT_SCANNED.iter().any(|prefix| name.starts_with(prefix)) {
-                        mistakes.push(format!(
-                            "line {number}: {name} says the object was not scanned whole, not that it is harmless: allow its sha256 instead"
-                        ));
-                    } else {
-                        list.signatures.insert(name.to_owned(), comment.to_owned());
-                    }
-                }
-                _ => mistakes.push(format!(
-                    "line {number}: expected `sha256 <hex>` or `signature <name>`, then `# why`"
+                (Some("signature"), Some(name), None) => mistakes.push(format!(
+                    "line {number}: signature {name}: clamd reports a stream's first match only, so ignoring it here would pass whatever else the object holds unscanned; ignore it in clamd (an .ign2 file in its database directory) or allow the object's sha256"
                 )),
+                _ => mistakes.push(format!("line {number}: expected `sha256 <hex>`, then `# why`")),
             }
         }
         if mistakes.is_empty() {
@@ -85,7 +74,7 @@ impl AllowList {
 
     /// Entries in force.
     pub fn len(&self) -> usize {
-        self.sha256.len() + self.signatures.len()
+        self.sha256.len()
     }
 
     /// Whether the list has no entries.
@@ -93,25 +82,14 @@ impl AllowList {
         self.len() == 0
     }
 
-    /// The entry that allows an object judged as `outcome`, described for logs and messages:
-    /// its SHA-256 (whatever the verdict), or an infected verdict's signature.
+    /// The entry that allows an object judged as `outcome` (by its SHA-256, whatever the
+    /// verdict: the operator vouched for these exact bytes), described for logs and messages.
     pub fn allowance(&self, outcome: &ScanOutcome) -> Option<String> {
         if outcome.verdict == Verdict::Clean {
             return None;
         }
-        if let Some(why) = outcome.sha256.as_ref().and_then(|sha256| self.sha256.get(sha256)) {
-            return Some(format!(
-                "sha256 {} ({why})",
-                outcome.sha256.as_deref().unwrap_or_default()
-            ));
-        }
-        match &outcome.verdict {
-            Verdict::Infected { signature } => self
-                .signatures
-                .get(signature)
-                .map(|why| format!("signature {signature} ({why})")),
-            _ => None,
-        }
+        let sha256 = outcome.sha256.as_ref()?;
+        self.sha256.get(sha256).map(|why| format!("sha256 {sha256} ({why})"))
     }
 }
 
@@ -177,13 +155,13 @@ mod tests {
     }
 
     #[test]
-    fn entries_allow_exact_objects_and_named_signatures_only() {
+    fn entries_allow_exact_objects_only() {
         let list = AllowList::parse(&format!(
-            "# the QA team's list\n\nsha256 {}  # INC-1: our installer\nsignature Win.Test.EICAR_HDB-1 # QA uploads EICAR\n",
+            "# the QA team's list\n\nsha256 {}  # INC-1: our installer\n",
             EICAR_SHA256.to_ascii_uppercase()
         ))
         .unwrap();
-        assert_eq!(list.len(), 2);
+        assert_eq!(list.len(), 1);
         let other = "0".repeat(64);
         let unscannable = Verdict::Unscannable {
             reason: QuarantineReason::Unscannable,
@@ -195,41 +173,37 @@ mod tests {
             Some(format!("sha256 {EICAR_SHA256} (INC-1: our installer)"))
         );
         assert_eq!(list.allowance(&outcome(unscannable, Some(&other))), None);
-        // By signature, an infected verdict only.
         let eicar = Verdict::Infected {
             signature: "Win.Test.EICAR_HDB-1".into(),
         };
+        assert_eq!(list.allowance(&outcome(eicar.clone(), Some(&other))), None);
         assert_eq!(
-            list.allowance(&outcome(eicar, Some(&other))).as_deref(),
-            Some("signature Win.Test.EICAR_HDB-1 (QA uploads EICAR)")
+            list.allowance(&outcome(eicar, None)),
+            None,
+            "no digest (too large): never allowed"
         );
-        let virus = Verdict::Infected {
-            signature: "Win.Trojan.Real".into(),
-        };
-        assert_eq!(list.allowance(&outcome(virus, None)), None);
         assert_eq!(list.allowance(&outcome(Verdict::Clean, Some(EICAR_SHA256))), None);
     }
 
     #[test]
-    fn every_mistake_is_a_line_and_not_scanned_signatures_cannot_be_ignored() {
-        let mistakes = AllowList::parse(
-            "sha256 abc # short\nsignature Eicar\nsignature Heuristics.Limits.Exceeded.MaxFileSize # too big\nallow everything # please\nsignature Avscan.Archive.TooDeep # deep\n",
-        )
+    fn every_mistake_is_a_line_and_signatures_are_refused() {
+        let mistakes = AllowList::parse(&format!(
+            "sha256 abc # short\nsha256 {EICAR_SHA256}\nsignature Win.Test.EICAR_HDB-1 # QA uploads EICAR\nallow everything # please\n"
+        ))
         .unwrap_err();
-        assert_eq!(mistakes.len(), 5, "{mistakes:#?}");
+        assert_eq!(mistakes.len(), 4, "{mistakes:#?}");
         assert!(mistakes[0].starts_with("line 1: \"abc\" is not a SHA-256"));
         assert!(mistakes[1].starts_with("line 2: no comment"));
         assert!(mistakes[2]
-            .starts_with("line 3: Heuristics.Limits.Exceeded.MaxFileSize says the object was not scanned whole"));
+            .starts_with("line 3: signature Win.Test.EICAR_HDB-1: clamd reports a stream's first match only"));
         assert!(mistakes[3].starts_with("line 4: expected"));
-        assert!(mistakes[4].starts_with("line 5: Avscan.Archive.TooDeep"));
     }
 
     #[test]
     fn a_handle_sees_the_list_its_control_put_in_force() {
         let (control, handle) = AllowListHandle::new(AllowList::default());
         assert!(handle.current().is_empty());
-        control.replace(AllowList::parse("signature X # why").unwrap());
+        control.replace(AllowList::parse(&format!("sha256 {EICAR_SHA256} # why")).unwrap());
         assert_eq!(handle.current().len(), 1);
         assert_eq!(control.handle().current().len(), 1);
     }

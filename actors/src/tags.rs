@@ -111,6 +111,14 @@ pub fn merge(
     Ok(merged)
 }
 
+/// Whether `tags` say clean in either mode.
+pub fn says_clean(tags: &[(String, String)]) -> bool {
+    tags.iter().any(|(key, value)| {
+        (key == STATUS && value == status(&Verdict::Clean))
+            || (key == GUARDDUTY_STATUS && value == guardduty_status(&Verdict::Clean))
+    })
+}
+
 /// The object's tags without any of avscan's.
 pub fn without_ours(existing: &[(String, String)]) -> Vec<(String, String)> {
     existing

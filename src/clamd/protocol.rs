@@ -159,6 +159,31 @@ impl Replies {
         with_timeout(limit, "reading reply", read).await
     }
 
+    /// Waits until the next reply has begun to arrive (at least one byte of it is here), for at
+    /// most `limit`; reads nothing more.
+    pub(super) async fn begun(
+        &mut self,
+        stream: &mut (impl AsyncRead + Unpin),
+        limit: Duration,
+    ) -> Result<(), ScanError> {
+        if !self.pending.is_empty() {
+            return Ok(());
+        }
+        let read = async {
+            let mut buf = [0u8; 256];
+            let n = stream.read(&mut buf).await?;
+            if n == 0 {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "clamd closed the connection",
+                ));
+            }
+            self.pending.extend_from_slice(&buf[..n]);
+            Ok(())
+        };
+        with_timeout(limit, "waiting for a reply", read).await
+    }
+
     /// Whether bytes of a reply nobody asked for are waiting: the session is out of step.
     pub(super) fn has_unread(&self) -> bool {
         !self.pending.is_empty()

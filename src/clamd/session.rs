@@ -98,6 +98,12 @@ impl ClamdSession {
             self.stream.write_all(VERSION_THEN_INSTREAM),
         )
         .await?;
+        // In a session clamd writes VERSION's reply in two parts, `<id>: ` and the text, and
+        // Nagle's algorithm holds the text until the first part is acknowledged: waiting for the
+        // whole reply here would wait for our delayed ACK, 40 ms per scan (measured; 4 KiB
+        // objects ran at 0.02 of raw clamd). So the body goes out once the reply has begun (its
+        // first packet carries the ACK), and the reply is read after the body.
+        self.replies.begun(&mut self.stream, self.io_timeout).await?;
         let mut pending = BytesMut::with_capacity(self.chunk_size);
         let mut streamed: u64 = 0;
         loop {
@@ -137,9 +143,8 @@ impl ClamdSession {
         if let Err(err) = with_timeout(self.io_timeout, "ending INSTREAM", self.stream.write_all(&INSTREAM_END)).await {
             return self.reply_after_failed_write(command, err).await;
         }
-        // VERSION was answered before the stream began; clamd scans only now, for up to its
-        // MaxScanTime: the scan clock, not the stall clock.
         let version = self.version_reply(command, self.io_timeout).await?;
+        // clamd scans only now, for up to its MaxScanTime: the scan clock, not the stall clock.
         let reply = self.replies.next(&mut self.stream, self.reply_timeout).await?;
         Ok((parse_scan_reply(&reply, Some(command.instream))?, version))
     }
@@ -245,16 +250,20 @@ mod tests {
                 .await
                 .unwrap();
             let start = received.len();
+            // The scan's VERSION (command 2) is answered at once, as clamd does; its verdict
+            // (command 3) after the body and the scan.
+            let mut answered = false;
             while !received[start..].ends_with(&[0, 0, 0, 0]) {
+                if !answered && received[start..].starts_with(b"zVERSION\0zINSTREAM\0") {
+                    socket.write_all(SCAN_VERSION.as_bytes()).await.unwrap();
+                    answered = true;
+                }
                 let n = socket.read(&mut buf).await.unwrap();
                 if n == 0 {
                     break;
                 }
                 received.extend_from_slice(&buf[..n]);
             }
-            // The scan's VERSION (command 2) was answered at once, as clamd does; its verdict
-            // (command 3) comes after the scan.
-            socket.write_all(SCAN_VERSION.as_bytes()).await.unwrap();
             tokio::time::sleep(scan_time).await;
             let _ = socket.write_all(reply.as_bytes()).await;
             received.split_off(start)

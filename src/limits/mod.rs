@@ -95,7 +95,8 @@ impl fmt::Display for Setting {
 pub struct Expected {
     /// `CLAMD_MAX_FILE_SIZE` in bytes, to verify; `None` to discover clamd's MaxFileSize.
     pub member_limit: Option<u64>,
-    /// `MAX_FILE_SIZE` in bytes: objects up to it are streamed to clamd whole.
+    /// `MAX_FILE_SIZE` in bytes (or a policy's larger `max_file_size_mb`): objects up to it are
+    /// streamed to clamd whole.
     pub max_file_size: u64,
 }
 

@@ -226,6 +226,8 @@ impl LocalClamd {
         };
         let child = Command::new(binary)
             .arg(format!("--config-file={}", self.conf.display()))
+            // Its definitions' build time is printed in its time zone, read by avscan as UTC.
+            .env("TZ", "UTC")
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

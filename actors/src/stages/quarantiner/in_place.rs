@@ -102,8 +102,24 @@ impl QuarantinerState {
         async {
             match store.head_object(object).await {
                 Ok(_) => {}
-                // Gone or replaced: nothing of the judged upload is left to tag.
-                Err(StoreError::NotFound { .. } | StoreError::PreconditionFailed { .. }) => return Ok(()),
+                Err(StoreError::NotFound { .. }) => return Ok(()),
+                // Replaced: nothing of the judged upload is left to tag. Without a version, an
+                // earlier attempt may have tagged the newer upload before its take-back failed:
+                // a clean status on it is taken back (its own event tags it again, or it stays
+                // closed under a deny-unless-clean policy: fail closed).
+                Err(StoreError::PreconditionFailed { .. }) if object.version_id.is_none() => {
+                    let current = ObjectRef {
+                        etag: None,
+                        ..object.clone()
+                    };
+                    let theirs = store.tags(&current).await?;
+                    if tags::says_clean(&theirs) {
+                        store.put_tags(&current, &tags::without_ours(&theirs)).await?;
+                        tracing::warn!(key = %object.key, "replaced since its verdict; a clean status on the newer upload taken back");
+                    }
+                    return Ok(());
+                }
+                Err(StoreError::PreconditionFailed { .. }) => return Ok(()),
                 Err(err) => return Err(err.into()),
             }
             let existing = store.tags(object).await?;

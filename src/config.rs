@@ -346,23 +346,9 @@ impl ConfigArgs {
                 });
             }
         }
-        let text = std::fs::read_to_string(path).map_err(|err| ConfigError {
+        crate::policy::read(path).map_err(|problem| ConfigError {
             variable: "AVSCAN_POLICY",
-            problem: format!("{}: {err}", path.display()),
-        })?;
-        crate::policy::parse(&text).map_err(|mistakes| ConfigError {
-            variable: "AVSCAN_POLICY",
-            problem: format!(
-                "{} has {} mistake{}:\n{}",
-                path.display(),
-                mistakes.len(),
-                if mistakes.len() == 1 { "" } else { "s" },
-                mistakes
-                    .iter()
-                    .map(|mistake| format!("  {mistake}"))
-                    .collect::<Vec<_>>()
-                    .join("\n")
-            ),
+            problem,
         })
     }
 

@@ -45,6 +45,25 @@ const PREFIX_KEYS: [&str; 6] = [
     "tags",
 ];
 
+/// Reads and validates the policy file at `path`; `Err` says why it cannot be read, or lists
+/// every mistake, one indented line each.
+pub fn read(path: &std::path::Path) -> Result<Policies, String> {
+    let text = std::fs::read_to_string(path).map_err(|err| format!("{}: {err}", path.display()))?;
+    parse(&text).map_err(|mistakes| {
+        format!(
+            "{} has {} mistake{}:\n{}",
+            path.display(),
+            mistakes.len(),
+            if mistakes.len() == 1 { "" } else { "s" },
+            mistakes
+                .iter()
+                .map(|mistake| format!("  {mistake}"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        )
+    })
+}
+
 /// Reads and validates a policy file's text; `Err` lists every mistake, one per line.
 pub fn parse(text: &str) -> Result<Policies, Vec<String>> {
     let table: Table = text

@@ -370,4 +370,67 @@ mod tests {
         assert!(matches!(result, Err(ScanError::Timeout(_))), "{result:?}");
         assert!(started.elapsed() < Duration::from_secs(2), "waited past the scan clock");
     }
+
+    /// clamd as Nagle's algorithm makes it behave: its session VERSION reply comes in two parts,
+    /// and nothing after an unacknowledged part goes out until the client sends something (the
+    /// packet that carries the ACK). A client that waits for a whole reply before it sends again
+    /// hangs here; on a real clamd it waits 40 ms of delayed ACK per scan.
+    #[tokio::test]
+    async fn the_client_sends_after_each_part_of_clamds_version_reply_so_nagle_never_holds_the_verdict() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = ClamdAddress::Tcp(listener.local_addr().unwrap().to_string());
+        let server = tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut received = Vec::new();
+            let mut buf = [0u8; 4096];
+            // Reads until `done` holds for what arrived after byte `from`.
+            async fn until(
+                socket: &mut tokio::net::TcpStream,
+                received: &mut Vec<u8>,
+                buf: &mut [u8],
+                from: usize,
+                done: impl Fn(&[u8]) -> bool,
+            ) {
+                while !done(&received[from..]) {
+                    let n = socket.read(buf).await.unwrap();
+                    assert!(n > 0, "the client hung up");
+                    received.extend_from_slice(&buf[..n]);
+                }
+            }
+            until(&mut socket, &mut received, &mut buf, 0, |r| r.ends_with(b"zVERSION\0")).await;
+            socket.write_all(b"1: ClamAV 1.4.6\0").await.unwrap();
+            let start = received.len();
+            until(&mut socket, &mut received, &mut buf, start, |r| {
+                r.starts_with(b"zVERSION\0zINSTREAM\0")
+            })
+            .await;
+            socket.write_all(b"2: ").await.unwrap();
+            // The rest of the reply only once the client sent something after the first part.
+            let prefix_seen = received.len();
+            until(&mut socket, &mut received, &mut buf, prefix_seen, |r| !r.is_empty()).await;
+            assert!(
+                !received.ends_with(&[0, 0, 0, 0]),
+                "the terminator went out before clamd's VERSION reply was whole: Nagle would hold the verdict"
+            );
+            socket
+                .write_all(b"ClamAV 1.4.6/27400/Sun Nov  1 10:00:00 2026\0")
+                .await
+                .unwrap();
+            // The verdict only once the client sent something after the reply's second part.
+            let text_seen = received.len();
+            until(&mut socket, &mut received, &mut buf, text_seen, |r| !r.is_empty()).await;
+            until(&mut socket, &mut received, &mut buf, start, |r| {
+                r.ends_with(&[0, 0, 0, 0])
+            })
+            .await;
+            socket.write_all(b"3: stream: OK\0").await.unwrap();
+        });
+        let clamd = Clamd::new(address, 1024, Duration::from_secs(2));
+        let mut session = clamd.connect().await.unwrap();
+        let payload: &'static [u8] = Box::leak(vec![7u8; 2500].into_boxed_slice());
+        let outcome = session.scan(body(vec![payload], 2500)).await.unwrap();
+        assert_eq!(outcome.verdict, Verdict::Clean);
+        assert_eq!(outcome.definitions.map(|d| d.version), Some(27400));
+        server.await.unwrap();
+    }
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use avscan_actors::report::QuarantineReport;
 use avscan_actors::restart::RestartPolicy;
-use avscan_actors::testsuite::{FakeWorld, PatternScanner, FAKE_VIRUS};
+use avscan_actors::testsuite::{eventually, FakeWorld, PatternScanner, FAKE_VIRUS};
 use avscan_actors::{Pipeline, PipelineConfig};
 
 const UNPROCESSED: &str = "unprocessed";
@@ -23,14 +23,6 @@ fn config() -> PipelineConfig {
         ..RestartPolicy::default()
     };
     config
-}
-
-async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while !condition() {
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for: {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
 }
 
 #[tokio::test]

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use avscan_actors::policy::{Action, BucketPolicy, Policies, Policy, TagMode};
 use avscan_actors::report::QuarantineReport;
-use avscan_actors::testsuite::{s3_event, FakeWorld, FAKE_VIRUS};
+use avscan_actors::testsuite::{eventually, s3_event, FakeWorld, FAKE_VIRUS};
 use avscan_actors::{Pipeline, PipelineConfig};
 
 const BUCKET: &str = "uploads";
@@ -34,14 +34,6 @@ fn config(policy: Arc<Policy>, prefixes: Vec<(String, Arc<Policy>)>) -> Pipeline
     config.retry_base = Duration::from_millis(50);
     config.retry_max = Duration::from_millis(200);
     config
-}
-
-async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while !condition() {
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for: {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
 }
 
 fn tag(world: &FakeWorld, key: &str, name: &str) -> Option<String> {

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use avscan_actors::restart::RestartPolicy;
-use avscan_actors::testsuite::{s3_record, FakeWorld};
+use avscan_actors::testsuite::{eventually, s3_record, FakeWorld};
 use avscan_actors::{Pipeline, PipelineConfig};
 use serde_json::json;
 
@@ -22,14 +22,6 @@ fn config() -> PipelineConfig {
         ..RestartPolicy::default()
     };
     config
-}
-
-async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while !condition() {
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for: {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
 }
 
 /// A message with one valid clean record and one record whose event name is `event_name`.

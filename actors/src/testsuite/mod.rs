@@ -38,6 +38,15 @@ pub use panic_switch::PanicSwitch;
 pub use scanners::{fresh_definitions, NullScanner, PatternScanner, FAKE_VIRUS};
 pub use world::FakeWorld;
 
+/// Waits until `condition` holds, checking every 10 ms; fails the test after 10 s naming `what`.
+pub async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !condition() {
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
+
 /// Locks a fake's state even if a panic poisoned it, so that one panicking caller (an injected
 /// panic, a failed assertion) does not make every later call of the fake panic too.
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

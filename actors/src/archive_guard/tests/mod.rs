@@ -417,11 +417,11 @@ fn random_bytes_are_not_taken_for_archives() {
     assert_eq!(check(&random, 65536), None);
 }
 
-#[tokio::test]
-async fn a_clean_verdict_does_not_stand_when_the_streamed_guard_found_something() {
+/// `bytes` as a body of `content_length` (a lie when they differ), in chunks of 1000.
+fn streamed_body(bytes: &[u8], content_length: u64) -> ObjectBody {
     use futures::StreamExt;
-    let body = |bytes: Vec<u8>| ObjectBody {
-        content_length: bytes.len() as u64,
+    ObjectBody {
+        content_length,
         chunks: futures::stream::iter(
             bytes
                 .chunks(1000)
@@ -429,7 +429,13 @@ async fn a_clean_verdict_does_not_stand_when_the_streamed_guard_found_something(
                 .collect::<Vec<_>>(),
         )
         .boxed(),
-    };
+    }
+}
+
+#[tokio::test]
+async fn a_clean_verdict_does_not_stand_when_the_streamed_guard_found_something() {
+    use futures::StreamExt;
+    let body = |bytes: Vec<u8>| streamed_body(&bytes, bytes.len() as u64);
     let clean = ScanOutcome {
         verdict: Verdict::Clean,
         engine: None,
@@ -454,16 +460,7 @@ async fn a_clean_verdict_does_not_stand_when_the_streamed_guard_found_something(
 async fn the_sha256_of_the_whole_body_comes_with_every_verdict_and_never_of_a_part() {
     use futures::StreamExt;
     use sha2::Digest;
-    let body = |bytes: &[u8], content_length: u64| ObjectBody {
-        content_length,
-        chunks: futures::stream::iter(
-            bytes
-                .chunks(1000)
-                .map(|c| Ok(bytes::Bytes::copy_from_slice(c)))
-                .collect::<Vec<_>>(),
-        )
-        .boxed(),
-    };
+    let body = streamed_body;
     let outcome = |verdict| ScanOutcome {
         verdict,
         engine: None,

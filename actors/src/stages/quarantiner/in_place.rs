@@ -28,27 +28,16 @@ impl QuarantinerState {
         let scanned_at = now_rfc3339();
         let mut report = QuarantineReport::new(record, &outcome, scanned_at.clone(), bucket.unwrap_or_default());
         report.action = policy.action.name().to_owned();
-        let source = self
-            .arguments
-            .store
-            .head_object(object)
-            .instrument(tracing::info_span!(parent: spans.parent, "step", otel.name = "check_source"))
-            .await;
-        let source = match source {
-            Ok(source) => source,
-            Err(StoreError::NotFound { .. } | StoreError::PreconditionFailed { .. }) => {
-                // A newer upload explains it (its own event judges it); else the incident is
-                // still reported.
-                let current = self.arguments.store.head(&object.bucket, &object.key).await?;
-                if current.is_some() {
-                    return Ok(Quarantined::Stale);
-                }
-                report.reason = REMOVED_BEFORE_QUARANTINE.to_owned();
-                self.report_once(bucket, object, &mut report, &self.write_options(None), spans)
-                    .await?;
-                return Ok(Quarantined::RemovedBeforeQuarantine);
+        let Some(source) = self.head_source(object, spans).await? else {
+            // A newer upload explains it (its own event judges it); else the incident is still
+            // reported.
+            if self.newer_upload_exists(object, spans).await? {
+                return Ok(Quarantined::Stale);
             }
-            Err(err) => return Err(err.into()),
+            report.reason = REMOVED_BEFORE_QUARANTINE.to_owned();
+            self.report_once(bucket, object, &mut report, &self.write_options(None), spans)
+                .await?;
+            return Ok(Quarantined::RemovedBeforeQuarantine);
         };
         report.source_metadata = source.metadata.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
         let options = self.write_options(source.kms_key_id.as_ref());

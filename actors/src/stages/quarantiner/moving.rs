@@ -64,6 +64,40 @@ impl QuarantinerState {
         }
     }
 
+    /// HEADs exactly the judged upload; `None` when it is gone or was replaced.
+    pub(super) async fn head_source(
+        &self,
+        object: &ObjectRef,
+        spans: &StepSpans<'_>,
+    ) -> Result<Option<ObjectMeta>, StoreError> {
+        let source = self
+            .arguments
+            .store
+            .head_object(object)
+            .instrument(tracing::info_span!(parent: spans.parent, "step", otel.name = "check_source"))
+            .await;
+        match source {
+            Ok(source) => Ok(Some(source)),
+            Err(StoreError::NotFound { .. } | StoreError::PreconditionFailed { .. }) => Ok(None),
+            Err(err) => Err(err),
+        }
+    }
+
+    /// Whether anything is under the object's key now: a newer upload, judged on its own event.
+    pub(super) async fn newer_upload_exists(
+        &self,
+        object: &ObjectRef,
+        spans: &StepSpans<'_>,
+    ) -> Result<bool, StoreError> {
+        let current = self
+            .arguments
+            .store
+            .head(&object.bucket, &object.key)
+            .instrument(tracing::info_span!(parent: spans.parent, "step", otel.name = "check_source"))
+            .await?;
+        Ok(current.is_some())
+    }
+
     pub(super) async fn quarantine(
         &self,
         record: &ObjectRecord,
@@ -73,18 +107,8 @@ impl QuarantinerState {
     ) -> Result<Quarantined, QuarantineError> {
         let object = &record.object;
         let mut report = QuarantineReport::new(record, &outcome, now_rfc3339(), bucket);
-        let source = self
-            .arguments
-            .store
-            .head_object(object)
-            .instrument(tracing::info_span!(parent: spans.parent, "step", otel.name = "check_source"))
-            .await;
-        let source = match source {
-            Ok(source) => source,
-            Err(StoreError::NotFound { .. } | StoreError::PreconditionFailed { .. }) => {
-                return self.vanished(record, report, bucket, spans).await
-            }
-            Err(err) => return Err(err.into()),
+        let Some(source) = self.head_source(object, spans).await? else {
+            return self.vanished(record, report, bucket, spans).await;
         };
         report.source_metadata = source.metadata.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
         let options = self.write_options(source.kms_key_id.as_ref());
@@ -192,14 +216,7 @@ impl QuarantinerState {
         if finished != Quarantined::Stale {
             return Ok(finished);
         }
-        let object = &record.object;
-        let current = self
-            .arguments
-            .store
-            .head(&object.bucket, &object.key)
-            .instrument(tracing::info_span!(parent: spans.parent, "step", otel.name = "check_source"))
-            .await?;
-        if current.is_some() {
+        if self.newer_upload_exists(&record.object, spans).await? {
             return Ok(Quarantined::Stale);
         }
         let place = self.place(bucket, &record.object, spans).await?;

@@ -71,6 +71,7 @@ impl Bench {
             scanner,
             receive_gate: ReceiveGate::always_open(),
             allow_list: AllowListHandle::empty(),
+            results: Vec::new(),
         };
         let pipeline = Pipeline::start(config, ports).await.expect("pipeline");
         Bench {

@@ -80,7 +80,7 @@ pub async fn check(settings: &Settings) -> bool {
         Err(err) => report(line::<(), _>(what, Err(err), |_| String::new())),
     }
 
-    let sdk = aws::sdk_config(&[&settings.sqs, &settings.s3, &settings.sns]).await;
+    let sdk = aws::sdk_config_for(settings).await;
     let sqs = aws::sqs_client(&sdk, &settings.sqs, settings.wait_time);
     let mut queues = vec![
         ("VIRUS_SCANNING_QUEUE_NAME", &settings.inbound_queue),
@@ -136,6 +136,9 @@ pub async fn check(settings: &Settings) -> bool {
         found,
         |_| "exists".into(),
     ));
+    for (what, found) in settings.result_events.check(&sdk, &settings.sns).await {
+        report(line(what, found, |found| found));
+    }
     all_ok
 }
 

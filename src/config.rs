@@ -211,6 +211,8 @@ pub struct ConfigArgs {
     /// Seconds between two reads of ALLOW_LIST.
     #[arg(long, env = "ALLOW_LIST_RELOAD_INTERVAL", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub allow_list_reload_interval: u64,
+    #[command(flatten)]
+    pub result_events: crate::result_events::ResultEventsArgs,
     /// Address of the operations endpoint (`/healthz`, `/readyz`); port 0 picks a free one.
     #[arg(long, env = "OPS_ADDRESS", default_value = "0.0.0.0:9090")]
     pub ops_address: std::net::SocketAddr,
@@ -260,6 +262,8 @@ pub struct Settings {
     pub s3: ServiceEndpoint,
     pub sqs: ServiceEndpoint,
     pub sns: ServiceEndpoint,
+    /// Where result events go (RESULT_EVENTS_*), if anywhere.
+    pub result_events: crate::result_events::ResultEventsSettings,
     pub clamd_address: ClamdAddress,
     pub clamd_chunk_size: usize,
     pub clamd_timeout: Duration,
@@ -423,6 +427,7 @@ impl ConfigArgs {
                 access_key_id: self.aws_sns_access_key_id.clone(),
                 secret_access_key: self.aws_sns_secret_access_key.clone(),
             },
+            result_events: self.result_events.settings()?,
             clamd_address: self.clamd_address.clone(),
             clamd_chunk_size: self.clamd_chunk_size as usize,
             clamd_timeout,

@@ -78,6 +78,7 @@ async fn ports(
         scanner: Arc::new(clamd.clone()),
         receive_gate,
         allow_list,
+        results: settings.result_events.sinks(sdk, &settings.sns),
     };
     Ok(ports)
 }
@@ -223,7 +224,7 @@ pub async fn run(settings: Settings, shutdown: impl std::future::Future<Output =
     // resolves queues is a clean stop too, with nothing in flight.
     tokio::pin!(shutdown);
     // One SDK configuration and one clamd client for the probes and the pipeline.
-    let sdk = aws::sdk_config(&[&settings.sqs, &settings.s3, &settings.sns]).await;
+    let sdk = aws::sdk_config_for(&settings).await;
     let clamd = settings.clamd();
     let watch = DefinitionsWatch::new(
         clamd.clone(),

@@ -69,8 +69,10 @@ async fn logs_never_carry_object_bytes_or_event_bodies_at_any_level() {
 }
 
 /// The placeholder a resource name stands for in `deploy/iam-policy.json`.
-fn placeholder(env: &TestEnv, resource: &str) -> &'static str {
+fn placeholder(env: &TestEnv, results: &ResultDestinations, resource: &str) -> &'static str {
     match resource {
+        r if r == results.bus => "RESULT_EVENTS_BUS",
+        r if results.topic_arn.ends_with(&format!(":{r}")) => "RESULT_EVENTS_TOPIC",
         r if r == env.unprocessed => "UNPROCESSED_BUCKET",
         r if r == env.quarantine => "QUARANTINE_BUCKET",
         r if r == env.inbound_name => "VIRUS_SCANNING_QUEUE",
@@ -97,13 +99,15 @@ fn actions_for(operation: &str) -> &'static [&'static str] {
         "DeleteObject" => &["s3:DeleteObject"],
         "GetObjectTagging" => &["s3:GetObjectTagging"],
         "PutObjectTagging" => &["s3:PutObjectTagging"],
-        "Publish" => &["sns:Publish"],
+        "Publish" | "PublishBatch" => &["sns:Publish"],
+        "PutEvents" => &["events:PutEvents"],
         // `avscan check`
         "GetQueueAttributes" => &["sqs:GetQueueAttributes"],
         "HeadBucket" => &["s3:ListBucket"],
         "GetBucketVersioning" => &["s3:GetBucketVersioning"],
         "GetBucketLifecycleConfiguration" => &["s3:GetLifecycleConfiguration"],
         "GetTopicAttributes" => &["sns:GetTopicAttributes"],
+        "DescribeEventBus" => &["events:DescribeEventBus"],
         other => panic!("no IAM mapping for {other}: add it here and to deploy/iam-policy.json"),
     }
 }
@@ -121,6 +125,7 @@ fn policy_allows(policy: &Value, action: &str, resource_placeholder: &str) -> bo
             && listed("Action").iter().any(|a| a == action)
             && listed("Resource").iter().any(|r| {
                 r.ends_with(&format!(":{resource_placeholder}"))
+                    || r.ends_with(&format!(":event-bus/{resource_placeholder}"))
                     || r.ends_with(&format!(":::{resource_placeholder}/*"))
                     || r.ends_with(&format!(":::{resource_placeholder}"))
             })
@@ -140,13 +145,16 @@ async fn the_iam_policy_allows_every_call_avscan_makes_and_nothing_broader() {
         assert!(!text.contains(":*\""), "service-wide action in {text}");
     }
 
-    // Every call of a run that forwards, quarantines, rejects and drops, through a recording proxy.
+    // Every call of a check and of a run that forwards, quarantines, rejects and drops, and
+    // publishes each verdict's result event, through a recording proxy.
     let proxy = HttpFaultProxy::start(endpoint()).await;
     let env = TestEnv::new(true).await;
+    let results = ResultDestinations::create(&env).await;
     let mut vars = env.avscan_env();
     for service in ["S3", "SQS", "SNS"] {
         vars.insert(format!("AWS_{service}_ENDPOINT_URL"), proxy.url.clone());
     }
+    results.configure(&mut vars, &proxy.url);
     // The same buckets through a policy file that also tags clean objects: the tagging calls too.
     let policy_file = std::env::temp_dir().join(format!("avscan-iam-policy-{}.toml", env.unprocessed));
     std::fs::write(
@@ -160,6 +168,8 @@ async fn the_iam_policy_allows_every_call_avscan_makes_and_nothing_broader() {
     vars.remove("UNPROCESSED_BUCKET_NAME");
     vars.remove("QUARANTINE_BUCKET_NAME");
     vars.insert("AVSCAN_POLICY".into(), policy_file.display().to_string());
+    let (code, check) = run_command(&vars, &["check"]).await;
+    assert_eq!(code, Some(0), "{check}");
     let avscan = Avscan::start(&vars);
     env.put("guid-iam/clean.txt", b"clean").await;
     env.put("guid-iam/evil.com", EICAR).await;
@@ -176,7 +186,7 @@ async fn the_iam_policy_allows_every_call_avscan_makes_and_nothing_broader() {
     assert!(targets.len() >= 8, "too few calls recorded: {targets:?}");
     let mut missing = Vec::new();
     for (operation, resource) in &targets {
-        let resource = placeholder(&env, resource);
+        let resource = placeholder(&env, &results, resource);
         for action in actions_for(operation) {
             if !policy_allows(&policy, action, resource) {
                 missing.push(format!("{action} on {resource} (for {operation})"));

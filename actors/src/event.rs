@@ -18,7 +18,7 @@ pub enum ParsedMessage {
     /// S3's `s3:TestEvent`, sent when a notification is configured: acknowledged and ignored.
     TestEvent,
     /// One entry per record, in order; never empty.
-    Records(Vec<Result<ObjectRecord, Rejection>>),
+    Records(Vec<Result<ObjectRecord, RejectedRecord>>),
     /// The body as a whole is not an event we can act on.
     Invalid(Rejection),
 }
@@ -60,6 +60,34 @@ impl Rejection {
             Rejection::WrongBucket(_) => "wrong_bucket",
             Rejection::MissingField(_) => "missing_field",
             Rejection::InvalidKey(_) => "invalid_key",
+        }
+    }
+}
+
+/// A record that is not processed: why, and the object it named, as far as it named one
+/// (for its result event).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RejectedRecord {
+    /// Why.
+    pub rejection: Rejection,
+    /// The bucket the record named, if it named one.
+    pub bucket: Option<String>,
+    /// The key the record named, decoded, if it named one that decodes.
+    pub key: Option<String>,
+}
+
+impl RejectedRecord {
+    /// `rejection` of a record whose bucket and key are at `bucket_at` and `key_at` (`key_at`
+    /// form-encoded when `encoded`).
+    fn naming(rejection: Rejection, record: &Value, bucket_at: &str, key_at: &str, encoded: bool) -> Self {
+        let key = record.pointer(key_at).and_then(Value::as_str);
+        Self {
+            rejection,
+            bucket: record.pointer(bucket_at).and_then(Value::as_str).map(str::to_owned),
+            key: match key {
+                Some(key) if encoded => decode_event_key(key).ok(),
+                other => other.map(str::to_owned),
+            },
         }
     }
 }
@@ -167,8 +195,9 @@ fn optional_str(value: &Value, pointer: &str) -> Option<String> {
 fn parse_s3_record<B: SourceBuckets + ?Sized>(
     record: Value,
     unprocessed_bucket: &B,
-) -> Result<ObjectRecord, Rejection> {
-    let (object, event_time) = s3_record_fields(&record, unprocessed_bucket)?;
+) -> Result<ObjectRecord, RejectedRecord> {
+    let (object, event_time) = s3_record_fields(&record, unprocessed_bucket)
+        .map_err(|rejection| RejectedRecord::naming(rejection, &record, "/s3/bucket/name", "/s3/object/key", true))?;
     Ok(ObjectRecord {
         object,
         event_time,
@@ -211,33 +240,44 @@ fn s3_record_fields<B: SourceBuckets + ?Sized>(
 fn parse_eventbridge<B: SourceBuckets + ?Sized>(
     event: Value,
     unprocessed_bucket: &B,
-) -> Result<ObjectRecord, Rejection> {
-    let detail_type = str_at(&event, "/detail-type", "detail-type")?;
+) -> Result<ObjectRecord, RejectedRecord> {
+    let (object, event_time) = eventbridge_fields(&event, unprocessed_bucket).map_err(|rejection| {
+        RejectedRecord::naming(rejection, &event, "/detail/bucket/name", "/detail/object/key", false)
+    })?;
+    Ok(ObjectRecord {
+        object,
+        event_time,
+        shape: EventShape::EventBridge(event),
+    })
+}
+
+fn eventbridge_fields<B: SourceBuckets + ?Sized>(
+    event: &Value,
+    unprocessed_bucket: &B,
+) -> Result<(ObjectRef, String), Rejection> {
+    let detail_type = str_at(event, "/detail-type", "detail-type")?;
     if detail_type != "Object Created" {
         return Err(Rejection::NotObjectCreated(detail_type.to_owned()));
     }
-    let bucket = str_at(&event, "/detail/bucket/name", "detail.bucket.name")?;
+    let bucket = str_at(event, "/detail/bucket/name", "detail.bucket.name")?;
     if !unprocessed_bucket.accepts(bucket) {
         return Err(Rejection::WrongBucket(bucket.to_owned()));
     }
-    let key = str_at(&event, "/detail/object/key", "detail.object.key")?.to_owned();
+    let key = str_at(event, "/detail/object/key", "detail.object.key")?.to_owned();
     validate_key(&key)?;
     let size = event
         .pointer("/detail/object/size")
         .and_then(Value::as_u64)
         .ok_or(Rejection::MissingField("detail.object.size"))?;
-    Ok(ObjectRecord {
-        object: ObjectRef {
-            bucket: bucket.to_owned(),
-            key,
-            version_id: optional_str(&event, "/detail/object/version-id"),
-            etag: optional_str(&event, "/detail/object/etag").map(|etag| unquote_etag(&etag).to_owned()),
-            size,
-            sequencer: optional_str(&event, "/detail/object/sequencer"),
-        },
-        event_time: str_at(&event, "/time", "time")?.to_owned(),
-        shape: EventShape::EventBridge(event),
-    })
+    let object = ObjectRef {
+        bucket: bucket.to_owned(),
+        key,
+        version_id: optional_str(event, "/detail/object/version-id"),
+        etag: optional_str(event, "/detail/object/etag").map(|etag| unquote_etag(&etag).to_owned()),
+        size,
+        sequencer: optional_str(event, "/detail/object/sequencer"),
+    };
+    Ok((object, str_at(event, "/time", "time")?.to_owned()))
 }
 
 /// S3 event keys are form-encoded: `+` is a space, then `%XX` escapes (`a b+c` arrives as
@@ -302,7 +342,7 @@ mod tests {
         match parsed {
             ParsedMessage::Records(mut records) => {
                 assert_eq!(records.len(), 1);
-                records.remove(0)
+                records.remove(0).map_err(|rejected| rejected.rejection)
             }
             other => panic!("expected records, got {other:?}"),
         }
@@ -341,7 +381,11 @@ mod tests {
         assert_eq!(records[0].as_ref().unwrap().object.key, "g/one");
         assert_eq!(
             records[1],
-            Err(Rejection::NotObjectCreated("ObjectRemoved:Delete".into()))
+            Err(RejectedRecord {
+                rejection: Rejection::NotObjectCreated("ObjectRemoved:Delete".into()),
+                bucket: Some(BUCKET.into()),
+                key: Some("g/x".into()),
+            })
         );
         assert_eq!(records[2].as_ref().unwrap().object.key, "g/two");
     }
@@ -420,9 +464,18 @@ mod tests {
         let ParsedMessage::Records(records) = parse_message(&body, BUCKET) else {
             panic!("records expected")
         };
-        assert_eq!(records[0], Err(Rejection::WrongBucket("elsewhere".into())));
-        assert_eq!(records[1], Err(Rejection::MissingField("s3.object.size")));
-        assert_eq!(records[2], Err(Rejection::MissingField("s3.object.size")));
+        let rejections: Vec<Rejection> = records
+            .into_iter()
+            .map(|record| record.unwrap_err().rejection)
+            .collect();
+        assert_eq!(
+            rejections,
+            [
+                Rejection::WrongBucket("elsewhere".into()),
+                Rejection::MissingField("s3.object.size"),
+                Rejection::MissingField("s3.object.size")
+            ]
+        );
     }
 
     #[test]

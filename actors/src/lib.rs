@@ -15,15 +15,16 @@
 //!                    │                Router ──clean──► Forwarder ──► outbound SQS (batches of ten)
 //!                    │                   └──infected / unscannable / gone──► Quarantiner ──► S3 + SNS
 //!                    │
-//!                    ├─ every record carries a RecordTicket ─► (all resolved) ─► Acker ──► batch delete / release
-//!                    │                                                                  (at shutdown: release the rest)
+//!                    ├─ every record carries a RecordTicket ─► (all resolved) ─► Publisher ──► result events ─► Acker ──► batch delete / release
+//!                    │                                                                                            (at shutdown: release the rest)
 //!                    └─ registers each message ─► in-flight registry (settled: removed) ◄── Heartbeat ──► batch visibility extensions
 //!                                                                                           (each call its own task)
 //! ```
 //!
 //! Where each box lives: `stages/poller.rs`, `stages/pool.rs` (both pools), `stages/fetcher.rs`,
 //! `stages/scanner.rs` (with [`archive_guard`]), `stages/router.rs`, `stages/forwarder.rs`,
-//! `stages/quarantiner.rs` (with [`report`]), `stages/acker.rs`, `stages/heartbeat.rs`;
+//! `stages/quarantiner/` (with [`report`]), `stages/publisher.rs` (with [`result_event`]),
+//! `stages/acker.rs`, `stages/heartbeat.rs`;
 //! `ticket.rs` holds the `RecordTicket`, `inflight.rs` the registry of messages in flight, which
 //! the pipeline owns so that no restart of a stage loses it. The root supervisor
 //! (`supervisor.rs`) spawns every stage linked to itself and restarts a failed one with backoff;
@@ -33,10 +34,11 @@
 //!
 //! Modules depend one way, no two on each other. At the bottom, importing nothing of the crate:
 //! [`trace`], [`backoff`], [`defaults`], [`definitions`], [`metrics`], and the `address`, `shutdown` and
-//! `inflight` helpers. Then the `ticket` (on metrics and inflight), [`model`] (on the ticket and
-//! trace), [`ports`] (on model and trace), [`event`], [`report`] and [`archive_guard`] (on model
-//! and ports), [`restart`] and [`config`]. The stages use all of these; the supervisor wires the
-//! stages; the [`Pipeline`] façade starts the supervisor.
+//! `inflight` helpers. Then [`model`] (on definitions), [`result_event`] (on model), the `ticket`
+//! (on metrics, inflight and result_event), [`ports`] (on model and result_event), [`event`],
+//! [`report`] and [`archive_guard`] (on model and ports), [`restart`] and [`config`]. The stages
+//! use all of these (their `RecordJob`, a record with its ticket, is in `stages`); the supervisor
+//! wires the stages; the [`Pipeline`] façade starts the supervisor.
 //!
 //! # Acknowledgement contract
 //!
@@ -44,10 +46,12 @@
 //!   back when the message is deleted or released. Every mailbox downstream is therefore bounded
 //!   by `max_in_flight` × records per message.
 //! * Each record of a message travels with a `RecordTicket` (`ticket.rs`) that is resolved
-//!   exactly once: `done`, `reject` or `retry`. Dropping it unresolved (an actor died, a send
-//!   failed) counts as `retry` and logs a warning.
-//! * The SQS message is deleted only when every ticket of it was resolved `done` or `reject`, that
-//!   is after every effect of every record succeeded. Any `retry` releases the whole message with a
+//!   exactly once: `done` (with the record's result event), `ignored` (S3's test event) or
+//!   `retry`. Dropping it unresolved (an actor died, a send failed) counts as `retry` and logs a
+//!   warning.
+//! * The SQS message is deleted only when every ticket of it was resolved `done` or `ignored`,
+//!   that is after every effect of every record succeeded, and once the publisher put out the
+//!   records' result events. Any `retry` (or a failed publish) releases the whole message with a
 //!   backoff so it comes back; duplicates are preferred over loss.
 //! * While a message is in flight (received, not yet settled) it is registered in the pipeline's
 //!   in-flight registry, and the heartbeat extends its visibility timeout, ten messages per call,
@@ -73,6 +77,7 @@ pub mod policy;
 pub mod ports;
 pub mod report;
 pub mod restart;
+pub mod result_event;
 pub mod tags;
 pub mod trace;
 

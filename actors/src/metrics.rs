@@ -37,6 +37,8 @@ pub(crate) const POOL_IDLE: &str = "avscan_pool_idle";
 pub(crate) const VISIBILITY_EXTENSIONS: &str = "avscan_visibility_extensions_total";
 /// SQS messages deleted after every effect succeeded.
 pub(crate) const DELETES: &str = "avscan_messages_deleted_total";
+/// Result events, by outcome: `published` or `failed` (the message is handled again).
+pub(crate) const RESULT_EVENTS: &str = "avscan_result_events_total";
 
 /// Registers help texts; call once after installing a recorder.
 pub fn describe() {
@@ -73,6 +75,10 @@ pub fn describe() {
     describe_gauge!(POOL_IDLE, "workers idle, by pool: fetcher, scanner");
     describe_counter!(VISIBILITY_EXTENSIONS, "visibility timeouts extended by the heartbeat");
     describe_counter!(DELETES, "SQS messages deleted after every effect succeeded");
+    describe_counter!(
+        RESULT_EVENTS,
+        "result events by outcome: published (to every destination), failed (the message is handled again)"
+    );
 }
 
 /// The stages whose latency [`STAGE_SECONDS`] measures.
@@ -126,6 +132,9 @@ pub(crate) fn zero_series(
     causes: impl IntoIterator<Item = &'static str>,
 ) {
     counter!(MESSAGES_RECEIVED).increment(0);
+    for outcome in ["published", "failed"] {
+        counter!(RESULT_EVENTS, "outcome" => outcome).increment(0);
+    }
     for actor in actors {
         counter!(RESTARTS, "actor" => actor).increment(0);
     }

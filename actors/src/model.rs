@@ -1,13 +1,10 @@
-//! The domain and the payloads that travel between the actors: the object an event points at,
-//! the record that carries it through the pipeline, and the verdicts a scan can end in. (The
+//! The domain: the object an event points at, the record that names it, and the verdicts a scan
+//! can end in. (The job that carries a record through the stages is `stages::RecordJob`; the
 //! fetcher's answer to the router, `Inspection`, lives beside the router's message.)
 
 use serde_json::Value;
 
 use crate::definitions::Definitions;
-use crate::policy::Policy;
-use crate::ticket::RecordTicket;
-use crate::trace::{ObjectTrace, Traced};
 
 /// The exact object version an event announced.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -151,6 +148,11 @@ impl Verdict {
     }
 }
 
+/// Now, as RFC 3339 with milliseconds (`scanned_at`).
+pub(crate) fn now_rfc3339() -> String {
+    humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()
+}
+
 /// What a scanner answers for one object.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ScanOutcome {
@@ -167,25 +169,6 @@ pub struct ScanOutcome {
     /// Set when an allow-list entry turned a detection into clean: the entry and the verdict it
     /// overruled, for logs and the outbound message.
     pub allowed_by: Option<String>,
-}
-
-/// A record on its way through the pipeline, with the obligation to finish it.
-#[derive(Debug)]
-pub(crate) struct RecordJob {
-    /// What to fetch, scan and route.
-    pub(crate) record: ObjectRecord,
-    /// Resolved by whichever stage finishes the record.
-    pub(crate) ticket: RecordTicket,
-    /// The record's `object` span, under its message's span.
-    pub(crate) trace: ObjectTrace,
-    /// What to do with the object: its bucket's (or prefix's) policy.
-    pub(crate) policy: std::sync::Arc<Policy>,
-}
-
-impl Traced for RecordJob {
-    fn trace_span(&self) -> &tracing::Span {
-        &self.trace.span
-    }
 }
 
 #[cfg(test)]

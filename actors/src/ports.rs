@@ -14,6 +14,7 @@ use bytes::Bytes;
 use futures::stream::BoxStream;
 
 use crate::model::{ObjectRef, ScanOutcome};
+use crate::result_event::ResultEvent;
 pub use crate::trace::TraceHeaders;
 
 /// The adapters the pipeline talks through.
@@ -36,6 +37,9 @@ pub struct PipelinePorts {
     pub receive_gate: ReceiveGate,
     /// The false positives operators allowed (the binary reloads them).
     pub allow_list: AllowListHandle,
+    /// Where every record's result event goes (EventBridge, SNS); empty: nowhere. A message is
+    /// deleted only once every destination took its events.
+    pub results: Vec<Arc<dyn ResultSink>>,
 }
 
 /// A message as received from the inbound queue.
@@ -309,6 +313,25 @@ pub struct NotifyError {
 pub trait Notifier: Send + Sync + 'static {
     /// Publishes one notification; `Ok` once the service accepted it.
     async fn publish(&self, notification: &Notification) -> Result<(), NotifyError>;
+}
+
+/// A result-event publish that failed as a whole.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("publishing result events to {destination} failed: {detail}")]
+pub struct PublishError {
+    /// The event bus or topic.
+    pub destination: String,
+    /// What the service or the network said.
+    pub detail: String,
+}
+
+/// Where result events go: an EventBridge bus or an SNS topic in production.
+#[async_trait]
+pub trait ResultSink: Send + Sync + 'static {
+    /// Publishes up to ten events in one call. `Err` means the call as a whole failed (nothing
+    /// is known to be published); otherwise the entries that failed are returned. An empty
+    /// slice is a no-op.
+    async fn publish_batch(&self, events: &[ResultEvent]) -> Result<Vec<SendFailure>, PublishError>;
 }
 
 /// Why a scan has no verdict; always retried, never taken for clean.

@@ -13,8 +13,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::definitions::Definitions;
 use crate::incident::{copy_key, report_key};
-use crate::model::{ObjectRecord, ObjectRef, QuarantineReason, ScanOutcome, Verdict};
+use crate::model::{now_rfc3339, ObjectRecord, ObjectRef, QuarantineReason, ScanOutcome, Verdict};
 use crate::ports::{Notification, ObjectMeta};
+use crate::result_event::{ResultEvent, ResultVerdict};
 
 /// Fixed on purpose: subjects show up in e-mail subscriptions, and keys are user data.
 pub(crate) const NOTIFICATION_SUBJECT: &str = "avscan: object quarantined";
@@ -113,6 +114,47 @@ impl QuarantineReport {
         }
     }
 
+    /// The result event of the quarantine, tag, delete or report this report describes; the
+    /// evidence is in `quarantine_bucket` when there is one.
+    pub(crate) fn result_event(&self, quarantine_bucket: Option<&str>, message_id: &str) -> ResultEvent {
+        let verdict = match (self.verdict.as_str(), self.reason.as_str()) {
+            ("infected", _) => ResultVerdict::Infected,
+            (_, reason) if reason == QuarantineReason::FileTooLarge.as_str() => ResultVerdict::TooLarge,
+            _ => ResultVerdict::Unscannable,
+        };
+        let location = match self.action.as_str() {
+            "quarantine" => self.quarantine_key.clone(),
+            _ => self.report_key(),
+        };
+        ResultEvent {
+            bucket: Some(self.bucket.clone()),
+            key: Some(self.key.clone()),
+            version_id: self.version_id.clone(),
+            etag: self.etag.clone(),
+            size: Some(self.size),
+            verdict,
+            signature: self.signature.clone(),
+            reason: Some(self.reason.clone()),
+            action: self.action.clone(),
+            quarantine: quarantine_bucket.map(|bucket| (bucket.to_owned(), location)),
+            sha256: self.sha256.clone(),
+            engine: self.engine.clone(),
+            definitions: self.definitions(),
+            allowed_by: None,
+            scanned_at: self.scanned_at.clone(),
+            message_id: message_id.to_owned(),
+        }
+    }
+
+    /// The definitions that judged the object, as the report names them.
+    pub(crate) fn definitions(&self) -> Option<Definitions> {
+        let built_at = humantime::parse_rfc3339(self.definitions_built_at.as_deref()?).ok()?;
+        Some(Definitions {
+            version: self.definitions_version?,
+            built_at,
+        })
+    }
+
     /// Where the report object goes: `<quarantine key>.report.json`.
     pub(crate) fn report_key(&self) -> String {
         report_key(&self.quarantine_key)
@@ -139,11 +181,6 @@ impl QuarantineReport {
 
 fn quarantine_action() -> String {
     "quarantine".to_owned()
-}
-
-/// Now, as RFC 3339 with milliseconds (`scanned_at`).
-pub(crate) fn now_rfc3339() -> String {
-    humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()
 }
 
 // User metadata on the quarantined copy and its report: ties them to their source object, and

@@ -16,7 +16,6 @@ use crate::backoff::Backoff;
 use crate::config::PipelineConfig;
 use crate::definitions::DefinitionsPolicy;
 use crate::inflight::InflightRegistry;
-use crate::model::RecordJob;
 use crate::ports::PipelinePorts;
 use crate::restart::RestartBudget;
 use crate::shutdown::Shutdown;
@@ -26,9 +25,11 @@ use crate::stages::forwarder::{Forwarder, ForwarderArguments, ForwarderMsg};
 use crate::stages::heartbeat::{Heartbeat, HeartbeatArguments, HeartbeatMsg};
 use crate::stages::poller::{Poller, PollerArguments};
 use crate::stages::pool::{Pool, PoolArguments, PoolMsg, SpawnWorker, WorkerKind};
+use crate::stages::publisher::{Publisher, PublisherArguments, PublisherMsg};
 use crate::stages::quarantiner::{Quarantiner, QuarantinerArguments, QuarantinerMsg};
 use crate::stages::router::{Router, RouterArguments, RouterMsg};
 use crate::stages::scanner::{ScanJob, Scanner, ScannerArguments};
+use crate::stages::RecordJob;
 use crate::ticket::RetryCause;
 
 /// Stable addresses of the stages that others send to.
@@ -36,6 +37,8 @@ use crate::ticket::RetryCause;
 pub(crate) struct StageAddresses {
     /// Settles messages; releases the unfinished ones at shutdown.
     pub(crate) acker: StageAddress<AckerMsg>,
+    /// Publishes result events, then hands settlements to the acker: the tickets' outlet.
+    pub(crate) publisher: StageAddress<PublisherMsg>,
     /// Extends the visibility of messages in flight; stopped before the shutdown release.
     pub(crate) heartbeat: StageAddress<HeartbeatMsg>,
     /// Sends clean records and rejected events.
@@ -55,6 +58,7 @@ impl StageAddresses {
     pub(crate) fn new() -> Self {
         Self {
             acker: StageAddress::new("acker"),
+            publisher: StageAddress::new("publisher"),
             heartbeat: StageAddress::new("heartbeat"),
             forwarder: StageAddress::new("forwarder"),
             quarantiner: StageAddress::new("quarantiner"),
@@ -90,6 +94,7 @@ pub(crate) struct SupervisorArguments {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) enum Stage {
     Acker,
+    Publisher,
     Heartbeat,
     Forwarder,
     Quarantiner,
@@ -101,8 +106,9 @@ pub(crate) enum Stage {
 
 impl Stage {
     /// Every stage, consumers before producers, so no stage starts sending to one not there.
-    pub(crate) const START_ORDER: [Stage; 8] = [
+    pub(crate) const START_ORDER: [Stage; 9] = [
         Stage::Acker,
+        Stage::Publisher,
         Stage::Heartbeat,
         Stage::Forwarder,
         Stage::Quarantiner,
@@ -116,6 +122,7 @@ impl Stage {
     fn label(self) -> &'static str {
         match self {
             Stage::Acker => "acker",
+            Stage::Publisher => "publisher",
             Stage::Heartbeat => "heartbeat",
             Stage::Forwarder => "forwarder",
             Stage::Quarantiner => "quarantiner",
@@ -155,6 +162,17 @@ impl SupervisorState {
                 };
                 let (actor, _) = Actor::spawn_linked(None, Acker, args, supervisor).await?;
                 w.addresses.acker.set(actor.clone());
+                actor.get_id()
+            }
+            Stage::Publisher => {
+                let args = PublisherArguments {
+                    sinks: w.ports.results.clone(),
+                    acker: w.addresses.acker.clone(),
+                    registry: w.registry.clone(),
+                    linger: w.config.batch_linger,
+                };
+                let (actor, _) = Actor::spawn_linked(None, Publisher, args, supervisor).await?;
+                w.addresses.publisher.set(actor.clone());
                 actor.get_id()
             }
             Stage::Heartbeat => {
@@ -256,7 +274,7 @@ impl SupervisorState {
                     receive_batch: w.config.receive_batch,
                     fetch_pool: w.addresses.fetch_pool.clone(),
                     forwarder: w.addresses.forwarder.clone(),
-                    acker: w.addresses.acker.clone(),
+                    publisher: w.addresses.publisher.clone(),
                     registry: w.registry.clone(),
                     shutdown: w.shutdown.clone(),
                     gate: w.ports.receive_gate.clone(),

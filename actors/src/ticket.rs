@@ -16,6 +16,7 @@ use std::time::Instant;
 use tokio::sync::OwnedSemaphorePermit;
 
 use crate::inflight::InflightRegistry;
+use crate::result_event::ResultEvent;
 
 /// Why a record goes back to the queue: a closed set, counted by cause in the retries metric.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,6 +82,9 @@ pub(crate) struct Settlement {
     pub(crate) message: Arc<InflightMessage>,
     /// Delete or release.
     pub(crate) outcome: SettleOutcome,
+    /// The result events of its records, published before a delete (none for a release: the
+    /// records are handled, and their events published, again).
+    pub(crate) results: Vec<ResultEvent>,
     /// Returned to the poller only after the outlet's SQS call, so that in-flight counts
     /// messages until they are really gone: held, never read, and given back by dropping it.
     #[allow(dead_code)]
@@ -110,6 +114,7 @@ pub(crate) struct Delivery {
 struct Progress {
     pending: usize,
     retry_reason: Option<String>,
+    results: Vec<ResultEvent>,
     permit: Option<OwnedSemaphorePermit>,
 }
 
@@ -163,6 +168,7 @@ impl InflightMessage {
             progress: Mutex::new(Progress {
                 pending: records,
                 retry_reason: None,
+                results: Vec::new(),
                 permit: Some(permit),
             }),
             outlet,
@@ -180,23 +186,29 @@ impl InflightMessage {
         self.progress.lock().unwrap_or_else(|poison| poison.into_inner())
     }
 
-    fn resolve(self: Arc<Self>, retry_reason: Option<String>) {
+    fn resolve(self: Arc<Self>, resolution: Result<Option<ResultEvent>, String>) {
         let settlement = {
             let mut progress = self.lock();
             progress.pending -= 1;
-            if progress.retry_reason.is_none() {
-                progress.retry_reason = retry_reason;
+            match resolution {
+                Ok(result) => progress.results.extend(result),
+                Err(reason) => {
+                    progress.retry_reason.get_or_insert(reason);
+                }
             }
             if progress.pending > 0 {
                 return;
             }
-            let outcome = match progress.retry_reason.take() {
-                None => SettleOutcome::Delete,
-                Some(reason) => SettleOutcome::Release { reason },
+            let results = std::mem::take(&mut progress.results);
+            let (outcome, results) = match progress.retry_reason.take() {
+                None => (SettleOutcome::Delete, results),
+                // The records are handled, and their events published, again.
+                Some(reason) => (SettleOutcome::Release { reason }, Vec::new()),
             };
             Settlement {
                 message: Arc::clone(&self),
                 outcome,
+                results,
                 permit: progress.permit.take(),
             }
         };
@@ -210,8 +222,9 @@ impl InflightMessage {
     }
 }
 
-/// The obligation to finish one record. Resolve it with [`done`](Self::done),
-/// [`reject`](Self::reject) or [`retry`](Self::retry); dropping it means retry.
+/// The obligation to finish one record. Resolve it with [`done`](Self::done) (which carries the
+/// record's result event), [`ignored`](Self::ignored) or [`retry`](Self::retry); dropping it
+/// means retry.
 #[derive(Debug)]
 #[must_use = "a dropped ticket retries its message"]
 pub(crate) struct RecordTicket {
@@ -229,16 +242,19 @@ impl RecordTicket {
         self.message.as_ref().map_or(0, |message| message.receive_count)
     }
 
-    /// Every effect of the record succeeded.
-    pub(crate) fn done(mut self) {
+    /// Every effect of the record succeeded (a rejected record's too: it must not block the
+    /// queue); `result` is published before the message is deleted.
+    pub(crate) fn done(mut self, result: ResultEvent) {
         if let Some(message) = self.message.take() {
-            message.resolve(None);
+            message.resolve(Ok(Some(result)));
         }
     }
 
-    /// The record is invalid and must not block the queue: it counts as finished.
-    pub(crate) fn reject(self) {
-        self.done()
+    /// The message is not about an object (S3's test event): finished, with no result event.
+    pub(crate) fn ignored(mut self) {
+        if let Some(message) = self.message.take() {
+            message.resolve(Ok(None));
+        }
     }
 
     /// The record must be handled again: the message is released once all its records finish.
@@ -246,7 +262,7 @@ impl RecordTicket {
     pub(crate) fn retry(mut self, cause: RetryCause, reason: impl std::fmt::Display) {
         if let Some(message) = self.message.take() {
             crate::metrics::count_retry(cause.label());
-            message.resolve(Some(reason.to_string()));
+            message.resolve(Err(reason.to_string()));
         }
     }
 }
@@ -256,7 +272,7 @@ impl Drop for RecordTicket {
         if let Some(message) = self.message.take() {
             tracing::warn!(message_id = %message.message_id, "record dropped unresolved; its message will be retried");
             crate::metrics::count_retry(RetryCause::Dropped.label());
-            message.resolve(Some("record dropped unresolved".to_owned()));
+            message.resolve(Err("record dropped unresolved".to_owned()));
         }
     }
 }
@@ -298,6 +314,10 @@ mod tests {
         }
     }
 
+    fn result() -> ResultEvent {
+        ResultEvent::rejected((None, None), "test", "m")
+    }
+
     fn delivery(id: &str) -> Delivery {
         Delivery {
             message_id: id.into(),
@@ -334,9 +354,9 @@ mod tests {
     fn message_is_deleted_only_after_every_ticket_is_done() {
         let settled = Arc::new(Collected::default());
         let (_permits, mut tickets) = open("m1", 2, settled.clone());
-        tickets.pop().unwrap().done();
+        tickets.pop().unwrap().done(result());
         assert!(settled.taken().is_empty(), "settled before the second record finished");
-        tickets.pop().unwrap().reject();
+        tickets.pop().unwrap().done(result());
         assert_eq!(settled.taken(), vec![("m1".into(), SettleOutcome::Delete, true)]);
     }
 
@@ -345,7 +365,7 @@ mod tests {
         let settled = Arc::new(Collected::default());
         let (_permits, mut tickets) = open("m2", 2, settled.clone());
         tickets.pop().unwrap().retry(RetryCause::Scan, "clamd down");
-        tickets.pop().unwrap().done();
+        tickets.pop().unwrap().done(result());
         assert_eq!(
             settled.taken(),
             vec![(
@@ -355,6 +375,45 @@ mod tests {
                 },
                 true
             )]
+        );
+    }
+
+    /// Keeps the result events of every settlement.
+    #[derive(Default)]
+    struct Results(Mutex<Vec<(SettleOutcome, usize)>>);
+
+    impl SettlementOutlet for Results {
+        fn settle(&self, settlement: Settlement) -> Result<(), Settlement> {
+            let entry = (settlement.outcome.clone(), settlement.results.len());
+            self.0.lock().unwrap().push(entry);
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn result_events_travel_with_a_delete_and_not_with_a_release() {
+        let settled = Arc::new(Results::default());
+        let (_permits, mut tickets) = open("m6", 2, settled.clone());
+        tickets.pop().unwrap().done(result());
+        tickets.pop().unwrap().done(result());
+        let (_permits, mut tickets) = open("m7", 2, settled.clone());
+        tickets.pop().unwrap().done(result());
+        tickets.pop().unwrap().retry(RetryCause::Scan, "clamd down");
+        let (_permits, tickets) = open("m8", 1, settled.clone());
+        tickets.into_iter().for_each(RecordTicket::ignored);
+        let taken = std::mem::take(&mut *settled.0.lock().unwrap());
+        assert_eq!(
+            taken,
+            vec![
+                (SettleOutcome::Delete, 2),
+                (
+                    SettleOutcome::Release {
+                        reason: "clamd down".into()
+                    },
+                    0
+                ),
+                (SettleOutcome::Delete, 0),
+            ]
         );
     }
 
@@ -376,7 +435,7 @@ mod tests {
         ] {
             let (_permits, mut tickets, registry) = open_registered("m5", 2, outlet);
             assert_eq!(registry.len(), 1);
-            tickets.pop().unwrap().done();
+            tickets.pop().unwrap().done(result());
             assert_eq!(registry.len(), 1, "left before its last record finished");
             drop(tickets);
             assert_eq!(registry.len(), 0);
@@ -388,7 +447,7 @@ mod tests {
         let (permits, tickets) = open("m4", 1, Arc::new(Down));
         assert_eq!(permits.available_permits(), 0);
         for ticket in tickets {
-            ticket.done();
+            ticket.ignored();
         }
         assert_eq!(permits.available_permits(), 1);
     }

@@ -7,23 +7,14 @@
 use std::time::Duration;
 
 use avscan_actors::report::QuarantineReport;
-use avscan_actors::restart::RestartPolicy;
-use avscan_actors::testsuite::{eventually, s3_event, FakeWorld, PatternScanner, FAKE_VIRUS};
+use avscan_actors::testsuite::{eventually, quick_config, s3_event, FakeWorld, PatternScanner, FAKE_VIRUS};
 use avscan_actors::{Pipeline, PipelineConfig};
 
 const UNPROCESSED: &str = "unprocessed";
 const QUARANTINE: &str = "quarantine";
 
 fn config() -> PipelineConfig {
-    let mut config = PipelineConfig::new(UNPROCESSED, QUARANTINE);
-    config.visibility_timeout = Duration::from_secs(2);
-    config.retry_base = Duration::from_millis(50);
-    config.retry_max = Duration::from_millis(200);
-    config.restart_policy = RestartPolicy {
-        base_backoff: Duration::from_millis(10),
-        ..RestartPolicy::default()
-    };
-    config
+    quick_config(UNPROCESSED, QUARANTINE)
 }
 
 fn infected(prefix: &str) -> Vec<u8> {

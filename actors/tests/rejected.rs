@@ -5,23 +5,14 @@
 
 use std::time::Duration;
 
-use avscan_actors::restart::RestartPolicy;
-use avscan_actors::testsuite::{eventually, s3_record, FakeWorld};
+use avscan_actors::testsuite::{eventually, quick_config, s3_record, FakeWorld};
 use avscan_actors::{Pipeline, PipelineConfig};
 use serde_json::json;
 
 const UNPROCESSED: &str = "unprocessed";
 
 fn config() -> PipelineConfig {
-    let mut config = PipelineConfig::new(UNPROCESSED, "quarantine");
-    config.visibility_timeout = Duration::from_secs(2);
-    config.retry_base = Duration::from_millis(50);
-    config.retry_max = Duration::from_millis(100);
-    config.restart_policy = RestartPolicy {
-        base_backoff: Duration::from_millis(10),
-        ..RestartPolicy::default()
-    };
-    config
+    quick_config(UNPROCESSED, "quarantine")
 }
 
 /// A message with one valid clean record and one record whose event name is `event_name`.

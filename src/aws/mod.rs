@@ -5,11 +5,13 @@
 //! - `sqs.rs`: the inbound queue ([`SqsInbound`]), the outbound and rejected-events queues
 //!   ([`SqsSink`]), and queue look-ups ([`queue_url`], [`queue_depth`]);
 //! - `s3.rs`: the buckets ([`S3Store`]), with the multipart copy for objects over one CopyObject;
-//! - `sns.rs`: the notification topic ([`SnsNotifier`]).
+//! - `sns.rs`: the notification topic ([`SnsNotifier`]);
+//! - `results.rs`: the result-event destinations ([`EventBridgeResults`], [`SnsResults`]).
 //!
 //! [`crate::run`](mod@crate::run) builds the clients and adapters; `check`, `scan` and `ops` use
 //! the clients and queue look-ups directly.
 
+mod results;
 mod s3;
 mod sns;
 mod sqs;
@@ -22,9 +24,21 @@ use aws_sdk_s3::error::DisplayErrorContext;
 
 use crate::config::ServiceEndpoint;
 
+pub use results::{EventBridgeResults, SnsResults};
 pub use s3::{S3Store, MAX_SINGLE_COPY};
 pub use sns::SnsNotifier;
 pub use sqs::{queue_depth, queue_max_message_bytes, queue_url, SqsInbound, SqsSink};
+
+/// The SDK's shared configuration for every service `settings` names.
+pub async fn sdk_config_for(settings: &crate::config::Settings) -> SdkConfig {
+    sdk_config(&[
+        &settings.sqs,
+        &settings.s3,
+        &settings.sns,
+        &settings.result_events.events,
+    ])
+    .await
+}
 
 /// The SDK's shared configuration. A region from the per-service variables short-cuts the
 /// region chain (which would otherwise probe instance metadata).
@@ -104,6 +118,13 @@ pub fn sns_client(base: &SdkConfig, service: &ServiceEndpoint) -> aws_sdk_sns::C
     let builder = with_overrides!(aws_sdk_sns::config::Builder::from(base), service)
         .timeout_config(attempt_timeout(SNS_ATTEMPT_TIMEOUT));
     aws_sdk_sns::Client::from_conf(builder.build())
+}
+
+/// The EventBridge client; each PutEvents attempt is bounded like a publish.
+pub fn events_client(base: &SdkConfig, service: &ServiceEndpoint) -> aws_sdk_eventbridge::Client {
+    let builder = with_overrides!(aws_sdk_eventbridge::config::Builder::from(base), service)
+        .timeout_config(attempt_timeout(SNS_ATTEMPT_TIMEOUT));
+    aws_sdk_eventbridge::Client::from_conf(builder.build())
 }
 
 fn detail<E: std::error::Error + 'static>(err: E) -> String {

@@ -26,7 +26,7 @@ pub fn clamd_address() -> String {
     std::env::var("AVSCAN_TEST_CLAMD").unwrap_or_else(|_| "tcp://127.0.0.1:3310".into())
 }
 
-async fn sdk() -> aws_config::SdkConfig {
+pub async fn sdk() -> aws_config::SdkConfig {
     aws_config::defaults(aws_config::BehaviorVersion::latest())
         .region(aws_config::Region::new(REGION))
         .credentials_provider(aws_sdk_s3::config::Credentials::new(
@@ -207,7 +207,7 @@ impl TestEnv {
     }
 }
 
-async fn queue_arn(sqs: &aws_sdk_sqs::Client, url: &str) -> String {
+pub async fn queue_arn(sqs: &aws_sdk_sqs::Client, url: &str) -> String {
     let output = sqs
         .get_queue_attributes()
         .queue_url(url)

@@ -376,18 +376,22 @@ pub fn operation_of(method: &str, path: &str, query: &str, headers: &hyper::Head
 
 type ProxyBody = http_body_util::combinators::BoxBody<Bytes, Infallible>;
 
-/// The resources a request acts on: the queue (SQS JSON `QueueUrl` / `QueueName`), the topic
+/// The resources a request acts on: the queue (SQS JSON `QueueUrl` / `QueueName`), the event
+/// bus (EventBridge JSON), the topic
 /// (SNS `TopicArn`), or the bucket (S3 path style, and a copy's source).
 fn targets_of(operation: &str, path: &str, headers: &hyper::HeaderMap, body: &[u8]) -> Vec<(String, String)> {
     let last = |s: &str, separator: char| s.rsplit(separator).next().unwrap_or(s).to_owned();
     if headers.contains_key("x-amz-target") {
         let request: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
-        let queue = request["QueueUrl"]
+        // SQS' queue, or EventBridge's bus (PutEvents names it per entry, DescribeEventBus as Name).
+        let resource = request["QueueUrl"]
             .as_str()
             .map(|url| last(url, '/'))
             .or_else(|| request["QueueName"].as_str().map(str::to_owned))
+            .or_else(|| request["Entries"][0]["EventBusName"].as_str().map(str::to_owned))
+            .or_else(|| request["Name"].as_str().map(str::to_owned))
             .unwrap_or_default();
-        return vec![(operation.to_owned(), queue)];
+        return vec![(operation.to_owned(), resource)];
     }
     if let Some(arn) = std::str::from_utf8(body)
         .ok()

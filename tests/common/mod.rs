@@ -12,6 +12,7 @@
 //!   (`run_command`, `http_get`, `sample`);
 //! - `readback`: putting objects and events in and reading outcomes back from the buckets and
 //!   queues (`TestEnv::put`, `receive`, `drain_*`, …, `tally`, `Drainer`);
+//! - `results`: result-event destinations (an EventBridge rule's queue, an SNS topic's queue);
 //! - `archives`: archive files built byte by byte for the corpus;
 //! - `archive_gen`: the differential test's seeded generator of archive structures;
 //! - `definitions`: daily databases built with sigtool, a local mirror and freshclam;
@@ -28,11 +29,14 @@ pub mod faults;
 mod environment;
 mod process;
 mod readback;
+mod results;
 
 // Which of these a test binary uses varies as much as which helpers it calls.
 #[allow(unused_imports)]
-pub use environment::{clamd_address, endpoint, s3_record, TestEnv, EICAR, REGION, TEST_MARKER};
+pub use environment::{clamd_address, endpoint, queue_arn, s3_record, TestEnv, EICAR, REGION, TEST_MARKER};
 #[allow(unused_imports)]
 pub use process::{http_get, run_command, sample, Avscan, LocalClamd};
 #[allow(unused_imports)]
 pub use readback::{notified_key, record_keys, tally, Drainer};
+#[allow(unused_imports)]
+pub use results::{ResultDestinations, DETAIL_TYPE};

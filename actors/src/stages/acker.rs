@@ -308,6 +308,7 @@ mod tests {
         let settlement = Settlement {
             message,
             outcome: SettleOutcome::Delete,
+            results: Vec::new(),
             permit: None,
         };
         let address = StageAddress::<AckerMsg>::new("acker");

@@ -11,9 +11,10 @@ use tracing::{Instrument, Span};
 use super::pool::{PoolMsg, WorkerSlot};
 use super::router::{InspectError, Inspection, RouterMsg};
 use super::scanner::ScanJob;
+use super::RecordJob;
 use crate::address::StageAddress;
 use crate::metrics::Latency;
-use crate::model::{ObjectRecord, RecordJob};
+use crate::model::ObjectRecord;
 use crate::ports::{ObjectStore, ScanError, StoreError};
 use crate::ticket::RetryCause;
 

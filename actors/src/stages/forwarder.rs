@@ -13,8 +13,10 @@ use std::time::Duration;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tracing::{Instrument, Span};
 
-use crate::model::{RecordJob, ScanOutcome};
+use super::RecordJob;
+use crate::model::ScanOutcome;
 use crate::ports::{MessageSink, OutboundMessage, SendFailure};
+use crate::result_event::ResultEvent;
 use crate::ticket::{RecordTicket, RetryCause};
 
 /// What the forwarder is told.
@@ -34,10 +36,9 @@ pub(crate) enum ForwarderMsg {
         body: String,
         /// SQS' id of the message, kept as `source_message_id`.
         message_id: String,
-        /// One per rejected record.
-        reasons: Vec<String>,
-        /// One per rejected record; resolved once the body is kept (or there is nowhere to keep it).
-        tickets: Vec<RecordTicket>,
+        /// One per rejected record, with its result event (which says why): resolved once the
+        /// body is kept (or there is nowhere to keep it).
+        records: Vec<(RecordTicket, ResultEvent)>,
         /// The message's span.
         span: Span,
     },
@@ -163,6 +164,8 @@ fn copy_digest(message: &OutboundMessage) -> (usize, String) {
 struct PendingForward {
     job: RecordJob,
     message: OutboundMessage,
+    /// The record's result event, published once it is forwarded.
+    result: ResultEvent,
     span: Span,
 }
 
@@ -179,12 +182,18 @@ impl ForwarderState {
     async fn forward(&mut self, job: RecordJob, outcome: ScanOutcome) {
         let span = tracing::info_span!(parent: &job.trace.span, "forward", otel.kind = "producer", batch = tracing::field::Empty, error = tracing::field::Empty);
         let message = clean_message(&job, &outcome, &span);
+        let result = ResultEvent::judged(&job.record, &outcome, "forwarded", job.ticket.message_id());
         let size = size_of(&message);
         if self.pending_bytes + size > SEND_BATCH_BYTES {
             self.flush().await;
         }
         self.pending_bytes += size;
-        self.pending.push(PendingForward { job, message, span });
+        self.pending.push(PendingForward {
+            job,
+            message,
+            result,
+            span,
+        });
         if self.pending.len() >= SEND_BATCH {
             self.flush().await;
         } else if !self.flush_scheduled {
@@ -213,7 +222,7 @@ impl ForwarderState {
         for (index, pending) in batch.into_iter().enumerate() {
             pending.span.record("batch", messages.len());
             match failed(index) {
-                None => pending.job.ticket.done(),
+                None => pending.job.ticket.done(pending.result),
                 Some(detail) => {
                     pending.span.record("error", detail.as_str());
                     let job = pending.job;
@@ -224,18 +233,20 @@ impl ForwarderState {
         }
     }
 
-    async fn reject(
-        &self,
-        body: String,
-        message_id: String,
-        reasons: Vec<String>,
-        tickets: Vec<RecordTicket>,
-        span: Span,
-    ) {
+    async fn reject(&self, body: String, message_id: String, records: Vec<(RecordTicket, ResultEvent)>, span: Span) {
+        let done = |records: Vec<(RecordTicket, ResultEvent)>| {
+            for (ticket, result) in records {
+                ticket.done(result);
+            }
+        };
         let Some(rejected) = &self.arguments.rejected else {
-            tickets.into_iter().for_each(RecordTicket::reject);
+            done(records);
             return;
         };
+        let reasons: Vec<&str> = records
+            .iter()
+            .filter_map(|(_, result)| result.reason.as_deref())
+            .collect();
         let reason = capped(&reasons.join("; "), MAX_REASON_BYTES);
         let span = tracing::info_span!(parent: &span, "reject", reasons = %reason);
         let (message, copy) = rejected_copy(body, &message_id, reason, rejected.max_message_bytes());
@@ -254,7 +265,7 @@ impl ForwarderState {
         match sent {
             None => {
                 metrics::counter!(crate::metrics::REJECTED_COPIES, "copy" => copy.label()).increment(1);
-                tickets.into_iter().for_each(RecordTicket::reject)
+                done(records)
             }
             // Refused for what it is: sending it again fails the same way, so the rejected
             // records must not hold their message. What identifies the body is in the log.
@@ -265,13 +276,13 @@ impl ForwarderState {
                     "the rejected-events queue refused the copy of a rejected event; not kept"
                 );
                 metrics::counter!(crate::metrics::REJECTED_COPIES, "copy" => "refused").increment(1);
-                tickets.into_iter().for_each(RecordTicket::reject)
+                done(records)
             }
             Some(failure) => {
                 tracing::warn!(%message_id, error = %failure.detail, "could not keep the rejected event; message will be retried");
-                tickets
-                    .into_iter()
-                    .for_each(|ticket| ticket.retry(RetryCause::Forward, &failure.detail));
+                for (ticket, _) in records {
+                    ticket.retry(RetryCause::Forward, &failure.detail);
+                }
             }
         }
     }
@@ -311,10 +322,9 @@ impl Actor for Forwarder {
             ForwarderMsg::Reject {
                 body,
                 message_id,
-                reasons,
-                tickets,
+                records,
                 span,
-            } => state.reject(body, message_id, reasons, tickets, span).await,
+            } => state.reject(body, message_id, records, span).await,
         }
         Ok(())
     }

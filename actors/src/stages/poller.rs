@@ -13,17 +13,19 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::Span;
 
-use super::acker::AckerMsg;
 use super::forwarder::ForwarderMsg;
 use super::pool::PoolMsg;
+use super::publisher::PublisherMsg;
+use super::RecordJob;
 use crate::address::StageAddress;
 use crate::backoff::Backoff;
 use crate::definitions::ReceiveGate;
-use crate::event::{parse_message, ParsedMessage, Rejection};
+use crate::event::{parse_message, ParsedMessage, RejectedRecord};
 use crate::inflight::InflightRegistry;
-use crate::model::{ObjectRef, RecordJob};
+use crate::model::ObjectRef;
 use crate::policy::Policies;
 use crate::ports::{InboundQueue, QueueMessage};
+use crate::result_event::ResultEvent;
 use crate::shutdown::Shutdown;
 use crate::ticket::{Delivery, InflightMessage, RecordTicket, SettlementOutlet};
 use crate::trace::{self, ObjectTrace};
@@ -79,7 +81,7 @@ pub(crate) struct PollerArguments {
     /// Where rejected records go, to be kept.
     pub(crate) forwarder: StageAddress<ForwarderMsg>,
     /// Takes every message's settlement.
-    pub(crate) acker: StageAddress<AckerMsg>,
+    pub(crate) publisher: StageAddress<PublisherMsg>,
     /// Where every message is registered while in flight, so that its visibility is extended.
     pub(crate) registry: Arc<InflightRegistry>,
     /// Stop receiving when it is requested.
@@ -91,7 +93,8 @@ pub(crate) struct PollerArguments {
 /// The poller's state.
 pub(crate) struct PollerState {
     arguments: PollerArguments,
-    /// The acker's address as the tickets' outlet, shared by every message.
+    /// The publisher's address as the tickets' outlet (it hands on to the acker), shared by every
+    /// message.
     settlements: Arc<dyn SettlementOutlet>,
     /// Grows while receives fail, so a broken queue is not hammered.
     receive_failures: u32,
@@ -143,9 +146,16 @@ impl PollerState {
         match parsed {
             ParsedMessage::TestEvent => {
                 tracing::info!(message_id = %message.message_id, "s3 test event; acknowledged");
-                tickets.pop().expect("one ticket").done();
+                tickets.pop().expect("one ticket").ignored();
             }
-            ParsedMessage::Invalid(rejection) => rejected.push((rejection, tickets.pop().expect("one ticket"))),
+            ParsedMessage::Invalid(rejection) => rejected.push((
+                RejectedRecord {
+                    rejection,
+                    bucket: None,
+                    key: None,
+                },
+                tickets.pop().expect("one ticket"),
+            )),
             ParsedMessage::Records(records) => {
                 for (record, ticket) in records.into_iter().zip(tickets) {
                     match record {
@@ -178,20 +188,20 @@ impl PollerState {
         }
     }
 
-    fn reject(&self, message: QueueMessage, rejected: Vec<(Rejection, RecordTicket)>, span: Span) {
-        for (rejection, _) in &rejected {
-            tracing::warn!(message_id = %message.message_id, reason = rejection.label(), detail = %rejection, "invalid event rejected");
-            metrics::counter!(crate::metrics::REJECTED, "reason" => rejection.label()).increment(1);
-        }
-        let (reasons, tickets) = rejected
+    fn reject(&self, message: QueueMessage, rejected: Vec<(RejectedRecord, RecordTicket)>, span: Span) {
+        let records = rejected
             .into_iter()
-            .map(|(rejection, ticket)| (rejection.to_string(), ticket))
-            .unzip();
+            .map(|(RejectedRecord { rejection, bucket, key }, ticket)| {
+                tracing::warn!(message_id = %message.message_id, reason = rejection.label(), detail = %rejection, "invalid event rejected");
+                metrics::counter!(crate::metrics::REJECTED, "reason" => rejection.label()).increment(1);
+                let result = ResultEvent::rejected((bucket, key), &rejection.to_string(), &message.message_id);
+                (ticket, result)
+            })
+            .collect();
         let reject = ForwarderMsg::Reject {
             body: message.body,
             message_id: message.message_id,
-            reasons,
-            tickets,
+            records,
             span,
         };
         let _ = self.arguments.forwarder.send(reject);
@@ -224,7 +234,7 @@ impl Actor for Poller {
     ) -> Result<PollerState, ActorProcessingErr> {
         myself.cast(PollerMsg::Poll)?;
         Ok(PollerState {
-            settlements: Arc::new(arguments.acker.clone()),
+            settlements: Arc::new(arguments.publisher.clone()),
             arguments,
             receive_failures: 0,
         })

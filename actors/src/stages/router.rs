@@ -8,12 +8,14 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 
 use super::forwarder::ForwarderMsg;
 use super::quarantiner::QuarantinerMsg;
+use super::RecordJob;
 use crate::address::StageAddress;
 use crate::allow_list::{AllowList, AllowListHandle};
 use crate::definitions::DefinitionsPolicy;
-use crate::model::{QuarantineReason, RecordJob, ScanOutcome, Verdict};
+use crate::model::{QuarantineReason, ScanOutcome, Verdict};
 use crate::policy::TagMode;
 use crate::ports::{ScanError, StoreError};
+use crate::result_event::ResultEvent;
 use crate::ticket::RetryCause;
 
 /// What the router is told.
@@ -224,9 +226,10 @@ impl RouterState {
                     outcome: Box::new(outcome),
                 });
             }
-            Route::Forward(_) => {
+            Route::Forward(outcome) => {
                 tracing::info!(bucket = %object.bucket, key = %object.key, message_id = job.ticket.message_id(), "clean; the policy forwards nothing");
-                job.ticket.done();
+                let result = ResultEvent::judged(&job.record, &outcome, "none", job.ticket.message_id());
+                job.ticket.done(result);
             }
             Route::Quarantine(outcome) => {
                 tracing::warn!(

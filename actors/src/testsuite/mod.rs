@@ -11,6 +11,7 @@
 //! * [`MemorySink`] the outbound and rejected-events queues ([`MessageSink`](crate::ports::MessageSink)),
 //! * [`MemoryStore`] S3 ([`ObjectStore`](crate::ports::ObjectStore)),
 //! * [`MemoryNotifier`] SNS ([`Notifier`](crate::ports::Notifier)),
+//! * [`MemoryResults`] a result-event destination ([`ResultSink`](crate::ports::ResultSink)),
 //! * [`PatternScanner`] and [`NullScanner`] clamd ([`ScanEngine`](crate::ports::ScanEngine)),
 //! * [`FakeWorld`] wires one of each into a pipeline's ports,
 //! * [`s3_event`] and friends write the S3 notifications the queue carries,
@@ -22,6 +23,7 @@ mod content;
 mod events;
 mod memory_notifier;
 mod memory_queue;
+mod memory_results;
 mod memory_sink;
 mod memory_store;
 mod panic_switch;
@@ -32,11 +34,27 @@ pub use content::pseudo_random_bytes;
 pub use events::{encode_event_key, next_sequencer, s3_event, s3_record};
 pub use memory_notifier::MemoryNotifier;
 pub use memory_queue::MemoryQueue;
+pub use memory_results::MemoryResults;
 pub use memory_sink::MemorySink;
 pub use memory_store::{MemoryStore, StoredObject};
 pub use panic_switch::PanicSwitch;
 pub use scanners::{fresh_definitions, NullScanner, PatternScanner, FAKE_VIRUS};
 pub use world::FakeWorld;
+
+/// A pipeline configuration for actor tests: one source bucket and its quarantine, with timings
+/// that let a test see retries and restarts in milliseconds (visibility 2 s, retries 50 to
+/// 200 ms, restart backoff 10 ms).
+pub fn quick_config(unprocessed: &str, quarantine: &str) -> crate::PipelineConfig {
+    let mut config = crate::PipelineConfig::new(unprocessed, quarantine);
+    config.visibility_timeout = std::time::Duration::from_secs(2);
+    config.retry_base = std::time::Duration::from_millis(50);
+    config.retry_max = std::time::Duration::from_millis(200);
+    config.restart_policy = crate::restart::RestartPolicy {
+        base_backoff: std::time::Duration::from_millis(10),
+        ..crate::restart::RestartPolicy::default()
+    };
+    config
+}
 
 /// Waits until `condition` holds, checking every 10 ms; fails the test after 10 s naming `what`.
 pub async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {

@@ -11,7 +11,7 @@ use bytes::Bytes;
 use crate::allow_list::{AllowList, AllowListControl, AllowListHandle};
 use crate::definitions::{ReceiveGate, ReceiveGateControl};
 
-use super::{s3_event, MemoryNotifier, MemoryQueue, MemorySink, MemoryStore, PatternScanner};
+use super::{s3_event, MemoryNotifier, MemoryQueue, MemoryResults, MemorySink, MemoryStore, PatternScanner};
 
 /// All the fakes of one pipeline, and the ports that point at them.
 pub struct FakeWorld {
@@ -25,6 +25,8 @@ pub struct FakeWorld {
     pub store: Arc<MemoryStore>,
     /// Where quarantine notifications are published.
     pub notifier: Arc<MemoryNotifier>,
+    /// Where every record's result event is published.
+    pub results: Arc<MemoryResults>,
     /// The scanning engine the scan pool connects to.
     pub scanner: Arc<PatternScanner>,
     /// Closes and opens the poller's receive gate (open unless a test closes it).
@@ -48,6 +50,7 @@ impl FakeWorld {
             rejected: Arc::default(),
             store: MemoryStore::new(),
             notifier: Arc::default(),
+            results: Arc::default(),
             scanner: Arc::new(scanner),
             receive_gate: Arc::new(ReceiveGate::new().0),
             allow_list: Arc::new(AllowListHandle::new(AllowList::default()).0),
@@ -65,6 +68,7 @@ impl FakeWorld {
             scanner: self.scanner.clone(),
             receive_gate: self.receive_gate.gate(),
             allow_list: self.allow_list.handle(),
+            results: vec![self.results.clone()],
         }
     }
 

@@ -8,10 +8,11 @@
 use tracing::Instrument;
 
 use super::{QuarantineError, Quarantined, QuarantinerState, StepSpans};
+use crate::model::now_rfc3339;
 use crate::model::{ObjectRecord, ObjectRef, ScanOutcome};
 use crate::policy::{Action, Policy, TagMode};
 use crate::ports::{StoreError, WriteOptions};
-use crate::report::{now_rfc3339, QuarantineReport, REMOVED_BEFORE_QUARANTINE};
+use crate::report::{QuarantineReport, REMOVED_BEFORE_QUARANTINE};
 use crate::tags;
 
 impl QuarantinerState {
@@ -37,7 +38,7 @@ impl QuarantinerState {
             report.reason = REMOVED_BEFORE_QUARANTINE.to_owned();
             self.report_once(bucket, object, &mut report, &self.write_options(None), spans)
                 .await?;
-            return Ok(Quarantined::RemovedBeforeQuarantine);
+            return Ok(Quarantined::RemovedBeforeQuarantine(Box::new(report)));
         };
         report.source_metadata = source.metadata.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
         let options = self.write_options(source.kms_key_id.as_ref());
@@ -46,7 +47,7 @@ impl QuarantinerState {
             Action::Delete => self.delete_source(object, spans).await?,
             _ => self.tag(object, &outcome, policy.tags, &scanned_at, spans).await?,
         }
-        Ok(Quarantined::InPlace(policy.action))
+        Ok(Quarantined::InPlace(policy.action, Box::new(report)))
     }
 
     /// Notifies the report and, with a bucket, stores it there unless this upload's report is

@@ -33,12 +33,15 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tracing::Span;
 
 use super::forwarder::ForwarderMsg;
+use super::RecordJob;
 use crate::address::StageAddress;
 use crate::metrics::Latency;
-use crate::model::{RecordJob, ScanOutcome};
+use crate::model::now_rfc3339;
+use crate::model::ScanOutcome;
 use crate::policy::Action;
 use crate::ports::{Notifier, NotifyError, ObjectStore, StoreError};
-use crate::report::now_rfc3339;
+use crate::report::QuarantineReport;
+use crate::result_event::ResultEvent;
 use crate::ticket::RetryCause;
 use crate::trace::ObjectTrace;
 
@@ -101,19 +104,34 @@ enum QuarantineError {
     Tags(#[from] crate::tags::NoRoomForStatus),
 }
 
-/// How a quarantine ended.
+/// How a quarantine ended, with the report of the incident (boxed: the largest part).
 #[derive(Debug, PartialEq)]
 enum Quarantined {
     /// Copied, reported, removed.
-    Moved,
+    Moved(Box<QuarantineReport>),
     /// An earlier attempt had copied it; this one finished the rest.
-    FinishedEarlierQuarantine,
+    FinishedEarlierQuarantine(Box<QuarantineReport>),
     /// Gone before its copy, with nothing to explain it: reported without a copy.
-    RemovedBeforeQuarantine,
+    RemovedBeforeQuarantine(Box<QuarantineReport>),
     /// Gone or replaced since the event: a newer upload, judged on its own event.
     Stale,
     /// Reported, and tagged, deleted or left as the policy says.
-    InPlace(Action),
+    InPlace(Action, Box<QuarantineReport>),
+}
+
+impl Quarantined {
+    /// The record's result event.
+    fn result(&self, job: &RecordJob) -> ResultEvent {
+        let message_id = job.ticket.message_id();
+        let bucket = job.policy.quarantine_bucket.as_deref();
+        match self {
+            Quarantined::Moved(report)
+            | Quarantined::FinishedEarlierQuarantine(report)
+            | Quarantined::RemovedBeforeQuarantine(report)
+            | Quarantined::InPlace(_, report) => report.result_event(bucket, message_id),
+            Quarantined::Stale => ResultEvent::stale(&job.record, message_id),
+        }
+    }
 }
 
 /// Where an incident's evidence goes, and what of it is there already.
@@ -213,7 +231,8 @@ impl Actor for Quarantiner {
                     }
                     Ok(()) => {
                         tracing::info!(key = %job.record.object.key, message_id = job.ticket.message_id(), "clean; tagged (the policy forwards nothing)");
-                        job.ticket.done();
+                        let result = ResultEvent::judged(&job.record, &outcome, "tagged", job.ticket.message_id());
+                        job.ticket.done(result);
                     }
                     Err(err) => {
                         failed(&err);
@@ -229,22 +248,23 @@ impl Actor for Quarantiner {
         let message_id = job.ticket.message_id();
         match result {
             Ok(ended) => {
-                match ended {
-                    Quarantined::Moved => tracing::info!(%key, message_id, "quarantined"),
-                    Quarantined::FinishedEarlierQuarantine => {
+                match &ended {
+                    Quarantined::Moved(_) => tracing::info!(%key, message_id, "quarantined"),
+                    Quarantined::FinishedEarlierQuarantine(_) => {
                         tracing::info!(%key, message_id, "quarantined (an earlier attempt had copied it)")
                     }
-                    Quarantined::RemovedBeforeQuarantine => {
+                    Quarantined::RemovedBeforeQuarantine(_) => {
                         tracing::warn!(%key, message_id, "removed before quarantine; reported and notified without a copy")
                     }
                     Quarantined::Stale => {
                         tracing::info!(%key, message_id, "gone or replaced since the event; a newer event exists")
                     }
-                    Quarantined::InPlace(action) => {
+                    Quarantined::InPlace(action, _) => {
                         tracing::info!(%key, message_id, action = action.name(), "reported; the policy's action is done")
                     }
                 }
-                job.ticket.done();
+                let result = ended.result(&job);
+                job.ticket.done(result);
             }
             Err(err) => {
                 failed(&err);

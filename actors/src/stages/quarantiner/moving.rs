@@ -9,9 +9,10 @@ use tracing::Instrument;
 
 use super::{Place, QuarantineError, Quarantined, QuarantinerState, StepSpans};
 use crate::incident::{quarantine_keys, report_key};
+use crate::model::now_rfc3339;
 use crate::model::{ObjectRecord, ObjectRef, ScanOutcome};
 use crate::ports::{CopyRequest, ObjectMeta, StoreError, WriteOptions};
-use crate::report::{now_rfc3339, written_for, QuarantineReport, REMOVED_BEFORE_QUARANTINE};
+use crate::report::{written_for, QuarantineReport, REMOVED_BEFORE_QUARANTINE};
 
 impl QuarantinerState {
     pub(super) async fn head(
@@ -145,7 +146,7 @@ impl QuarantinerState {
             self.report(Some(bucket), &report, &options, spans).await?;
         }
         self.delete_source(object, spans).await?;
-        Ok(Quarantined::Moved)
+        Ok(Quarantined::Moved(Box::new(report)))
     }
 
     /// Publishes the report and, with a bucket, stores it there (beside the copy), only if
@@ -213,7 +214,7 @@ impl QuarantinerState {
         spans: &StepSpans<'_>,
     ) -> Result<Quarantined, QuarantineError> {
         let finished = self.finish_if_quarantined(record, bucket, spans).await?;
-        if finished != Quarantined::Stale {
+        if !matches!(finished, Quarantined::Stale) {
             return Ok(finished);
         }
         if self.newer_upload_exists(&record.object, spans).await? {
@@ -226,7 +227,7 @@ impl QuarantinerState {
             self.report(Some(bucket), &report, &self.write_options(None), spans)
                 .await?;
         }
-        Ok(Quarantined::RemovedBeforeQuarantine)
+        Ok(Quarantined::RemovedBeforeQuarantine(Box::new(report)))
     }
 
     /// Finishes the quarantine of a gone object if this upload's copy is in quarantine.
@@ -256,7 +257,7 @@ impl QuarantinerState {
                 .await?;
             }
             self.delete_source(object, spans).await?;
-            return Ok(Quarantined::FinishedEarlierQuarantine);
+            return Ok(Quarantined::FinishedEarlierQuarantine(Box::new(report)));
         }
         Ok(Quarantined::Stale)
     }

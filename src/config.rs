@@ -35,6 +35,18 @@ pub enum Command {
     /// Exit 0 if all are clean, 1 if any is infected or unscannable, 2 on an error (clamdscan's
     /// convention). Needs only the clamd and AWS_S3_* settings.
     Scan(Box<ScanArgs>),
+    /// Put a quarantined object back where it was uploaded (a false positive): exactly its
+    /// bytes, its metadata; a release report beside its quarantine report; a notification.
+    /// Refused unless ALLOW_LIST allows its bytes (or --rescan). Exit 0 released, 1 refused.
+    Release(Box<ReleaseArgs>),
+}
+
+#[derive(Debug, Args)]
+pub struct ReleaseArgs {
+    #[command(flatten)]
+    pub request: crate::release::ReleaseRequest,
+    #[command(flatten)]
+    pub config: ConfigArgs,
 }
 
 #[derive(Debug, Args)]

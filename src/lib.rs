@@ -20,6 +20,7 @@ pub mod definitions;
 pub mod limits;
 pub mod ops;
 pub mod policy;
+pub mod release;
 pub mod result_events;
 pub mod run;
 pub mod scan;

@@ -1,6 +1,7 @@
 //! The `avscan` binary: reads the configuration (environment, `.env`, flags), sets up logging,
 //! and runs the pipeline until SIGTERM or SIGINT (`avscan run`), or checks the configuration
-//! against the real services (`avscan check`), or scans files and objects now (`avscan scan`).
+//! against the real services (`avscan check`), or scans files and objects now (`avscan scan`), or
+//! puts a quarantined object back (`avscan release`).
 //!
 //! Exit codes: 0 after a clean shutdown, 1 when avscan could not run or gave up (clamd never
 //! ready, a queue missing, a restart storm), 2 for a configuration error.
@@ -39,6 +40,7 @@ fn main() -> ExitCode {
     let (args, checking) = match cli.command {
         Command::Run(args) => (args, false),
         Command::Check(args) => (args, true),
+        Command::Release(release) => return release_command(&release),
         Command::Scan(scan) => {
             let settings = scan.config.scan_settings();
             let runtime = tokio::runtime::Builder::new_current_thread()
@@ -49,12 +51,9 @@ fn main() -> ExitCode {
             return ExitCode::from(outcome as u8);
         }
     };
-    let settings = match args.settings() {
+    let settings = match settings_of(&args) {
         Ok(settings) => settings,
-        Err(err) => {
-            eprintln!("avscan: configuration error: {err}");
-            return ExitCode::from(2);
-        }
+        Err(exit) => return exit,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -88,6 +87,36 @@ fn main() -> ExitCode {
     // The pipeline has stopped and its spans have ended: export what is still buffered.
     telemetry.shutdown();
     outcome
+}
+
+/// The validated settings, or exit 2 with one line naming the variable.
+fn settings_of(args: &avscan::config::ConfigArgs) -> Result<avscan::config::Settings, ExitCode> {
+    args.settings().map_err(|err| {
+        eprintln!("avscan: configuration error: {err}");
+        ExitCode::from(2)
+    })
+}
+
+/// `avscan release`: 0 released, 1 refused or failed, 2 a configuration error.
+fn release_command(release: &avscan::config::ReleaseArgs) -> ExitCode {
+    let settings = match settings_of(&release.config) {
+        Ok(settings) => settings,
+        Err(exit) => return exit,
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    match runtime.block_on(avscan::release::release(&settings, &release.request)) {
+        Ok(line) => {
+            println!("{line}");
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("avscan: not released: {err}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 /// SIGTERM and SIGINT, listened for from the moment they are registered.

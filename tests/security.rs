@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use common::archives::zip_one;
 use common::faults::HttpFaultProxy;
+use common::iam;
 use common::*;
-use serde_json::{json, Value};
+use serde_json::json;
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -68,82 +69,9 @@ async fn logs_never_carry_object_bytes_or_event_bodies_at_any_level() {
     );
 }
 
-/// The placeholder a resource name stands for in `deploy/iam-policy.json`.
-fn placeholder(env: &TestEnv, results: &ResultDestinations, resource: &str) -> &'static str {
-    match resource {
-        r if r == results.bus => "RESULT_EVENTS_BUS",
-        r if results.topic_arn.ends_with(&format!(":{r}")) => "RESULT_EVENTS_TOPIC",
-        r if r == env.unprocessed => "UNPROCESSED_BUCKET",
-        r if r == env.quarantine => "QUARANTINE_BUCKET",
-        r if r == env.inbound_name => "VIRUS_SCANNING_QUEUE",
-        r if r == env.validation_name => "VALIDATION_QUEUE",
-        r if r == env.rejected_name => "REJECTED_EVENTS_QUEUE",
-        r if env.topic_arn.ends_with(&format!(":{r}")) => "VIRUS_NOTIFICATION_TOPIC",
-        other => panic!("avscan called an unknown resource {other:?}"),
-    }
-}
-
-/// The IAM actions an API operation needs on its resource.
-fn actions_for(operation: &str) -> &'static [&'static str] {
-    match operation {
-        "GetQueueUrl" => &["sqs:GetQueueUrl"],
-        "ReceiveMessage" => &["sqs:ReceiveMessage"],
-        "DeleteMessage" | "DeleteMessageBatch" => &["sqs:DeleteMessage"],
-        "ChangeMessageVisibility" | "ChangeMessageVisibilityBatch" => &["sqs:ChangeMessageVisibility"],
-        "SendMessage" | "SendMessageBatch" => &["sqs:SendMessage"],
-        "GetObject" | "HeadObject" => &["s3:GetObject"],
-        "CopyObject:source" | "UploadPartCopy:source" => &["s3:GetObject", "s3:GetObjectTagging"],
-        "CopyObject" | "PutObject" | "CreateMultipartUpload" | "UploadPartCopy" | "CompleteMultipartUpload" => {
-            &["s3:PutObject"]
-        }
-        "DeleteObject" => &["s3:DeleteObject"],
-        "GetObjectTagging" => &["s3:GetObjectTagging"],
-        "PutObjectTagging" => &["s3:PutObjectTagging"],
-        "Publish" | "PublishBatch" => &["sns:Publish"],
-        "PutEvents" => &["events:PutEvents"],
-        // `avscan check`
-        "GetQueueAttributes" => &["sqs:GetQueueAttributes"],
-        "HeadBucket" => &["s3:ListBucket"],
-        "GetBucketVersioning" => &["s3:GetBucketVersioning"],
-        "GetBucketLifecycleConfiguration" => &["s3:GetLifecycleConfiguration"],
-        "GetTopicAttributes" => &["sns:GetTopicAttributes"],
-        "DescribeEventBus" => &["events:DescribeEventBus"],
-        other => panic!("no IAM mapping for {other}: add it here and to deploy/iam-policy.json"),
-    }
-}
-
-fn policy_allows(policy: &Value, action: &str, resource_placeholder: &str) -> bool {
-    policy["Statement"].as_array().unwrap().iter().any(|statement| {
-        let listed = |field: &str| -> Vec<String> {
-            match &statement[field] {
-                Value::String(one) => vec![one.clone()],
-                Value::Array(many) => many.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect(),
-                _ => Vec::new(),
-            }
-        };
-        statement["Effect"] == "Allow"
-            && listed("Action").iter().any(|a| a == action)
-            && listed("Resource").iter().any(|r| {
-                r.ends_with(&format!(":{resource_placeholder}"))
-                    || r.ends_with(&format!(":event-bus/{resource_placeholder}"))
-                    || r.ends_with(&format!(":::{resource_placeholder}/*"))
-                    || r.ends_with(&format!(":::{resource_placeholder}"))
-            })
-    })
-}
-
 #[tokio::test]
 async fn the_iam_policy_allows_every_call_avscan_makes_and_nothing_broader() {
-    let policy: Value = serde_json::from_str(
-        &std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/iam-policy.json")).unwrap(),
-    )
-    .unwrap();
-    // Nothing broader: no wildcard action or resource anywhere.
-    for statement in policy["Statement"].as_array().unwrap() {
-        let text = statement.to_string();
-        assert!(!text.contains("\"*\""), "wildcard in {text}");
-        assert!(!text.contains(":*\""), "service-wide action in {text}");
-    }
+    let policy = iam::policy("deploy/iam-policy.json");
 
     // Every call of a check and of a run that forwards, quarantines, rejects and drops, and
     // publishes each verdict's result event, through a recording proxy.
@@ -184,15 +112,9 @@ async fn the_iam_policy_allows_every_call_avscan_makes_and_nothing_broader() {
 
     let targets = proxy.targets();
     assert!(targets.len() >= 8, "too few calls recorded: {targets:?}");
-    let mut missing = Vec::new();
-    for (operation, resource) in &targets {
-        let resource = placeholder(&env, &results, resource);
-        for action in actions_for(operation) {
-            if !policy_allows(&policy, action, resource) {
-                missing.push(format!("{action} on {resource} (for {operation})"));
-            }
-        }
-    }
+    let missing = iam::missing(&policy, &targets, |resource| {
+        iam::placeholder(&env, Some(&results), resource)
+    });
     assert!(
         missing.is_empty(),
         "deploy/iam-policy.json lacks:\n{}",

@@ -156,7 +156,7 @@ impl QuarantineReport {
     }
 
     /// Where the report object goes: `<quarantine key>.report.json`.
-    pub(crate) fn report_key(&self) -> String {
+    pub fn report_key(&self) -> String {
         report_key(&self.quarantine_key)
     }
 

@@ -16,7 +16,8 @@
 //! - `archives`: archive files built byte by byte for the corpus;
 //! - `archive_gen`: the differential test's seeded generator of archive structures;
 //! - `definitions`: daily databases built with sigtool, a local mirror and freshclam;
-//! - `faults`: fault-injecting proxies between avscan and clamd or the emulator.
+//! - `faults`: fault-injecting proxies between avscan and clamd or the emulator;
+//! - `iam`: the IAM policies in `deploy/` checked against the calls a run made.
 
 // Each test binary uses a subset of the helpers.
 #![allow(dead_code)]
@@ -25,6 +26,7 @@ pub mod archive_gen;
 pub mod archives;
 pub mod definitions;
 pub mod faults;
+pub mod iam;
 
 mod environment;
 mod process;
@@ -35,7 +37,7 @@ mod results;
 #[allow(unused_imports)]
 pub use environment::{clamd_address, endpoint, queue_arn, s3_record, TestEnv, EICAR, REGION, TEST_MARKER};
 #[allow(unused_imports)]
-pub use process::{http_get, run_command, sample, Avscan, LocalClamd};
+pub use process::{http_get, run_command, run_command_output, sample, Avscan, LocalClamd};
 #[allow(unused_imports)]
 pub use readback::{notified_key, record_keys, tally, Drainer};
 #[allow(unused_imports)]

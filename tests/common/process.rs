@@ -259,6 +259,12 @@ impl Drop for LocalClamd {
 
 /// Runs `avscan <args>` to completion with `env` only; returns its exit code and stdout.
 pub async fn run_command(env: &HashMap<String, String>, args: &[&str]) -> (Option<i32>, String) {
+    let (code, stdout, _) = run_command_output(env, args).await;
+    (code, stdout)
+}
+
+/// Runs `avscan <args>` to completion with `env` only; returns its exit code, stdout and stderr.
+pub async fn run_command_output(env: &HashMap<String, String>, args: &[&str]) -> (Option<i32>, String, String) {
     let env = env.clone();
     let args: Vec<String> = args.iter().map(|arg| arg.to_string()).collect();
     tokio::task::spawn_blocking(move || {
@@ -274,6 +280,7 @@ pub async fn run_command(env: &HashMap<String, String>, args: &[&str]) -> (Optio
         (
             output.status.code(),
             String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
         )
     })
     .await

@@ -6,15 +6,22 @@
 //! bytes, or `--rescan` says that judging it again is the point (after raising a limit). avscan
 //! never forwards what clamd did not scan whole, released or not.
 //!
+//! Only a detection can be allowed: an unscannable object was not scanned whole, so it is
+//! released only with `--rescan` (and quarantined again unless what made it unscannable changed).
+//!
 //! In an order that is safe to run again after a failure:
-//! 1. read the incident's report beside the copy; refuse when a release report is there;
+//! 1. read the incident's report beside the copy; refuse when its release report is there (the
+//!    release is complete);
 //! 2. copy exactly the quarantined bytes back to the source key (pinned by the copy's ETag),
-//!    with the source's user metadata and content type, only if the key is free (an identical
-//!    object there is an earlier attempt's restore);
-//! 3. write `<key>.release.json` beside the report (who, why, when, what), only if absent;
-//! 4. notify the topic (subject `avscan: object released`).
+//!    with the source's user metadata, content type and KMS key, only if the key is free (an
+//!    object there with the incident's SHA-256 is an earlier attempt's restore);
+//! 3. notify the topic (subject `avscan: object released`);
+//! 4. write `<key>.release.json` beside the report (who, why, when, what), only if absent: last,
+//!    so that its presence means every step is done (a run that failed between 3 and 4 notifies
+//!    again when run again).
 
-use avscan_actors::model::{ObjectRef, ScanOutcome, Verdict};
+use avscan_actors::incident::release_key;
+use avscan_actors::model::{ObjectRef, QuarantineReason, ScanOutcome, Verdict};
 use avscan_actors::ports::{CopyRequest, Notification, Notifier, ObjectStore, StoreError, WriteOptions};
 use avscan_actors::report::QuarantineReport;
 use bytes::Bytes;
@@ -51,7 +58,7 @@ pub struct ReleaseReport {
     pub bucket: String,
     pub key: String,
     /// The restored object's ETag.
-    pub etag: String,
+    pub etag: Option<String>,
     pub sha256: Option<String>,
     pub quarantine_bucket: String,
     pub quarantine_key: String,
@@ -124,7 +131,7 @@ pub async fn release(settings: &Settings, request: &ReleaseRequest) -> Result<St
             policy.quarantine_bucket, report.action
         )));
     }
-    let release_key = format!("{key}.release.json");
+    let release_key = release_key(&key);
     if store.head(&quarantine, &release_key).await.map_err(fail)?.is_some() {
         return Err(refused(format!(
             "already released: see s3://{quarantine}/{release_key}"
@@ -132,11 +139,15 @@ pub async fn release(settings: &Settings, request: &ReleaseRequest) -> Result<St
     }
     let allowed_by = allowance(settings, &client, &report).await?;
     if allowed_by.is_none() && !request.rescan {
-        return Err(refused(match &report.sha256 {
-            Some(sha256) => format!(
+        return Err(refused(match (&report.sha256, report.verdict.as_str()) {
+            (Some(sha256), "infected") => format!(
                 "the allow-list does not allow these bytes, so the restore's own event would quarantine them again: add `sha256 {sha256} # <why>` to ALLOW_LIST, wait ALLOW_LIST_RELOAD_INTERVAL for running avscans to load it, and release again (or pass --rescan to have it judged again)"
             ),
-            None => "the object was never read whole (too large), so no allow-list entry can allow it: raise the limit that made it too large and release with --rescan".to_owned(),
+            (None, _) => "the object was never read whole (too large), so no allow-list entry can allow it: raise the limit that made it too large and release with --rescan".to_owned(),
+            _ => format!(
+                "it is {} ({}), not a detection: no allow-list entry makes an object scanned whole; fix what made it so and release with --rescan",
+                report.verdict, report.reason
+            ),
         }));
     }
 
@@ -164,32 +175,36 @@ pub async fn release(settings: &Settings, request: &ReleaseRequest) -> Result<St
             metadata: &metadata,
             options: &WriteOptions {
                 if_absent: true,
-                kms_key_id: copy.kms_key_id.clone(),
+                kms_key_id: report.source_kms_key_id.clone(),
             },
         })
         .await;
     match restored {
         Ok(()) => {}
+        // An earlier run's restore, or another object: only the incident's bytes count as ours.
+        Err(StoreError::AlreadyExists { .. }) if restored_by_an_earlier_run(&client, &report, &copy.etag).await? => {}
         Err(StoreError::AlreadyExists { .. }) => {
-            let there = store.head(&report.bucket, &report.key).await.map_err(fail)?;
-            if there.is_none_or(|there| there.etag != copy.etag) {
-                return Err(refused(format!(
-                    "s3://{}/{} holds another object (a newer upload?): not overwritten",
-                    report.bucket, report.key
-                )));
-            }
+            return Err(refused(format!(
+                "s3://{}/{} holds another object (a newer upload?): not overwritten",
+                report.bucket, report.key
+            )))
         }
         Err(err) => return Err(fail(err)),
     }
+    let etag = store
+        .head(&report.bucket, &report.key)
+        .await
+        .map_err(fail)?
+        .map(|meta| meta.etag);
 
-    // 3. The release report, 4. the notification.
+    // 3. The notification, 4. the release report.
     let release = ReleaseReport {
         released_at: humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
         released_by: by.to_owned(),
         reason: request.reason.trim().to_owned(),
         bucket: report.bucket.clone(),
         key: report.key.clone(),
-        etag: copy.etag.clone(),
+        etag,
         sha256: report.sha256.clone(),
         quarantine_bucket: quarantine.clone(),
         quarantine_key: key.clone(),
@@ -200,11 +215,27 @@ pub async fn release(settings: &Settings, request: &ReleaseRequest) -> Result<St
         rescan: request.rescan,
     };
     let document = serde_json::to_string_pretty(&release).expect("a release report serialises");
+    let notifier = aws::SnsNotifier {
+        client: aws::sns_client(&sdk, &settings.sns),
+        topic_arn: settings.topic_arn.clone(),
+    };
+    let notification = Notification {
+        subject: NOTIFICATION_SUBJECT.to_owned(),
+        message: document.clone(),
+        attributes: vec![
+            ("verdict".to_owned(), "released".to_owned()),
+            ("bucket".to_owned(), report.bucket.clone()),
+        ],
+    };
+    notifier
+        .publish(&notification)
+        .await
+        .map_err(|err| refused(format!("restored, not notified (run it again to finish): {err}")))?;
     let written = store
         .put(
             &quarantine,
             &release_key,
-            Bytes::from(document.clone()),
+            Bytes::from(document),
             "application/json",
             &[],
             &WriteOptions {
@@ -214,26 +245,14 @@ pub async fn release(settings: &Settings, request: &ReleaseRequest) -> Result<St
         )
         .await;
     match written {
-        // Another release raced this one: it reported and notified.
+        // Another release raced this one and finished first.
         Ok(()) | Err(StoreError::AlreadyExists { .. }) => {}
-        Err(err) => return Err(fail(err)),
+        Err(err) => {
+            return Err(refused(format!(
+                "restored and notified, no release report (run it again to finish): {err}"
+            )))
+        }
     }
-    let notifier = aws::SnsNotifier {
-        client: aws::sns_client(&sdk, &settings.sns),
-        topic_arn: settings.topic_arn.clone(),
-    };
-    let notification = Notification {
-        subject: NOTIFICATION_SUBJECT.to_owned(),
-        message: document,
-        attributes: vec![
-            ("verdict".to_owned(), "released".to_owned()),
-            ("bucket".to_owned(), report.bucket.clone()),
-        ],
-    };
-    notifier
-        .publish(&notification)
-        .await
-        .map_err(|err| refused(format!("restored and reported, but not notified: {err}")))?;
     let judged = match &allowed_by {
         Some(entry) => format!("its event will find it allowed by {entry}"),
         None => "its event will judge it again (--rescan)".to_owned(),
@@ -242,6 +261,45 @@ pub async fn release(settings: &Settings, request: &ReleaseRequest) -> Result<St
         "released s3://{quarantine}/{key} to s3://{}/{} ({} bytes); {judged}; release report s3://{quarantine}/{release_key}",
         report.bucket, report.key, copy.size
     ))
+}
+
+/// Whether what is at the source key is the incident's object (restored by an earlier run):
+/// its SHA-256 is the report's (ETags differ between copies under SSE-KMS), or, for an object
+/// never read whole, its ETag is the copy's.
+async fn restored_by_an_earlier_run(
+    client: &aws_sdk_s3::Client,
+    report: &QuarantineReport,
+    copy_etag: &str,
+) -> Result<bool, Refused> {
+    let address = format!("s3://{}/{}", report.bucket, report.key);
+    let output = client
+        .get_object()
+        .bucket(&report.bucket)
+        .key(&report.key)
+        .send()
+        .await
+        .map_err(|err| {
+            refused(format!(
+                "reading {address}: {}",
+                aws_sdk_s3::error::DisplayErrorContext(err)
+            ))
+        })?;
+    let Some(expected) = &report.sha256 else {
+        let etag = output.e_tag.unwrap_or_default();
+        return Ok(etag.trim_matches('"') == copy_etag);
+    };
+    use sha2::Digest;
+    let mut digest = sha2::Sha256::new();
+    let mut body = output.body;
+    while let Some(chunk) = body
+        .try_next()
+        .await
+        .map_err(|err| refused(format!("reading {address}: {err}")))?
+    {
+        digest.update(&chunk);
+    }
+    let found: String = digest.finalize().iter().map(|byte| format!("{byte:02x}")).collect();
+    Ok(&found == expected)
 }
 
 /// The incident's report beside the copy, which must name the copy.
@@ -293,10 +351,17 @@ async fn allowance(
     let list = crate::allow_list::load(source, client)
         .await
         .map_err(|err| refused(format!("ALLOW_LIST: {err}")))?;
-    let judged = ScanOutcome {
-        verdict: Verdict::Infected {
+    let verdict = match report.verdict.as_str() {
+        "infected" => Verdict::Infected {
             signature: report.signature.clone().unwrap_or_default(),
         },
+        _ => Verdict::Unscannable {
+            reason: QuarantineReason::Unscannable,
+            signature: report.signature.clone(),
+        },
+    };
+    let judged = ScanOutcome {
+        verdict,
         engine: None,
         definitions: None,
         sha256: report.sha256.clone(),

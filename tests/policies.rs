@@ -8,15 +8,10 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use aws_sdk_s3::primitives::ByteStream;
-use common::{notified_key, run_command, s3_record, Avscan, TestEnv, EICAR};
+use common::{notified_key, run_command, s3_record, sha256_hex, Avscan, TestEnv, EICAR};
 use serde_json::{json, Value};
 
 const WAIT: Duration = Duration::from_secs(60);
-
-fn sha256_hex(bytes: &[u8]) -> String {
-    use sha2::Digest;
-    sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
-}
 
 async fn create_bucket(env: &TestEnv, name: &str) {
     env.s3.create_bucket().bucket(name).send().await.unwrap();

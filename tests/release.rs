@@ -10,15 +10,10 @@ use std::time::Duration;
 
 use aws_sdk_s3::primitives::ByteStream;
 use common::faults::HttpFaultProxy;
-use common::{endpoint, iam, run_command_output, Avscan, TestEnv, EICAR};
+use common::{endpoint, iam, run_command_output, sha256_hex, Avscan, TestEnv, EICAR};
 use serde_json::Value;
 
 const WAIT: Duration = Duration::from_secs(60);
-
-fn sha256_hex(bytes: &[u8]) -> String {
-    use sha2::Digest;
-    sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_released_false_positive_comes_back_whole_and_is_forwarded_once_allowed() {

@@ -8,15 +8,10 @@ mod common;
 use std::collections::HashMap;
 use std::time::Duration;
 
-use common::{run_command, s3_record, ResultDestinations, TestEnv, DETAIL_TYPE, EICAR};
+use common::{run_command, s3_record, sha256_hex, ResultDestinations, TestEnv, DETAIL_TYPE, EICAR};
 use serde_json::{json, Value};
 
 const WAIT: Duration = Duration::from_secs(60);
-
-fn sha256_hex(bytes: &[u8]) -> String {
-    use sha2::Digest;
-    sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
-}
 
 /// Uploads `body` and queues its event.
 async fn upload(env: &TestEnv, key: &str, body: &[u8]) {

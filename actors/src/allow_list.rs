@@ -82,10 +82,11 @@ impl AllowList {
         self.len() == 0
     }
 
-    /// The entry that allows an object judged as `outcome` (by its SHA-256, whatever the
-    /// verdict: the operator vouched for these exact bytes), described for logs and messages.
+    /// The entry that allows a detection in an object judged as `outcome` (by its SHA-256: the
+    /// operator vouched for these exact bytes), described for logs and messages. Only a
+    /// detection: an unscannable object was not scanned whole, and no entry makes it so.
     pub fn allowance(&self, outcome: &ScanOutcome) -> Option<String> {
-        if outcome.verdict == Verdict::Clean {
+        if !matches!(outcome.verdict, Verdict::Infected { .. }) {
             return None;
         }
         let sha256 = outcome.sha256.as_ref()?;
@@ -167,12 +168,8 @@ mod tests {
             reason: QuarantineReason::Unscannable,
             signature: Some("Avscan.Archive.Encrypted".into()),
         };
-        // By digest, whatever the verdict: the operator vouched for these exact bytes.
-        assert_eq!(
-            list.allowance(&outcome(unscannable.clone(), Some(EICAR_SHA256))),
-            Some(format!("sha256 {EICAR_SHA256} (INC-1: our installer)"))
-        );
-        assert_eq!(list.allowance(&outcome(unscannable, Some(&other))), None);
+        // A detection only: what was not scanned whole stays unscannable whatever its digest.
+        assert_eq!(list.allowance(&outcome(unscannable, Some(EICAR_SHA256))), None);
         let eicar = Verdict::Infected {
             signature: "Win.Test.EICAR_HDB-1".into(),
         };

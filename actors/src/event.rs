@@ -79,15 +79,24 @@ pub struct RejectedRecord {
 impl RejectedRecord {
     /// `rejection` of a record whose bucket and key are at `bucket_at` and `key_at` (`key_at`
     /// form-encoded when `encoded`).
+    /// Names only what could be a real bucket and key (their result event quotes them): a
+    /// bucket name of S3's characters and length, a key of at most S3's 1,024 bytes.
     fn naming(rejection: Rejection, record: &Value, bucket_at: &str, key_at: &str, encoded: bool) -> Self {
         let key = record.pointer(key_at).and_then(Value::as_str);
+        let key = match key {
+            Some(key) if encoded => decode_event_key(key).ok(),
+            other => other.map(str::to_owned),
+        };
+        let bucket = record.pointer(bucket_at).and_then(Value::as_str).filter(|bucket| {
+            (3..=63).contains(&bucket.len())
+                && bucket
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-')
+        });
         Self {
             rejection,
-            bucket: record.pointer(bucket_at).and_then(Value::as_str).map(str::to_owned),
-            key: match key {
-                Some(key) if encoded => decode_event_key(key).ok(),
-                other => other.map(str::to_owned),
-            },
+            bucket: bucket.map(str::to_owned),
+            key: key.filter(|key| key.len() <= 1024),
         }
     }
 }
@@ -291,7 +300,7 @@ pub fn decode_event_key(encoded: &str) -> Result<String, KeyProblem> {
 }
 
 /// Accepts `<submission_guid>/<filename>` keys: two or more segments, none empty, none `.` or
-/// `..`, no control characters, at most [`MAX_KEY_BYTES`] (985) bytes. Nested folders, spaces and Unicode are fine.
+/// `..`, no control characters, at most [`MAX_KEY_BYTES`] (984) bytes. Nested folders, spaces and Unicode are fine.
 pub fn validate_key(key: &str) -> Result<(), KeyProblem> {
     if key.len() > MAX_KEY_BYTES {
         return Err(KeyProblem::TooLong);
@@ -476,6 +485,20 @@ mod tests {
                 Rejection::MissingField("s3.object.size")
             ]
         );
+    }
+
+    #[test]
+    fn a_rejected_record_names_only_a_plausible_bucket_and_key() {
+        let mut forged = s3_record("g/x");
+        forged["eventName"] = json!("ObjectRemoved:Delete");
+        forged["s3"]["bucket"]["name"] = json!("b".repeat(200_000));
+        forged["s3"]["object"]["key"] = json!("k".repeat(2000));
+        let body = json!({ "Records": [forged] }).to_string();
+        let ParsedMessage::Records(records) = parse_message(&body, BUCKET) else {
+            panic!("records expected")
+        };
+        let rejected = records[0].clone().unwrap_err();
+        assert_eq!((rejected.bucket, rejected.key), (None, None));
     }
 
     #[test]

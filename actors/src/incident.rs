@@ -7,8 +7,8 @@
 //! one under the key with its upload's id, and both are written only if absent.
 //!
 //! Quarantine keys are derived so that no source key can ever address a report, nor a report
-//! a copy: a copy's key never ends in `.report.json` (a source key that does, or that ends in
-//! `~`, gets a `~` appended), a report's always does, and a later incident's key ends in
+//! a copy: a copy's key never ends in `.report.json` or `.release.json` (a source key that does,
+//! or that ends in `~`, gets a `~` appended), a report's (or release report's) always does, and a later incident's key ends in
 //! `~<upload id>~`, where the id (24 hex digits of a digest of the upload's identity) holds no
 //! `~`. The mapping is one-to-one (up to a 96-bit digest), so two incidents, of the same or of
 //! different keys, never share a key; and it stays within S3's 1,024 bytes for every source key
@@ -20,13 +20,16 @@ use crate::model::ObjectRef;
 
 /// Suffix of the report object stored beside the quarantined copy.
 pub(crate) const REPORT_SUFFIX: &str = ".report.json";
+/// Suffix of the release report `avscan release` stores beside it (the longer of the two).
+pub const RELEASE_SUFFIX: &str = ".release.json";
 
 /// Hex digits of a later incident's upload id.
 const UPLOAD_ID_LEN: usize = 24;
 
-/// The longest source key whose every quarantine key, and its report's, fits S3's 1,024 bytes:
-/// the report suffix, the `~` of an escaped key and a later incident's `~<id>~` on top.
-pub(crate) const MAX_SOURCE_KEY_BYTES: usize = 1024 - REPORT_SUFFIX.len() - 1 - (UPLOAD_ID_LEN + 2);
+/// The longest source key whose every quarantine key, and its report's and release report's,
+/// fits S3's 1,024 bytes: the release suffix, the `~` of an escaped key and a later incident's
+/// `~<id>~` on top.
+pub(crate) const MAX_SOURCE_KEY_BYTES: usize = 1024 - RELEASE_SUFFIX.len() - 1 - (UPLOAD_ID_LEN + 2);
 
 /// What identifies the upload an event announced: its version, else its sequencer and ETag.
 fn identity(object: &ObjectRef) -> String {
@@ -50,9 +53,10 @@ pub(crate) fn upload_id(object: &ObjectRef) -> String {
         .collect()
 }
 
-/// The key of a copy of `source_key`: the key itself, unless it ends in `.report.json` or `~`.
+/// The key of a copy of `source_key`: the key itself, unless it ends in `.report.json`,
+/// `.release.json` or `~`.
 pub(crate) fn copy_key(source_key: &str) -> String {
-    if source_key.ends_with(REPORT_SUFFIX) || source_key.ends_with('~') {
+    if source_key.ends_with(REPORT_SUFFIX) || source_key.ends_with(RELEASE_SUFFIX) || source_key.ends_with('~') {
         format!("{source_key}~")
     } else {
         source_key.to_owned()
@@ -70,6 +74,11 @@ pub(crate) fn quarantine_keys(object: &ObjectRef) -> [String; 2] {
 /// The key of the report for a copy at `quarantine_key`.
 pub(crate) fn report_key(quarantine_key: &str) -> String {
     format!("{quarantine_key}{REPORT_SUFFIX}")
+}
+
+/// The key of the release report for a copy at `quarantine_key`.
+pub fn release_key(quarantine_key: &str) -> String {
+    format!("{quarantine_key}{RELEASE_SUFFIX}")
 }
 
 #[cfg(test)]
@@ -112,9 +121,11 @@ mod tests {
         for source in [
             "g/".to_owned() + &"k".repeat(MAX_SOURCE_KEY_BYTES - 2),
             format!("g/{}.report.json", "k".repeat(MAX_SOURCE_KEY_BYTES - 14)),
+            format!("g/{}.release.json", "k".repeat(MAX_SOURCE_KEY_BYTES - 15)),
         ] {
             assert_eq!(source.len(), MAX_SOURCE_KEY_BYTES);
             for key in quarantine_keys(&object(&source, None, Some("0A"), Some("e"))) {
+                assert!(release_key(&key).len() <= 1024, "{} bytes", release_key(&key).len());
                 assert!(report_key(&key).len() <= 1024, "{} bytes", report_key(&key).len());
             }
         }
@@ -132,6 +143,8 @@ mod tests {
             "g/k~vv1~",
             "g/k~vv1~.report.json",
             "g/k.report.json.report.json",
+            "g/k.release.json",
+            "g/k.release.json~",
         ];
         let mut reports = HashSet::new();
         let mut copies = HashSet::new();
@@ -139,8 +152,13 @@ mod tests {
             for version in ["v1", "v2"] {
                 for key in quarantine_keys(&object(source, Some(version), None, None)) {
                     assert!(!key.ends_with(REPORT_SUFFIX), "{key} could be taken for a report");
+                    assert!(
+                        !key.ends_with(RELEASE_SUFFIX),
+                        "{key} could be taken for a release report"
+                    );
                     copies.insert(key.clone());
                     reports.insert(report_key(&key));
+                    reports.insert(release_key(&key));
                 }
             }
         }
@@ -149,5 +167,6 @@ mod tests {
         assert!(copies.is_disjoint(&reports));
         // The case that bit: an infected `K.report.json` taken for `K`'s report.
         assert_ne!(copy_key("g/k.report.json"), report_key(&copy_key("g/k")));
+        assert_ne!(copy_key("g/k.release.json"), release_key(&copy_key("g/k")));
     }
 }

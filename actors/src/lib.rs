@@ -70,7 +70,7 @@ pub mod config;
 pub mod defaults;
 pub mod definitions;
 pub mod event;
-mod incident;
+pub mod incident;
 pub mod metrics;
 pub mod model;
 pub mod policy;

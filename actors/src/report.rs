@@ -75,6 +75,9 @@ pub struct QuarantineReport {
     /// The source's user metadata (`x-amz-meta-*`): the copy carries avscan's instead.
     #[serde(default)]
     pub source_metadata: BTreeMap<String, String>,
+    /// The KMS key the source was encrypted with (SSE-KMS), which a release restores it with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_kms_key_id: Option<String>,
 }
 
 impl QuarantineReport {
@@ -111,6 +114,7 @@ impl QuarantineReport {
             definitions_version: outcome.definitions.map(|d| d.version),
             definitions_built_at: outcome.definitions.map(|d| d.built_at_rfc3339()),
             source_metadata: BTreeMap::new(),
+            source_kms_key_id: None,
         }
     }
 
@@ -122,8 +126,9 @@ impl QuarantineReport {
             (_, reason) if reason == QuarantineReason::FileTooLarge.as_str() => ResultVerdict::TooLarge,
             _ => ResultVerdict::Unscannable,
         };
-        let location = match self.action.as_str() {
-            "quarantine" => self.quarantine_key.clone(),
+        // The copy where there is one, else the report.
+        let location = match (self.action.as_str(), self.reason.as_str()) {
+            ("quarantine", reason) if reason != REMOVED_BEFORE_QUARANTINE => self.quarantine_key.clone(),
             _ => self.report_key(),
         };
         ResultEvent {

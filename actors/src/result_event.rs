@@ -213,7 +213,7 @@ impl ResultEvent {
             ours.insert("definitionsVersion".into(), definitions.version.into());
             ours.insert("definitionsBuiltAt".into(), definitions.built_at_rfc3339().into());
         }
-        insert(&mut ours, "engine", self.engine.as_deref());
+        insert(&mut ours, "engine", self.engine.as_deref().map(capped).as_deref());
         insert(
             &mut ours,
             "allowedBy",
@@ -253,13 +253,9 @@ fn insert(map: &mut Map<String, Value>, name: &str, value: Option<&str>) {
     }
 }
 
-/// `text` cut to [`MAX_TEXT_BYTES`] on a character boundary.
+/// `text` cut to [`MAX_TEXT_BYTES`].
 fn capped(text: &str) -> String {
-    let mut end = text.len().min(MAX_TEXT_BYTES);
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    text[..end].to_owned()
+    crate::model::capped(text, MAX_TEXT_BYTES)
 }
 
 #[cfg(test)]

@@ -4,10 +4,10 @@
 //! for a retry otherwise, handed to the message's [`SettlementOutlet`]. A ticket dropped
 //! unresolved counts as a retry, so a crashed actor never acknowledges by accident. Opening a
 //! message registers it in the pipeline's [`InflightRegistry`] (so that its visibility is
-//! extended) and settling it removes it, before the settlement is handed on.
+//! extended) until its settlement is done with (dropped after the acker's call).
 //!
-//! Tickets know nothing of who takes the settlement (in the pipeline, the acker's address
-//! implements the outlet), so they are tested here with plain synchronous asserts, the way
+//! Tickets know nothing of who takes the settlement (in the pipeline, the publisher's address
+//! implements the outlet, and hands it on to the acker), so they are tested here with plain synchronous asserts, the way
 //! vector tests its finalizers.
 
 use std::sync::{Arc, Mutex};
@@ -91,7 +91,16 @@ pub(crate) struct Settlement {
     pub(crate) permit: Option<OwnedSemaphorePermit>,
 }
 
-/// Takes the settlements of messages: the acker in the pipeline, a collector in tests.
+/// Leaving the registry when the settlement is dropped (after its delete or release call, or when
+/// nobody could take it), not when it is made: a message whose events are being published, or
+/// whose delete waits for company, is still in flight, and the heartbeat keeps it hidden.
+impl Drop for Settlement {
+    fn drop(&mut self) {
+        self.message.registry.remove(&self.message.receipt_handle);
+    }
+}
+
+/// Takes the settlements of messages: the publisher in the pipeline, a collector in tests.
 pub(crate) trait SettlementOutlet: Send + Sync + 'static {
     /// Takes one settlement. `Err` gives it back when nobody can take it now (the acker is
     /// restarting): the message then stays on the queue until its visibility timeout, and
@@ -212,11 +221,10 @@ impl InflightMessage {
                 permit: progress.permit.take(),
             }
         };
-        self.registry.remove(&self.receipt_handle);
         if let Err(lost) = self.outlet.settle(settlement) {
             tracing::warn!(
                 message_id = %lost.message.message_id,
-                "acker is down; message stays on the queue until its visibility timeout"
+                "the stage that settles messages is down; message stays on the queue until its visibility timeout"
             );
         }
     }
@@ -425,6 +433,27 @@ mod tests {
         let taken = settled.taken();
         assert_eq!(taken.len(), 1);
         assert!(matches!(taken[0].1, SettleOutcome::Release { .. }));
+    }
+
+    /// Holds settlements, as the publisher and the acker do until their calls are answered.
+    #[derive(Default)]
+    struct Held(Mutex<Vec<Settlement>>);
+
+    impl SettlementOutlet for Held {
+        fn settle(&self, settlement: Settlement) -> Result<(), Settlement> {
+            self.0.lock().unwrap().push(settlement);
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_settled_message_stays_registered_while_its_settlement_is_held() {
+        let held = Arc::new(Held::default());
+        let (_permits, tickets, registry) = open_registered("m9", 1, held.clone());
+        tickets.into_iter().for_each(|ticket| ticket.done(result()));
+        assert_eq!(registry.len(), 1, "left while its events or delete were pending");
+        held.0.lock().unwrap().clear();
+        assert_eq!(registry.len(), 0);
     }
 
     #[test]

@@ -56,7 +56,15 @@ impl ResultSink for EventBridgeResults {
             .send()
             .await
             .map_err(|err| error(detail(err)))?;
-        // The answer's entries are in the request's order; a failed one has an error code.
+        // The answer's entries are in the request's order; a failed one has an error code. An
+        // answer that does not account for every entry is no proof that any went out.
+        if answer.entries().len() != events.len() {
+            return Err(error(format!(
+                "PutEvents answered for {} of {} entries",
+                answer.entries().len(),
+                events.len()
+            )));
+        }
         Ok(answer
             .entries()
             .iter()
@@ -86,10 +94,18 @@ pub struct SnsResults {
 impl SnsResults {
     /// `event` in the envelope EventBridge delivers to its targets, so that a consumer of
     /// GuardDuty's events through EventBridge → SNS reads it unchanged. The `id` is derived from
-    /// the detail: a redelivered event keeps its id.
+    /// the message, the object and the verdict: the event of a redelivered message keeps it.
     pub fn envelope(&self, event: &ResultEvent) -> serde_json::Value {
         let detail = event.detail();
-        let digest = sha2::Sha256::digest(detail.to_string().as_bytes());
+        let identity = serde_json::json!([
+            event.message_id,
+            event.bucket,
+            event.key,
+            event.version_id,
+            event.etag,
+            event.verdict.label()
+        ]);
+        let digest = sha2::Sha256::digest(identity.to_string().as_bytes());
         let hex: String = digest.iter().take(16).map(|byte| format!("{byte:02x}")).collect();
         let id = format!(
             "{}-{}-{}-{}-{}",

@@ -9,6 +9,12 @@ use aws_sdk_sqs::types::QueueAttributeName;
 
 use super::process::Avscan;
 
+/// The SHA-256 of `bytes`, lowercase hex, as avscan reports it.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// The EICAR test file: every clamd reports it as infected.
 pub const EICAR: &[u8] = br"X5O!P%@AP[4\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*";
 /// Matches the project's `.ndb` body signature `Avscan.Test.Marker` anywhere in a file.

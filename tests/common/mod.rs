@@ -35,7 +35,7 @@ mod results;
 
 // Which of these a test binary uses varies as much as which helpers it calls.
 #[allow(unused_imports)]
-pub use environment::{clamd_address, endpoint, queue_arn, s3_record, TestEnv, EICAR, REGION, TEST_MARKER};
+pub use environment::{clamd_address, endpoint, queue_arn, s3_record, sha256_hex, TestEnv, EICAR, REGION, TEST_MARKER};
 #[allow(unused_imports)]
 pub use process::{http_get, run_command, run_command_output, sample, Avscan, LocalClamd};
 #[allow(unused_imports)]

@@ -8,8 +8,7 @@ use serde_json::json;
 
 use super::environment::{endpoint, queue_arn, sdk, TestEnv, REGION};
 
-/// GuardDuty's `detail-type`, which avscan's events keep.
-pub const DETAIL_TYPE: &str = "GuardDuty Malware Protection Object Scan Result";
+pub use avscan_actors::result_event::DETAIL_TYPE;
 
 /// One test's result-event destinations and the queues that receive what reaches them.
 pub struct ResultDestinations {

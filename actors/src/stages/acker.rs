@@ -137,9 +137,10 @@ impl AckerState {
         // Dropping the settlement here returns its permit: the poller may take another message.
     }
 
-    /// True while some message not yet settled could still join the pending deletes.
+    /// True while some message not yet settled could still join the pending deletes (the
+    /// pending ones are still registered: they leave when their delete is answered).
     fn others_in_flight(&self) -> bool {
-        self.arguments.registry.len() > 0
+        self.arguments.registry.len() > self.pending_deletes.len()
     }
 
     fn schedule_flush(&mut self, after: Duration) {

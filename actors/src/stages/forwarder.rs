@@ -14,7 +14,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tracing::{Instrument, Span};
 
 use super::RecordJob;
-use crate::model::ScanOutcome;
+use crate::model::{capped, ScanOutcome};
 use crate::ports::{MessageSink, OutboundMessage, SendFailure};
 use crate::result_event::ResultEvent;
 use crate::ticket::{RecordTicket, RetryCause};
@@ -94,18 +94,6 @@ fn size_of(message: &OutboundMessage) -> usize {
 
 /// The `reason` attribute of a rejected copy is cut here: it quotes event fields an attacker sets.
 const MAX_REASON_BYTES: usize = 1024;
-
-/// `text` cut to at most `max` bytes on a character boundary, marked with `…` when cut.
-fn capped(text: &str, max: usize) -> String {
-    if text.len() <= max {
-        return text.to_owned();
-    }
-    let mut end = max.saturating_sub('…'.len_utf8());
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", &text[..end])
-}
 
 /// Whether a rejected body was kept whole or cut to fit the rejected-events queue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

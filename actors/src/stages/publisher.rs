@@ -7,9 +7,10 @@
 //! Events go out ten per call (PutEvents and PublishBatch take ten): a settlement waits at most
 //! the pipeline's batch linger for others to share its call, and not at all when no other message
 //! is in flight. Each batch is published in its own task, so a slow destination holds only the
-//! messages of that batch (their in-flight permits bound how many). Settlements without events
-//! (releases, S3's test event) and every settlement when no destination is configured go straight
-//! to the acker.
+//! messages of that batch (their in-flight permits bound how many). Those stay in the in-flight
+//! registry meanwhile, so the heartbeat keeps them hidden and the shutdown release includes
+//! them. Settlements without events (releases, S3's test event), and every settlement when no
+//! destination is configured, go straight to the acker.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -81,7 +82,8 @@ impl PublisherState {
         }
         self.pending_events += settlement.results.len();
         self.pending.push(settlement);
-        if self.pending_events >= PUBLISH_BATCH || self.arguments.registry.len() == 0 {
+        // Every message in flight is registered, the pending ones too: are there others?
+        if self.pending_events >= PUBLISH_BATCH || self.arguments.registry.len() <= self.pending.len() {
             self.flush();
         } else if !self.flush_scheduled {
             self.flush_scheduled = true;
@@ -99,19 +101,13 @@ impl PublisherState {
         let sinks = self.arguments.sinks.clone();
         let acker = self.arguments.acker.clone();
         tokio::spawn(async move {
-            for (settlement, failure) in publish(&sinks, batch).await {
-                let settlement = match failure {
-                    None => settlement,
-                    Some(detail) => {
-                        tracing::warn!(message_id = %settlement.message.message_id, error = %detail, "result events not published; message will be handled again");
-                        Settlement {
-                            outcome: SettleOutcome::Release {
-                                reason: format!("result events not published: {detail}"),
-                            },
-                            ..settlement
-                        }
-                    }
-                };
+            for (mut settlement, failure) in publish(&sinks, batch).await {
+                if let Some(detail) = failure {
+                    tracing::warn!(message_id = %settlement.message.message_id, error = %detail, "result events not published; message will be handled again");
+                    settlement.outcome = SettleOutcome::Release {
+                        reason: format!("result events not published: {detail}"),
+                    };
+                }
                 hand_on(&acker, settlement);
             }
         });
@@ -205,5 +201,117 @@ impl Actor for Publisher {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use async_trait::async_trait;
+    use tokio::sync::Semaphore;
+
+    use super::*;
+    use crate::ports::{PublishError, SendFailure};
+    use crate::ticket::{Delivery, InflightMessage};
+
+    /// Keeps the settlements its tickets make.
+    #[derive(Default)]
+    struct Held(Mutex<Vec<Settlement>>);
+
+    impl SettlementOutlet for Held {
+        fn settle(&self, settlement: Settlement) -> Result<(), Settlement> {
+            self.0.lock().unwrap().push(settlement);
+            Ok(())
+        }
+    }
+
+    /// A message of `events` records, all done: its settlement.
+    fn settlement(id: &str, events: usize) -> Settlement {
+        let held = Arc::new(Held::default());
+        let permits = Arc::new(Semaphore::new(1));
+        let (_, tickets) = InflightMessage::open(
+            Delivery {
+                message_id: id.into(),
+                receipt_handle: format!("rh-{id}"),
+                receive_count: 1,
+            },
+            events,
+            permits.try_acquire_owned().unwrap(),
+            held.clone(),
+            Arc::new(InflightRegistry::default()),
+            tracing::Span::none(),
+        );
+        for (index, ticket) in tickets.into_iter().enumerate() {
+            ticket.done(ResultEvent::rejected((None, Some(format!("{id}/{index}"))), "test", id));
+        }
+        let mut settled = held.0.lock().unwrap();
+        settled.pop().unwrap()
+    }
+
+    /// Records each call's keys; fails the entries at the given positions of the calls made so
+    /// far, all of them, or answers with a position that was not sent.
+    #[derive(Default)]
+    struct Sink {
+        calls: Mutex<Vec<Vec<String>>>,
+        fail_keys: Vec<String>,
+        answer_out_of_range: bool,
+    }
+
+    #[async_trait]
+    impl ResultSink for Sink {
+        async fn publish_batch(&self, events: &[ResultEvent]) -> Result<Vec<SendFailure>, PublishError> {
+            let keys: Vec<String> = events.iter().map(|e| e.key.clone().unwrap()).collect();
+            self.calls.lock().unwrap().push(keys.clone());
+            if self.answer_out_of_range {
+                return Ok(vec![SendFailure {
+                    index: events.len(),
+                    permanent: false,
+                    detail: "?".into(),
+                }]);
+            }
+            Ok(keys
+                .iter()
+                .enumerate()
+                .filter(|(_, key)| self.fail_keys.contains(key))
+                .map(|(index, _)| SendFailure {
+                    index,
+                    permanent: false,
+                    detail: "InternalFailure".into(),
+                })
+                .collect())
+        }
+    }
+
+    #[tokio::test]
+    async fn events_go_ten_per_call_to_every_sink_and_a_failed_one_fails_only_its_message() {
+        let failing = Arc::new(Sink {
+            fail_keys: vec!["b/5".into()],
+            ..Sink::default()
+        });
+        let fine = Arc::new(Sink::default());
+        let sinks: Vec<Arc<dyn ResultSink>> = vec![failing.clone(), fine.clone()];
+        let batch = vec![settlement("a", 4), settlement("b", 7), settlement("c", 2)];
+        let outcomes: Vec<(String, bool)> = publish(&sinks, batch)
+            .await
+            .into_iter()
+            .map(|(settlement, failure)| (settlement.message.message_id.clone(), failure.is_some()))
+            .collect();
+        assert_eq!(outcomes, [("a".into(), false), ("b".into(), true), ("c".into(), false)]);
+        for sink in [&failing, &fine] {
+            let sizes: Vec<usize> = sink.calls.lock().unwrap().iter().map(Vec::len).collect();
+            assert_eq!(sizes, [10, 3]);
+        }
+        assert_eq!(fine.calls.lock().unwrap()[1], ["b/6", "c/0", "c/1"]);
+    }
+
+    #[tokio::test]
+    async fn an_answer_naming_an_entry_not_sent_fails_the_whole_call() {
+        let sinks: Vec<Arc<dyn ResultSink>> = vec![Arc::new(Sink {
+            answer_out_of_range: true,
+            ..Sink::default()
+        })];
+        let published = publish(&sinks, vec![settlement("a", 1), settlement("b", 1)]).await;
+        assert!(published.iter().all(|(_, failure)| failure.is_some()));
     }
 }

@@ -41,6 +41,7 @@ impl QuarantinerState {
             return Ok(Quarantined::RemovedBeforeQuarantine(Box::new(report)));
         };
         report.source_metadata = source.metadata.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        report.source_kms_key_id = source.kms_key_id.clone();
         let options = self.write_options(source.kms_key_id.as_ref());
         self.report_once(bucket, object, &mut report, &options, spans).await?;
         match policy.action {

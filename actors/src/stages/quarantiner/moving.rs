@@ -112,6 +112,7 @@ impl QuarantinerState {
             return self.vanished(record, report, bucket, spans).await;
         };
         report.source_metadata = source.metadata.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        report.source_kms_key_id = source.kms_key_id.clone();
         let options = self.write_options(source.kms_key_id.as_ref());
         let place = self.place(bucket, object, spans).await?;
         report.quarantine_key = place.key.clone();

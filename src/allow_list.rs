@@ -74,23 +74,16 @@ async fn read(source: &Source, s3: &aws_sdk_s3::Client) -> Result<String, LoadEr
             .await
             .map_err(|err| unreadable(err.to_string())),
         Source::S3 { bucket, key } => {
-            let output = s3
-                .get_object()
-                .bucket(bucket)
-                .key(key)
-                .send()
+            let bytes = crate::aws::read_object(s3, bucket, key, MAX_LIST_BYTES)
                 .await
-                .map_err(|err| unreadable(aws_sdk_s3::error::DisplayErrorContext(err).to_string()))?;
-            let bytes = output
-                .body
-                .collect()
-                .await
-                .map_err(|err| unreadable(err.to_string()))?
-                .into_bytes();
+                .map_err(unreadable)?;
             String::from_utf8(bytes.to_vec()).map_err(|_| unreadable("not UTF-8".into()))
         }
     }
 }
+
+/// An allow-list larger than this is a mistake, not a list.
+const MAX_LIST_BYTES: usize = 16 * 1024 * 1024;
 
 /// Reads and parses the list once.
 pub async fn load(source: &Source, s3: &aws_sdk_s3::Client) -> Result<AllowList, LoadError> {

@@ -1,5 +1,5 @@
 //! avscan's configuration: environment variables (also read from `.env`), each also a flag of
-//! `avscan run`. The old Python worker's variable names are kept so its `.env` works as is.
+//! `avscan run` (the commands themselves are `cli.rs`). The old Python worker's variable names are kept so its `.env` works as is.
 //! Nothing else in avscan reads the environment.
 
 use std::time::Duration;
@@ -8,55 +8,9 @@ use avscan_actors::defaults::{self, MIB};
 use avscan_actors::policy::Policies;
 use avscan_actors::restart::RestartPolicy;
 use avscan_actors::PipelineConfig;
-use clap::{Args, Parser, Subcommand};
+use clap::Args;
 
 use crate::clamd::ClamdAddress;
-
-#[derive(Debug, Parser)]
-#[command(
-    name = "avscan",
-    version,
-    about = "Virus-scans every object uploaded to an S3 bucket with clamd"
-)]
-pub struct Cli {
-    #[command(subcommand)]
-    pub command: Command,
-}
-
-#[derive(Debug, Subcommand)]
-pub enum Command {
-    /// Run the scanner until SIGTERM or SIGINT.
-    Run(Box<ConfigArgs>),
-    /// Check the configuration against the real services: clamd (PING, VERSION, and the five
-    /// clamd.conf settings avscan proves), every queue, both buckets and the topic; one line
-    /// each, exit 1 on a failure.
-    Check(Box<ConfigArgs>),
-    /// Scan files or S3 objects now, through the same clamd client and rules; one line each.
-    /// Exit 0 if all are clean, 1 if any is infected or unscannable, 2 on an error (clamdscan's
-    /// convention). Needs only the clamd and AWS_S3_* settings.
-    Scan(Box<ScanArgs>),
-    /// Put a quarantined object back where it was uploaded (a false positive): exactly its
-    /// bytes, its metadata; a release report beside its quarantine report; a notification.
-    /// Refused unless ALLOW_LIST allows its bytes (or --rescan). Exit 0 released, 1 refused.
-    Release(Box<ReleaseArgs>),
-}
-
-#[derive(Debug, Args)]
-pub struct ReleaseArgs {
-    #[command(flatten)]
-    pub request: crate::release::ReleaseRequest,
-    #[command(flatten)]
-    pub config: ConfigArgs,
-}
-
-#[derive(Debug, Args)]
-pub struct ScanArgs {
-    /// Local paths or s3://bucket/key addresses.
-    #[arg(required = true, value_name = "PATH | s3://BUCKET/KEY")]
-    pub inputs: Vec<String>,
-    #[command(flatten)]
-    pub config: ConfigArgs,
-}
 
 /// What `avscan scan` needs: clamd and S3, no queues.
 #[derive(Debug, Clone)]
@@ -461,6 +415,8 @@ impl ConfigArgs {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cli::{Cli, Command};
+    use clap::Parser;
 
     fn parse(args: &[&str]) -> Result<Settings, String> {
         let mut argv = vec!["avscan", "run"];

@@ -13,8 +13,10 @@
 
 pub mod allow_list;
 pub mod aws;
+pub mod backfill;
 pub mod check;
 pub mod clamd;
+pub mod cli;
 pub mod config;
 pub mod definitions;
 pub mod limits;

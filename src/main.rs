@@ -11,7 +11,7 @@ use std::process::ExitCode;
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
-use avscan::config::{Cli, Command};
+use avscan::cli::{Cli, Command};
 use clap::Parser;
 
 fn main() -> ExitCode {
@@ -41,6 +41,18 @@ fn main() -> ExitCode {
         Command::Run(args) => (args, false),
         Command::Check(args) => (args, true),
         Command::Release(release) => return release_command(&release),
+        Command::Backfill(backfill) => {
+            let request = &backfill.request;
+            return one_shot(&backfill.config, |settings| async move {
+                avscan::backfill::backfill(&settings, request).await
+            });
+        }
+        Command::Audit(audit) => {
+            let request = &audit.request;
+            return one_shot(&audit.config, |settings| async move {
+                avscan::backfill::audit(&settings, request).await
+            });
+        }
         Command::Scan(scan) => {
             let settings = scan.config.scan_settings();
             let runtime = tokio::runtime::Builder::new_current_thread()
@@ -98,22 +110,42 @@ fn settings_of(args: &avscan::config::ConfigArgs) -> Result<avscan::config::Sett
 }
 
 /// `avscan release`: 0 released, 1 refused or failed, 2 a configuration error.
-fn release_command(release: &avscan::config::ReleaseArgs) -> ExitCode {
-    let settings = match settings_of(&release.config) {
+fn release_command(release: &avscan::cli::ReleaseArgs) -> ExitCode {
+    let request = &release.request;
+    one_shot(&release.config, |settings| async move {
+        avscan::release::release(&settings, request)
+            .await
+            .map_err(|err| format!("not released: {err}"))
+    })
+}
+
+/// A command that runs once and prints one result: 0 and its lines on stdout, 1 and the error
+/// on stderr, 2 for a configuration error. Logs (progress, skipped keys) go to stderr.
+fn one_shot<F, Fut, E>(config: &avscan::config::ConfigArgs, command: F) -> ExitCode
+where
+    F: FnOnce(avscan::config::Settings) -> Fut,
+    Fut: std::future::Future<Output = Result<String, E>>,
+    E: std::fmt::Display,
+{
+    let settings = match settings_of(config) {
         Ok(settings) => settings,
         Err(exit) => return exit,
     };
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
+        .try_init();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("tokio runtime");
-    match runtime.block_on(avscan::release::release(&settings, &release.request)) {
-        Ok(line) => {
-            println!("{line}");
+    match runtime.block_on(command(settings)) {
+        Ok(lines) => {
+            println!("{lines}");
             ExitCode::SUCCESS
         }
         Err(err) => {
-            eprintln!("avscan: not released: {err}");
+            eprintln!("avscan: {err}");
             ExitCode::FAILURE
         }
     }

@@ -305,29 +305,9 @@ async fn restored_by_an_earlier_run(
 /// The incident's report beside the copy, which must name the copy.
 async fn read_report(client: &aws_sdk_s3::Client, bucket: &str, key: &str) -> Result<QuarantineReport, Refused> {
     let report_key = format!("{key}.report.json");
-    let output = client
-        .get_object()
-        .bucket(bucket)
-        .key(&report_key)
-        .send()
+    let bytes = aws::read_object(client, bucket, &report_key, MAX_REPORT_BYTES)
         .await
-        .map_err(|err| {
-            refused(format!(
-                "no quarantine report at s3://{bucket}/{report_key}: {}",
-                aws_sdk_s3::error::DisplayErrorContext(err)
-            ))
-        })?;
-    if output.content_length.unwrap_or(0) > MAX_REPORT_BYTES as i64 {
-        return Err(refused(format!(
-            "s3://{bucket}/{report_key} is too large to be a report"
-        )));
-    }
-    let bytes = output
-        .body
-        .collect()
-        .await
-        .map_err(|err| refused(format!("reading s3://{bucket}/{report_key}: {err}")))?
-        .into_bytes();
+        .map_err(|err| refused(format!("no quarantine report: {err}")))?;
     let report: QuarantineReport = serde_json::from_slice(&bytes)
         .map_err(|err| refused(format!("s3://{bucket}/{report_key} is not a quarantine report: {err}")))?;
     if report.quarantine_key != key {

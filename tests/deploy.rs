@@ -13,7 +13,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use avscan::clamd::ClamdAddress;
-use avscan::config::{Cli, Command, Settings};
+use avscan::cli::{Cli, Command};
+use avscan::config::Settings;
 use clap::{CommandFactory, Parser};
 use serde_yaml_ng::Value;
 

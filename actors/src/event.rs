@@ -289,6 +289,19 @@ fn eventbridge_fields<B: SourceBuckets + ?Sized>(
     Ok((object, str_at(event, "/time", "time")?.to_owned()))
 }
 
+/// Encodes a key the way S3 writes it into events: URL-encoding with `+` for spaces.
+pub fn encode_event_key(key: &str) -> String {
+    const KEEP: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'_')
+        .remove(b'.')
+        .remove(b'~')
+        .remove(b'/');
+    percent_encoding::utf8_percent_encode(key, KEEP)
+        .to_string()
+        .replace("%20", "+")
+}
+
 /// S3 event keys are form-encoded: `+` is a space, then `%XX` escapes (`a b+c` arrives as
 /// `a+b%2Bc`).
 pub fn decode_event_key(encoded: &str) -> Result<String, KeyProblem> {

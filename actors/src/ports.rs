@@ -55,7 +55,14 @@ pub struct QueueMessage {
     pub receive_count: u32,
     /// The sender's trace context, continued by the message's trace.
     pub trace: TraceHeaders,
+    /// `false` when the sender asked, with [`FORWARD_CLEAN_ATTRIBUTE`] = `false`, that clean
+    /// objects not be forwarded (a rescan by `avscan backfill --action report`); only ever
+    /// narrows what the policy does.
+    pub forward_clean: bool,
 }
+
+/// The message attribute that asks for clean objects not to be forwarded (value `false`).
+pub const FORWARD_CLEAN_ATTRIBUTE: &str = "avscan-forward-clean";
 
 /// A message for the outbound or the rejected-events queue.
 #[derive(Debug, Clone, PartialEq)]

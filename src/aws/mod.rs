@@ -127,6 +127,29 @@ pub fn events_client(base: &SdkConfig, service: &ServiceEndpoint) -> aws_sdk_eve
     aws_sdk_eventbridge::Client::from_conf(builder.build())
 }
 
+/// The whole body of a small object (a report, a manifest, a list), at most `max` bytes; the
+/// error says which object and why.
+pub async fn read_object(
+    client: &aws_sdk_s3::Client,
+    bucket: &str,
+    key: &str,
+    max: usize,
+) -> Result<bytes::Bytes, String> {
+    let address = format!("s3://{bucket}/{key}");
+    let output = client
+        .get_object()
+        .bucket(bucket)
+        .key(key)
+        .send()
+        .await
+        .map_err(|err| format!("GetObject {address}: {}", detail(err)))?;
+    if output.content_length.unwrap_or(0) > max as i64 {
+        return Err(format!("{address} is larger than {max} bytes"));
+    }
+    let body = output.body.collect().await;
+    Ok(body.map_err(|err| format!("reading {address}: {err}"))?.into_bytes())
+}
+
 fn detail<E: std::error::Error + 'static>(err: E) -> String {
     DisplayErrorContext(err).to_string()
 }

@@ -127,6 +127,7 @@ impl InboundQueue for SqsInbound {
             .message_system_attribute_names(MessageSystemAttributeName::AwsTraceHeader)
             .message_attribute_names(trace::TRACEPARENT)
             .message_attribute_names(trace::TRACESTATE)
+            .message_attribute_names(FORWARD_CLEAN_ATTRIBUTE)
             .send()
             .await
             .map_err(|err| self.error("ReceiveMessage", err))?;
@@ -157,6 +158,7 @@ impl InboundQueue for SqsInbound {
                     body: message.body.unwrap_or_default(),
                     receive_count,
                     trace,
+                    forward_clean: attribute(FORWARD_CLEAN_ATTRIBUTE).as_deref() != Some("false"),
                 })
             })
             .collect())

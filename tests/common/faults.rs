@@ -346,6 +346,9 @@ pub fn operation_of(method: &str, path: &str, query: &str, headers: &hyper::Head
     {
         return action.to_owned();
     }
+    if query.split('&').any(|pair| pair == "list-type=2") {
+        return "ListObjects".to_owned();
+    }
     let has_key = path.trim_start_matches('/').contains('/');
     let part = query.split('&').any(|pair| pair.starts_with("partNumber="));
     let copy = headers.contains_key("x-amz-copy-source");

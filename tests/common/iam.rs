@@ -54,7 +54,7 @@ pub fn actions_for(operation: &str) -> &'static [&'static str] {
         "PutEvents" => &["events:PutEvents"],
         // `avscan check`
         "GetQueueAttributes" => &["sqs:GetQueueAttributes"],
-        "HeadBucket" => &["s3:ListBucket"],
+        "HeadBucket" | "ListObjects" => &["s3:ListBucket"],
         "GetBucketVersioning" => &["s3:GetBucketVersioning"],
         "GetBucketLifecycleConfiguration" => &["s3:GetLifecycleConfiguration"],
         "GetTopicAttributes" => &["sns:GetTopicAttributes"],

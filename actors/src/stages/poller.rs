@@ -23,7 +23,7 @@ use crate::definitions::ReceiveGate;
 use crate::event::{parse_message, ParsedMessage, RejectedRecord};
 use crate::inflight::InflightRegistry;
 use crate::model::ObjectRef;
-use crate::policy::Policies;
+use crate::policy::{Policies, Policy};
 use crate::ports::{InboundQueue, QueueMessage};
 use crate::result_event::ResultEvent;
 use crate::shutdown::Shutdown;
@@ -164,12 +164,19 @@ impl PollerState {
                             let trace =
                                 ObjectTrace::new(object_span(&message_span, &record.object), Arc::clone(&upstream));
                             // The parser accepted the bucket, so a policy names it.
-                            let policy = Arc::clone(
-                                self.arguments
-                                    .policies
-                                    .for_object(&record.object.bucket, &record.object.key)
-                                    .expect("accepted buckets have a policy"),
-                            );
+                            let policy = self
+                                .arguments
+                                .policies
+                                .for_object(&record.object.bucket, &record.object.key)
+                                .expect("accepted buckets have a policy");
+                            // A rescan's events ask for clean objects not to be forwarded again.
+                            let policy = match message.forward_clean || !policy.forward_clean {
+                                true => Arc::clone(policy),
+                                false => Arc::new(Policy {
+                                    forward_clean: false,
+                                    ..Policy::clone(policy)
+                                }),
+                            };
                             // A failed send drops the job and its ticket: the message is retried.
                             let _ = self.arguments.fetch_pool.send(PoolMsg::Submit(RecordJob {
                                 record,

@@ -14,18 +14,7 @@ pub fn s3_event(bucket: &str, key: &str, size: u64, etag: &str) -> String {
     serde_json::json!({ "Records": [s3_record(bucket, key, size, etag)] }).to_string()
 }
 
-/// Encodes a key the way S3 writes it into events: URL-encoding with `+` for spaces.
-pub fn encode_event_key(key: &str) -> String {
-    const KEEP: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
-        .remove(b'-')
-        .remove(b'_')
-        .remove(b'.')
-        .remove(b'~')
-        .remove(b'/');
-    percent_encoding::utf8_percent_encode(key, KEEP)
-        .to_string()
-        .replace("%20", "+")
-}
+pub use crate::event::encode_event_key;
 
 /// One ObjectCreated record, for tests that build events of several records or break one.
 pub fn s3_record(bucket: &str, key: &str, size: u64, etag: &str) -> serde_json::Value {

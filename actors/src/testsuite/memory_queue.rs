@@ -214,6 +214,7 @@ impl MemoryQueue {
                 body: message.body.to_string(),
                 receive_count: message.receive_count,
                 trace: Default::default(),
+                forward_clean: true,
             });
         }
         self.peak_in_flight.fetch_max(state.in_flight(now), Ordering::SeqCst);

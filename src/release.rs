@@ -33,7 +33,7 @@ use crate::config::Settings;
 /// The release's own arguments (the configuration is every command's).
 #[derive(Debug, Clone, clap::Args)]
 pub struct ReleaseRequest {
-    /// The quarantined copy: s3://<quarantine bucket>/<key>, as its report's `quarantine_key`.
+    /// The quarantined copy: s3://QUARANTINE_BUCKET/KEY, KEY as its report's `quarantine_key`.
     #[arg(value_name = "s3://QUARANTINE_BUCKET/KEY")]
     pub target: String,
     /// Why it is released (kept in the release report and the notification).

@@ -12,7 +12,7 @@
 //! `~<upload id>~`, where the id (24 hex digits of a digest of the upload's identity) holds no
 //! `~`. The mapping is one-to-one (up to a 96-bit digest), so two incidents, of the same or of
 //! different keys, never share a key; and it stays within S3's 1,024 bytes for every source key
-//! the event parser accepts ([`MAX_SOURCE_KEY_BYTES`]).
+//! the event parser accepts (`MAX_SOURCE_KEY_BYTES`, the parser's [`MAX_KEY_BYTES`](crate::event::MAX_KEY_BYTES)).
 
 use sha2::{Digest, Sha256};
 

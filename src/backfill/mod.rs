@@ -54,7 +54,7 @@ pub struct BackfillRequest {
     /// Continue an interrupted run from its checkpoint.
     #[arg(long)]
     pub resume: bool,
-    /// The checkpoint file; default: avscan-backfill-<digest of the arguments>.json here.
+    /// The checkpoint file; default: avscan-backfill-DIGEST.json here (DIGEST: of the arguments).
     #[arg(long)]
     pub checkpoint: Option<PathBuf>,
     /// `forward` (as a real upload) or `report` (a rescan: clean objects are not forwarded again).

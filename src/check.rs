@@ -214,19 +214,9 @@ async fn quarantine_evidence(s3: &aws_sdk_s3::Client, bucket: &str) -> Vec<Line>
     fn detail<E: std::error::Error>(err: E) -> String {
         aws_sdk_s3::error::DisplayErrorContext(err).to_string()
     }
-    let enabled = match s3.get_bucket_versioning().bucket(bucket).send().await {
-        Ok(output) => Ok(output.status == Some(aws_sdk_s3::types::BucketVersioningStatus::Enabled)),
-        // A 200 whose root element the SDK rejects (moto writes `GetBucketVersioningResponse`
-        // where S3 writes `VersioningConfiguration`): its `Status` still says it.
-        Err(err) if err.raw_response().is_some_and(|raw| raw.status().as_u16() == 200) => {
-            let body = err
-                .raw_response()
-                .and_then(|raw| raw.body().bytes())
-                .unwrap_or_default();
-            Ok(String::from_utf8_lossy(body).contains("<Status>Enabled</Status>"))
-        }
-        Err(err) => Err(err),
-    };
+    let enabled = crate::aws::versioning_status(s3, bucket)
+        .await
+        .map(|status| status.as_deref() == Some("Enabled"));
     let versioning = match enabled {
         Ok(true) => Line {
             ok: true,
@@ -240,7 +230,7 @@ async fn quarantine_evidence(s3: &aws_sdk_s3::Client, bucket: &str) -> Vec<Line>
             what: "quarantine bucket versioning".into(),
             detail: "off: avscan never overwrites evidence itself, but versioning keeps it from any other delete or overwrite (recommended)".into(),
         },
-        Err(err) => line::<(), _>("quarantine bucket versioning".into(), Err(detail(err)), |_| String::new()),
+        Err(err) => line::<(), _>("quarantine bucket versioning".into(), Err(err), |_| String::new()),
     };
     let lifecycle = s3.get_bucket_lifecycle_configuration().bucket(bucket).send().await;
     let aborts = |rules: &[aws_sdk_s3::types::LifecycleRule]| {

@@ -57,8 +57,21 @@ async fn upload_prefix(env: &TestEnv, prefix: &str, count: usize) -> BTreeMap<St
 }
 
 /// Receives everything on `queue_url` (until `expected` arrived and a second passed in
-/// silence): the object keys of each message with its SentTimestamp, ms.
+/// silence): each message's body with its SentTimestamp, ms.
 async fn receive_all(env: &TestEnv, queue_url: &str, expected: usize) -> Vec<(Value, u64)> {
+    received_with_attributes(env, queue_url, expected)
+        .await
+        .into_iter()
+        .map(|(body, sent, _)| (body, sent))
+        .collect()
+}
+
+/// As [`receive_all`], with each message's string attributes.
+async fn received_with_attributes(
+    env: &TestEnv,
+    queue_url: &str,
+    expected: usize,
+) -> Vec<(Value, u64, BTreeMap<String, String>)> {
     let deadline = std::time::Instant::now() + WAIT;
     let mut received = Vec::new();
     let mut quiet = 0;
@@ -70,6 +83,7 @@ async fn receive_all(env: &TestEnv, queue_url: &str, expected: usize) -> Vec<(Va
             .max_number_of_messages(10)
             .wait_time_seconds(if received.len() < expected { 1 } else { 0 })
             .message_system_attribute_names(MessageSystemAttributeName::SentTimestamp)
+            .message_attribute_names("All")
             .send()
             .await
             .unwrap();
@@ -79,7 +93,13 @@ async fn receive_all(env: &TestEnv, queue_url: &str, expected: usize) -> Vec<(Va
             let sent: u64 = message.attributes().unwrap()[&MessageSystemAttributeName::SentTimestamp]
                 .parse()
                 .unwrap();
-            received.push((serde_json::from_str(message.body().unwrap()).unwrap(), sent));
+            let attributes = message
+                .message_attributes()
+                .into_iter()
+                .flatten()
+                .map(|(name, value)| (name.clone(), value.string_value().unwrap_or_default().to_owned()))
+                .collect();
+            received.push((serde_json::from_str(message.body().unwrap()).unwrap(), sent, attributes));
             env.sqs
                 .delete_message()
                 .queue_url(queue_url)
@@ -385,18 +405,53 @@ async fn audit_resends_only_stale_objects_without_a_verdict_and_the_backfill_pol
         stdout.starts_with(&format!("audit {}: listed 3, enqueued 1, skipped 2,", env.unprocessed)),
         "{stdout}"
     );
-    let resent = receive_all(&env, &env.inbound_url, 1).await;
+    let resent = received_with_attributes(&env, &env.inbound_url, 1).await;
+    assert_eq!(resent.len(), 1);
+    assert_eq!(resent[0].2.get("avscan-origin").map(String::as_str), Some("audit"));
+    let resent: Vec<(Value, u64)> = resent.into_iter().map(|(body, sent, _)| (body, sent)).collect();
     let keys: Vec<String> = objects_of(&resent).into_iter().map(|(key, _, _)| key).collect();
     assert_eq!(keys, ["g/stale.txt"]);
-    let origin = env
-        .sqs
-        .receive_message()
-        .queue_url(&env.inbound_url)
-        .wait_time_seconds(0)
+
+    // --since and --until keep objects by LastModified: none is from the future.
+    let future = [
+        "backfill",
+        &format!("s3://{}/g/", env.unprocessed),
+        "--dry-run",
+        "--since",
+        "2999-01-01T00:00:00Z",
+    ];
+    let (code, stdout, stderr) = run_command_output(&variables, &future).await;
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        stdout.starts_with("backfill: listed 3, would enqueue 0, skipped 3,"),
+        "{stdout}"
+    );
+
+    // In a versioned bucket every event names the version listed, so that the fleet judges,
+    // and deletes, exactly that one.
+    env.enable_versioning(&env.unprocessed).await;
+    let put = env
+        .s3
+        .put_object()
+        .bucket(&env.unprocessed)
+        .key("v/versioned.txt")
+        .body(ByteStream::from_static(b"versioned"))
         .send()
         .await
         .unwrap();
-    assert!(origin.messages.unwrap_or_default().is_empty());
+    let version = put.version_id.expect("a versioned bucket names the version");
+    let versioned_target = format!("s3://{}/v/", env.unprocessed);
+    let (code, stdout, stderr) =
+        run_command_output(&variables, &["backfill", &versioned_target, "--action", "report"]).await;
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stdout.starts_with("backfill: listed 1, enqueued 1,"), "{stdout}");
+    let events = received_with_attributes(&env, &env.inbound_url, 1).await;
+    assert_eq!(events[0].0["Records"][0]["s3"]["object"]["versionId"], version.as_str());
+    assert_eq!(events[0].2.get("avscan-origin").map(String::as_str), Some("backfill"));
+    assert_eq!(
+        events[0].2.get("avscan-forward-clean").map(String::as_str),
+        Some("false")
+    );
 
     // A backfill from an inventory through the proxy too, then the calls against the policy.
     let inventory_bucket = format!("{}-inventory", env.unprocessed.trim_end_matches("-unprocessed"));
@@ -412,7 +467,14 @@ async fn audit_resends_only_stale_objects_without_a_verdict_and_the_backfill_pol
     }
     let policy = iam::policy("deploy/iam-policy-backfill.json");
     let calls = proxy.targets();
-    for operation in ["ListObjects", "GetObjectTagging", "GetObject", "SendMessageBatch"] {
+    for operation in [
+        "ListObjects",
+        "ListObjectVersions",
+        "GetBucketVersioning",
+        "GetObjectTagging",
+        "GetObject",
+        "SendMessageBatch",
+    ] {
         assert!(
             calls.iter().any(|(recorded, _)| recorded == operation),
             "no {operation}: {calls:?}"

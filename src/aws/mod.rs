@@ -127,6 +127,28 @@ pub fn events_client(base: &SdkConfig, service: &ServiceEndpoint) -> aws_sdk_eve
     aws_sdk_eventbridge::Client::from_conf(builder.build())
 }
 
+/// A bucket's versioning status: `Enabled`, `Suspended`, or `None` when it was never turned on.
+pub async fn versioning_status(client: &aws_sdk_s3::Client, bucket: &str) -> Result<Option<String>, String> {
+    match client.get_bucket_versioning().bucket(bucket).send().await {
+        Ok(output) => Ok(output.status.map(|status| status.as_str().to_owned())),
+        // A 200 whose root element the SDK rejects (moto writes `GetBucketVersioningResponse`
+        // where S3 writes `VersioningConfiguration`): its `Status` still says it.
+        Err(err) if err.raw_response().is_some_and(|raw| raw.status().as_u16() == 200) => {
+            let body = err
+                .raw_response()
+                .and_then(|raw| raw.body().bytes())
+                .unwrap_or_default();
+            let body = String::from_utf8_lossy(body);
+            let status = body
+                .split_once("<Status>")
+                .and_then(|(_, rest)| rest.split_once("</Status>"))
+                .map(|(status, _)| status.to_owned());
+            Ok(status)
+        }
+        Err(err) => Err(format!("GetBucketVersioning {bucket}: {}", detail(err))),
+    }
+}
+
 /// The whole body of a small object (a report, a manifest, a list), at most `max` bytes; the
 /// error says which object and why.
 pub async fn read_object(

@@ -122,6 +122,7 @@ fn event(bucket: &str, region: &str, listed: &Listed) -> String {
                 "key": avscan_actors::event::encode_event_key(&listed.key),
                 "size": listed.size,
                 "eTag": listed.etag,
+                "versionId": listed.version_id,
             }
         }
     }]})
@@ -144,8 +145,13 @@ pub struct Run {
     summary: Summary,
     position: Option<Position>,
     started: Instant,
-    /// Events sent by this process: the pace is kept from its start.
+    /// Events sent by this process (the progress' rate).
     sent_here: u64,
+    /// When the next batch may go: a batch of n moves it n/rate on from when it went, so time
+    /// spent listing or skipping never builds up a burst.
+    next_due: Instant,
+    /// `backfill` or `audit`, for progress lines.
+    what: &'static str,
     progress: Progress,
 }
 
@@ -196,6 +202,8 @@ impl Run {
             position: resumed.map(|c| c.position),
             started: Instant::now(),
             sent_here: 0,
+            next_due: Instant::now(),
+            what: "backfill",
             progress: Progress::new(),
         })
     }
@@ -204,6 +212,7 @@ impl Run {
     pub fn audit_only(&mut self) {
         self.attributes = vec![(ORIGIN_ATTRIBUTE.to_owned(), "audit".to_owned())];
         self.checkpoint_path = None;
+        self.what = "audit";
     }
 
     /// Enqueues every object of `objects` that `skip` does not name a reason for; returns the
@@ -219,6 +228,14 @@ impl Run {
         while let Some(item) = objects.next().await {
             let (listed, position) = item?;
             self.summary.listed += 1;
+            self.progress
+                .show(self.what, &self.summary, self.sent_here, self.started.elapsed());
+            if listed.etag.is_empty() {
+                return Err(Failed(format!(
+                    "s3://{}/{} was listed without an ETag: its event could not be pinned to what was listed",
+                    self.bucket, listed.key
+                )));
+            }
             if let Some(reason) = skip(&listed) {
                 self.summary.skipped += 1;
                 if skipped_shown < 20 {
@@ -237,7 +254,6 @@ impl Run {
             if batch.len() == batch_size {
                 self.send(std::mem::take(&mut batch)).await?;
             }
-            self.progress.show(&self.summary, self.started.elapsed());
         }
         if !batch.is_empty() {
             self.send(batch).await?;
@@ -251,8 +267,9 @@ impl Run {
 
     /// Sends one batch at the pace, retrying failed entries; then moves the checkpoint past it.
     async fn send(&mut self, batch: Vec<(Listed, Position)>) -> Result<(), Failed> {
-        let due = self.started + Duration::from_secs_f64(self.sent_here as f64 / f64::from(self.rate));
-        tokio::time::sleep_until(due.into()).await;
+        tokio::time::sleep_until(self.next_due.into()).await;
+        self.next_due =
+            Instant::now().max(self.next_due) + Duration::from_secs_f64(batch.len() as f64 / f64::from(self.rate));
         let sink = self.sink.as_ref().expect("a run that sends has a queue");
         let mut pending: Vec<OutboundMessage> = batch
             .iter()
@@ -329,8 +346,9 @@ impl Progress {
         }
     }
 
-    fn show(&mut self, summary: &Summary, elapsed: Duration) {
-        let rate = summary.enqueued as f64 / elapsed.as_secs_f64().max(0.001);
+    /// `sent_here` over `elapsed` is this process's rate (a resumed run's summary counts more).
+    fn show(&mut self, what: &str, summary: &Summary, sent_here: u64, elapsed: Duration) {
+        let rate = sent_here as f64 / elapsed.as_secs_f64().max(0.001);
         let text = format!(
             "listed {}, enqueued {}, skipped {}, {}, {rate:.0}/s",
             summary.listed,
@@ -342,7 +360,7 @@ impl Progress {
             Some(bar) => bar.set_message(text),
             None if self.last_line.elapsed() >= PROGRESS_LINE_EVERY => {
                 self.last_line = Instant::now();
-                eprintln!("backfill: {text}");
+                eprintln!("{what}: {text}");
             }
             None => {}
         }
@@ -366,7 +384,8 @@ mod tests {
             size: 68,
             etag: "e1".into(),
             last_modified: SystemTime::UNIX_EPOCH,
-            judged: false,
+            version_id: Some("v1".into()),
+            audit_skip: None,
         };
         let body = event("uploads", "eu-west-1", &listed);
         let avscan_actors::event::ParsedMessage::Records(records) =
@@ -377,6 +396,7 @@ mod tests {
         let record = records[0].clone().unwrap();
         assert_eq!(record.object.key, "guid/a b+c ü.txt");
         assert_eq!((record.object.size, record.object.etag.as_deref()), (68, Some("e1")));
+        assert_eq!(record.object.version_id.as_deref(), Some("v1"));
         assert!(body.contains(r#""key":"guid/a+b%2Bc+%C3%BC.txt""#), "{body}");
     }
 }

@@ -22,8 +22,10 @@ pub struct Listed {
     /// Without quotes.
     pub etag: String,
     pub last_modified: SystemTime,
-    /// It carries avscan's (or GuardDuty's) verdict tag (looked up by an audit only).
-    pub judged: bool,
+    /// The listed version, in a versioned bucket: the event pins the fleet's GET and delete to it.
+    pub version_id: Option<String>,
+    /// Why an audit leaves it alone, found while listing (a verdict tag; gone since the listing).
+    pub audit_skip: Option<&'static str>,
 }
 
 /// Where a resumed run starts: after this key (a listing), or at this row of this file of the
@@ -42,9 +44,102 @@ fn failed(what: &str, err: impl std::fmt::Display) -> Failed {
     Failed(format!("{what}: {err}"))
 }
 
-/// Every object of `bucket` under `prefix` (ListObjectsV2, a thousand per page), after the
-/// `start` key when resuming.
-pub fn list(s3: aws_sdk_s3::Client, bucket: String, prefix: String, start: Option<Position>) -> Objects {
+/// Every object of `bucket` under `prefix`, after the `start` key when resuming: the current
+/// version of each (ListObjectVersions) when the bucket has versioning, so that every event names
+/// the version the fleet must judge, and delete; else ListObjectsV2. A thousand per page.
+pub async fn list(
+    s3: aws_sdk_s3::Client,
+    bucket: String,
+    prefix: String,
+    start: Option<Position>,
+) -> Result<Objects, Failed> {
+    let versioning = crate::aws::versioning_status(&s3, &bucket).await.map_err(Failed)?;
+    Ok(match versioning {
+        Some(_) => list_versions(s3, bucket, prefix, start),
+        None => list_objects(s3, bucket, prefix, start),
+    })
+}
+
+/// The current versions of `bucket`'s objects under `prefix` (delete markers and older versions
+/// are not objects to scan).
+fn list_versions(s3: aws_sdk_s3::Client, bucket: String, prefix: String, start: Option<Position>) -> Objects {
+    let key_marker = match start {
+        Some(Position::AfterKey(key)) => Some(key),
+        _ => None,
+    };
+    struct State {
+        s3: aws_sdk_s3::Client,
+        bucket: String,
+        prefix: String,
+        key_marker: Option<String>,
+        version_marker: Option<String>,
+        page: VecDeque<Listed>,
+        done: bool,
+    }
+    let state = State {
+        s3,
+        bucket,
+        prefix,
+        key_marker,
+        version_marker: None,
+        page: VecDeque::new(),
+        done: false,
+    };
+    stream::unfold(state, |mut state| async move {
+        loop {
+            if let Some(listed) = state.page.pop_front() {
+                let position = Position::AfterKey(listed.key.clone());
+                return Some((Ok((listed, position)), state));
+            }
+            if state.done {
+                return None;
+            }
+            let page = state
+                .s3
+                .list_object_versions()
+                .bucket(&state.bucket)
+                .prefix(&state.prefix)
+                .set_key_marker(state.key_marker.take())
+                .set_version_id_marker(state.version_marker.take())
+                .send()
+                .await;
+            let page = match page {
+                Ok(page) => page,
+                Err(err) => {
+                    state.done = true;
+                    let what = format!("ListObjectVersions s3://{}/{}", state.bucket, state.prefix);
+                    return Some((Err(failed(&what, DisplayErrorContext(err))), state));
+                }
+            };
+            state.key_marker = page.next_key_marker.clone();
+            state.version_marker = page.next_version_id_marker.clone();
+            state.done = !page.is_truncated.unwrap_or(false) || state.key_marker.is_none();
+            state.page = page
+                .versions
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|version| version.is_latest == Some(true))
+                .filter_map(|version| {
+                    Some(Listed {
+                        key: version.key?,
+                        size: version.size.unwrap_or(0).max(0) as u64,
+                        etag: version.e_tag.unwrap_or_default().trim_matches('"').to_owned(),
+                        last_modified: version
+                            .last_modified
+                            .and_then(|time| SystemTime::try_from(time).ok())
+                            .unwrap_or(SystemTime::UNIX_EPOCH),
+                        version_id: version.version_id.filter(|id| id != "null"),
+                        audit_skip: None,
+                    })
+                })
+                .collect();
+        }
+    })
+    .boxed()
+}
+
+/// Every object of an unversioned `bucket` under `prefix` (ListObjectsV2).
+fn list_objects(s3: aws_sdk_s3::Client, bucket: String, prefix: String, start: Option<Position>) -> Objects {
     let start_after = match start {
         Some(Position::AfterKey(key)) => Some(key),
         _ => None,
@@ -108,7 +203,8 @@ pub fn list(s3: aws_sdk_s3::Client, bucket: String, prefix: String, start: Optio
                             .last_modified
                             .and_then(|time| SystemTime::try_from(time).ok())
                             .unwrap_or(SystemTime::UNIX_EPOCH),
-                        judged: false,
+                        version_id: None,
+                        audit_skip: None,
                     })
                 })
                 .collect();
@@ -143,6 +239,7 @@ struct Columns {
     etag: usize,
     is_latest: Option<usize>,
     is_delete_marker: Option<usize>,
+    version_id: Option<usize>,
 }
 
 impl Columns {
@@ -159,6 +256,7 @@ impl Columns {
             etag: need("ETag")?,
             is_latest: at("IsLatest"),
             is_delete_marker: at("IsDeleteMarker"),
+            version_id: at("VersionId"),
         })
     }
 
@@ -184,7 +282,12 @@ impl Columns {
             size,
             etag: field(self.etag)?.trim_matches('"').to_owned(),
             last_modified,
-            judged: false,
+            version_id: self
+                .version_id
+                .and_then(|i| fields.get(i))
+                .filter(|id| !id.is_empty() && *id != "null")
+                .cloned(),
+            audit_skip: None,
         }))
     }
 }
@@ -340,8 +443,9 @@ pub async fn inventory(
     .boxed())
 }
 
-/// The objects last modified before `stale_before`, each marked `judged` when it carries a
-/// verdict tag (one GetObjectTagging per stale object); newer ones pass unmarked.
+/// The objects last modified before `stale_before`, each marked to be skipped when it carries a
+/// verdict tag, or is gone since the listing (one GetObjectTagging per stale object); newer ones
+/// pass unmarked.
 pub fn without_verdict_tags(
     s3: aws_sdk_s3::Client,
     bucket: String,
@@ -360,12 +464,28 @@ pub fn without_verdict_tags(
                         .get_object_tagging()
                         .bucket(&bucket)
                         .key(&listed.key)
+                        .set_version_id(listed.version_id.clone())
                         .send()
-                        .await
-                        .map_err(|err| failed(&what, DisplayErrorContext(err)))?;
-                    listed.judged = tags.tag_set().iter().any(|tag| {
+                        .await;
+                    let tags = match tags {
+                        Ok(tags) => tags,
+                        // Taken (by the validator, say) since it was listed.
+                        Err(err)
+                            if err
+                                .as_service_error()
+                                .is_some_and(|e| e.meta().code() == Some("NoSuchKey")) =>
+                        {
+                            listed.audit_skip = Some("gone since the listing");
+                            return Ok((listed, position));
+                        }
+                        Err(err) => return Err(failed(&what, DisplayErrorContext(err))),
+                    };
+                    let judged = tags.tag_set().iter().any(|tag| {
                         tag.key() == avscan_actors::tags::STATUS || tag.key() == avscan_actors::tags::GUARDDUTY_STATUS
                     });
+                    if judged {
+                        listed.audit_skip = Some("already judged (it carries a verdict tag)");
+                    }
                 }
                 Ok((listed, position))
             }
@@ -390,6 +510,16 @@ mod tests {
         assert_eq!((listed.size, listed.etag.as_str()), (5, "abc"));
         let older = csv_fields(r#""b","g/f","5","2026-11-29T12:00:00.000Z","abc","false""#);
         assert_eq!(columns.listed(&older).unwrap(), None);
+        let versioned =
+            Columns::of("Bucket, Key, VersionId, IsLatest, IsDeleteMarker, Size, LastModifiedDate, ETag").unwrap();
+        let marker = csv_fields(r#""b","g/f","v2","true","true","","2026-11-29T12:00:00.000Z","""#);
+        assert_eq!(versioned.listed(&marker).unwrap(), None, "a delete marker is no object");
+        let current = csv_fields(r#""b","g/a+b.txt","v1","true","false","5","2026-11-29T12:00:00.000Z","abc""#);
+        let listed = versioned.listed(&current).unwrap().unwrap();
+        assert_eq!(
+            (listed.key.as_str(), listed.version_id.as_deref()),
+            ("g/a b.txt", Some("v1"))
+        );
         assert!(Columns::of("Bucket, Size").is_err());
     }
 }

@@ -146,12 +146,10 @@ pub async fn backfill(settings: &Settings, request: &BackfillRequest) -> Result<
         None
     };
     let objects = match &request.inventory {
-        None => listing::list(
-            s3.clone(),
-            bucket.clone(),
-            prefix.clone(),
-            start.as_ref().map(|c| c.position.clone()),
-        ),
+        None => {
+            let start = start.as_ref().map(|c| c.position.clone());
+            listing::list(s3.clone(), bucket.clone(), prefix.clone(), start).await?
+        }
         Some(manifest) => {
             listing::inventory(
                 s3.clone(),
@@ -191,20 +189,32 @@ pub async fn audit(settings: &Settings, request: &AuditRequest) -> Result<String
             checkpoint: None,
             action: BackfillAction::Forward,
         };
-        let objects = listing::list(s3.clone(), bucket.clone(), String::new(), None);
+        let objects = listing::list(s3.clone(), bucket.clone(), String::new(), None).await?;
         let objects = listing::without_verdict_tags(s3.clone(), bucket.clone(), objects, stale_before);
         let started = std::time::Instant::now();
         let mut run = enqueue::Run::new(settings, &sdk, &backfill, &bucket, PathBuf::new(), None).await?;
         run.audit_only();
         let summary = run
-            .drain(objects, |listed| match listed.judged {
-                true => Some("already judged (it carries a verdict tag)"),
-                false => skip_reason(listed, None, Some(stale_before)),
+            .drain(objects, |listed| {
+                listed
+                    .audit_skip
+                    .or_else(|| leaves_untagged(settings, &bucket, &listed.key))
+                    .or_else(|| skip_reason(listed, None, Some(stale_before)))
             })
             .await?;
         lines.push(summary.line(&format!("audit {bucket}"), request.dry_run, started.elapsed()));
     }
     Ok(lines.join("\n"))
+}
+
+/// An object whose policy leaves what it judged in place without a tag: nothing tells it from a
+/// lost upload, so an audit would send it round again at every run.
+fn leaves_untagged(settings: &Settings, bucket: &str, key: &str) -> Option<&'static str> {
+    use avscan_actors::policy::{Action, TagMode};
+    let policy = settings.pipeline.policies.for_object(bucket, key)?;
+    let in_place = matches!(policy.action, Action::Tag | Action::Report);
+    (in_place && policy.tags == TagMode::Off)
+        .then_some("its policy leaves judged objects in place untagged: an audit cannot tell them from lost ones")
 }
 
 #[cfg(test)]
@@ -227,7 +237,8 @@ mod tests {
             size: 1,
             etag: "e".into(),
             last_modified: at(secs),
-            judged: false,
+            version_id: None,
+            audit_skip: None,
         };
         assert_eq!(skip_reason(&listed("g/f", 100), Some(at(100)), Some(at(200))), None);
         assert!(skip_reason(&listed("g/f", 99), Some(at(100)), None).is_some());

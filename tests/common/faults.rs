@@ -349,7 +349,18 @@ pub fn operation_of(method: &str, path: &str, query: &str, headers: &hyper::Head
     if query.split('&').any(|pair| pair == "list-type=2") {
         return "ListObjects".to_owned();
     }
-    let has_key = path.trim_start_matches('/').contains('/');
+    if method == "GET"
+        && query
+            .split('&')
+            .any(|pair| pair == "versions" || pair.starts_with("versions="))
+    {
+        return "ListObjectVersions".to_owned();
+    }
+    // `/bucket/key`; a bucket's own calls are `/bucket` or `/bucket/`.
+    let has_key = path
+        .trim_start_matches('/')
+        .split_once('/')
+        .is_some_and(|(_, key)| !key.is_empty());
     let part = query.split('&').any(|pair| pair.starts_with("partNumber="));
     let copy = headers.contains_key("x-amz-copy-source");
     let tagging = query

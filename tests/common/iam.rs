@@ -55,6 +55,7 @@ pub fn actions_for(operation: &str) -> &'static [&'static str] {
         // `avscan check`
         "GetQueueAttributes" => &["sqs:GetQueueAttributes"],
         "HeadBucket" | "ListObjects" => &["s3:ListBucket"],
+        "ListObjectVersions" => &["s3:ListBucketVersions"],
         "GetBucketVersioning" => &["s3:GetBucketVersioning"],
         "GetBucketLifecycleConfiguration" => &["s3:GetLifecycleConfiguration"],
         "GetTopicAttributes" => &["sns:GetTopicAttributes"],

@@ -14,10 +14,15 @@ pub const CLAMD_MAX_FILE_SIZE_MB: u64 = 25;
 pub const CLAMD_MAX_SCAN_SIZE_MB: u64 = 400;
 /// `CLAMD_MAX_SCAN_TIME`, seconds: clamd's default `MaxScanTime` (120000 ms).
 pub const CLAMD_MAX_SCAN_TIME_SECS: u64 = 120;
-/// `MAX_IN_FLIGHT`: SQS messages inside avscan at once.
-pub const MAX_IN_FLIGHT: u64 = 64;
-/// `FETCH_CONCURRENCY`: concurrent S3 GETs.
-pub const FETCH_CONCURRENCY: u64 = 6;
+/// `MAX_IN_FLIGHT`: SQS messages inside avscan at once. At AWS' latencies a message spends
+/// ~80 ms in calls (receive, first byte, send, delete): keeping four clamd sessions busy with
+/// small objects (~4,000 a second here) takes about this many in flight (a waiting message
+/// costs a few KB).
+pub const MAX_IN_FLIGHT: u64 = 512;
+/// `FETCH_CONCURRENCY`: concurrent S3 GETs. A fetcher waits ~30 ms for an object's first byte
+/// before it takes a clamd session: this many cover that wait for small objects (large ones
+/// wait for a session first, see the fetcher).
+pub const FETCH_CONCURRENCY: u64 = 128;
 /// `CLAMD_CONNECTIONS`: pooled clamd sessions, i.e. concurrent scans.
 pub const CLAMD_CONNECTIONS: u64 = 4;
 /// `RECEIVE_BATCH_SIZE`: messages per receive (SQS' largest batch).

@@ -245,6 +245,7 @@ impl SupervisorState {
             }
             Stage::FetchPool => {
                 let wiring = Arc::clone(w);
+                let large_objects = Arc::new(Semaphore::new(w.config.scanner_connections.max(1)));
                 let spawn: SpawnWorker<RecordJob> = Arc::new(move |slot, pool| {
                     let args = FetcherArguments {
                         store: wiring.ports.store.clone(),
@@ -252,6 +253,7 @@ impl SupervisorState {
                         router: wiring.addresses.router.clone(),
                         max_file_size: wiring.config.max_file_size,
                         slot,
+                        large_objects: large_objects.clone(),
                     };
                     Box::pin(async move { Ok(Actor::spawn_linked(None, Fetcher, args, pool).await?.0) })
                 });

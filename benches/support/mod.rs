@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod harness;
+
 use std::time::Duration;
 
 use avscan::clamd::{Clamd, ClamdAddress};

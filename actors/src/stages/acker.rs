@@ -34,6 +34,9 @@ pub(crate) enum AckerMsg {
     Settle(Settlement),
     /// Sends the deletes collected so far.
     FlushDeletes,
+    /// A delete call came back: its entries, with what failed of them (by receipt handle:
+    /// whether another try may help, and why).
+    Deleted(Vec<PendingDelete>, HashMap<String, (bool, String)>),
     /// Shutdown: make every unfinished message visible now; replies with how many.
     ReleaseAll(oneshot::Sender<usize>),
 }
@@ -77,7 +80,7 @@ fn release_delay(receive_count: u32, backoff: Backoff) -> Duration {
 }
 
 /// A settled message waiting for its delete call; its permit is held until then.
-struct PendingDelete {
+pub(crate) struct PendingDelete {
     settlement: Settlement,
     attempts: u32,
     /// The message's `ack` span, from settlement to the delete call's answer.
@@ -150,62 +153,92 @@ impl AckerState {
         }
     }
 
-    /// Sends every collected delete, ten per call; failed entries wait for the next flush.
+    /// Sends every collected delete, ten per call, each call in a task of its own (at SQS' ~15
+    /// ms a call, one at a time would cap the acker near 650 messages a second); the answers
+    /// come back as [`AckerMsg::Deleted`]. The messages' in-flight permits bound how many calls
+    /// are out.
     async fn flush_deletes(&mut self) {
-        let mut retry = Vec::new();
         while !self.pending_deletes.is_empty() {
             let take = self.pending_deletes.len().min(DELETE_BATCH);
             let batch: Vec<PendingDelete> = self.pending_deletes.drain(..take).collect();
-            let handles: Vec<String> = batch
-                .iter()
-                .map(|pending| pending.settlement.message.receipt_handle.clone())
-                .collect();
-            let failures: HashMap<String, (bool, String)> = match self.arguments.queue.delete_batch(&handles).await {
-                Ok(failures) => failures
-                    .into_iter()
-                    .map(|failure| (failure.receipt_handle, (failure.retryable, failure.detail)))
-                    .collect(),
-                Err(err) => handles.iter().map(|h| (h.clone(), (true, err.to_string()))).collect(),
-            };
-            for mut pending in batch {
-                let message = &pending.settlement.message;
-                let failure = failures.get(&message.receipt_handle);
-                pending.span.record("attempts", pending.attempts + 1);
-                if let Some((_, detail)) = failure {
-                    pending.span.record("error", detail.as_str());
-                }
-                match failure {
-                    None => {
-                        tracing::debug!(message_id = %message.message_id, "message deleted");
-                        metrics::counter!(crate::metrics::DELETES).increment(1);
-                        crate::metrics::observe_latency(Latency::EndToEnd, message.received_at.elapsed());
-                    }
-                    Some((true, detail)) if pending.attempts + 1 < DELETE_ATTEMPTS => {
-                        tracing::info!(message_id = %message.message_id, error = %detail, "delete failed; trying again");
-                        pending.attempts += 1;
-                        retry.push(pending);
-                    }
-                    Some((_, detail)) => {
-                        tracing::warn!(message_id = %message.message_id, error = %detail, "delete failed; the message will be handled again")
-                    }
-                }
-                // Dropping a settlement that is not retried lets the poller take another message.
+            let queue = self.arguments.queue.clone();
+            let myself = self.myself.clone();
+            tokio::spawn(async move {
+                let failures = delete(queue.as_ref(), &batch).await;
+                // With the acker gone the batch is dropped: its messages come back after their
+                // visibility timeout, which every effect allows.
+                let _ = myself.cast(AckerMsg::Deleted(batch, failures));
+            });
+        }
+    }
+
+    /// Counts what a delete call did; entries that failed with a server-side error are tried
+    /// again with the next flush, up to [`DELETE_ATTEMPTS`] times.
+    fn deleted(&mut self, batch: Vec<PendingDelete>, failures: HashMap<String, (bool, String)>) {
+        let mut retry = Vec::new();
+        for mut pending in batch {
+            let message = &pending.settlement.message;
+            let failure = failures.get(&message.receipt_handle);
+            pending.span.record("attempts", pending.attempts + 1);
+            if let Some((_, detail)) = failure {
+                pending.span.record("error", detail.as_str());
             }
+            match failure {
+                None => {
+                    tracing::debug!(message_id = %message.message_id, "message deleted");
+                    metrics::counter!(crate::metrics::DELETES).increment(1);
+                    crate::metrics::observe_latency(Latency::EndToEnd, message.received_at.elapsed());
+                }
+                Some((true, detail)) if pending.attempts + 1 < DELETE_ATTEMPTS => {
+                    tracing::info!(message_id = %message.message_id, error = %detail, "delete failed; trying again");
+                    pending.attempts += 1;
+                    retry.push(pending);
+                }
+                Some((_, detail)) => {
+                    tracing::warn!(message_id = %message.message_id, error = %detail, "delete failed; the message will be handled again")
+                }
+            }
+            // Dropping a settlement that is not retried lets the poller take another message.
         }
         if !retry.is_empty() {
-            self.pending_deletes = retry;
+            self.pending_deletes.extend(retry);
             self.schedule_flush(self.arguments.linger.max(Duration::from_millis(20)) * 10);
         }
     }
 
     async fn release_all(&mut self) -> usize {
-        // Finished messages first: a delete is better than a redelivery.
-        self.flush_deletes().await;
+        // Finished messages first: a delete is better than a redelivery (here, not in tasks: the
+        // release must come after).
+        while !self.pending_deletes.is_empty() {
+            let take = self.pending_deletes.len().min(DELETE_BATCH);
+            let batch: Vec<PendingDelete> = self.pending_deletes.drain(..take).collect();
+            let failures = delete(self.arguments.queue.as_ref(), &batch).await;
+            // No retry: the release below makes what is left visible at once.
+            let retried = self.pending_deletes.len();
+            self.deleted(batch, failures);
+            self.pending_deletes.truncate(retried);
+        }
         let unfinished = self.arguments.registry.release_all();
         let calls = unfinished
             .chunks(DELETE_BATCH)
             .map(|batch| release_now(self.arguments.queue.as_ref(), batch));
         futures::future::join_all(calls).await.into_iter().sum()
+    }
+}
+
+/// One DeleteMessageBatch call: what failed of it, by receipt handle (whether another try may
+/// help, and why); a failed call fails every entry, retryably.
+async fn delete(queue: &dyn InboundQueue, batch: &[PendingDelete]) -> HashMap<String, (bool, String)> {
+    let handles: Vec<String> = batch
+        .iter()
+        .map(|pending| pending.settlement.message.receipt_handle.clone())
+        .collect();
+    match queue.delete_batch(&handles).await {
+        Ok(failures) => failures
+            .into_iter()
+            .map(|failure| (failure.receipt_handle, (failure.retryable, failure.detail)))
+            .collect(),
+        Err(err) => handles.iter().map(|h| (h.clone(), (true, err.to_string()))).collect(),
     }
 }
 
@@ -265,6 +298,7 @@ impl Actor for Acker {
                 state.flush_scheduled = false;
                 state.flush_deletes().await;
             }
+            AckerMsg::Deleted(batch, failures) => state.deleted(batch, failures),
             AckerMsg::ReleaseAll(reply) => {
                 let released = state.release_all().await;
                 let _ = reply.send(released);

@@ -34,7 +34,17 @@ pub(crate) struct FetcherArguments {
     pub(crate) max_file_size: u64,
     /// Tells the fetch pool when this fetcher is free.
     pub(crate) slot: WorkerSlot<RecordJob>,
+    /// One per clamd session, shared by the fetchers: a large object's GET waits for one (see
+    /// [`LARGE_OBJECT_BYTES`]).
+    pub(crate) large_objects: Arc<tokio::sync::Semaphore>,
 }
+
+/// Objects larger than this (by their event) are fetched only once fewer large ones than clamd
+/// sessions are being fetched or scanned. Small objects are bound by S3's first-byte latency, so
+/// many fetchers wait for it at once and a clamd session is taken only once the bytes flow; a
+/// large one is bound by its transfer and scan, and its open GET should not wait behind others
+/// for a session (S3 may drop a response nobody reads).
+pub(crate) const LARGE_OBJECT_BYTES: u64 = 8 * 1024 * 1024;
 
 /// A fetcher's state: its arguments (it keeps nothing between records).
 pub(crate) struct FetcherState {
@@ -57,6 +67,10 @@ impl FetcherState {
             object.content_length = tracing::field::Empty,
             error = tracing::field::Empty,
         );
+        let _large = match record.object.size > LARGE_OBJECT_BYTES {
+            true => self.arguments.large_objects.clone().acquire_owned().await.ok(),
+            false => None,
+        };
         let started = std::time::Instant::now();
         let got = self.arguments.store.get(&record.object).instrument(fetch.clone()).await;
         crate::metrics::observe_latency(Latency::Fetch, started.elapsed());

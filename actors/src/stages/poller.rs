@@ -54,10 +54,22 @@ pub(crate) const MAX_RECEIVE_BATCH: usize = 10;
 /// The pause after a failed receive: 400 ms after the first failure, doubling to 12.8 s.
 const RECEIVE_FAILURE_BACKOFF: Backoff = Backoff::new(Duration::from_millis(400), Duration::from_millis(12_800));
 
+/// The most receives in flight at once. At SQS' ~15 ms a receive of ten brings ~650 messages a
+/// second; a backlog is drained faster with several, each holding its own ten permits.
+pub(crate) const MAX_CONCURRENT_RECEIVES: usize = 8;
+
 /// What the poller is told (by itself: each poll ends by asking for the next).
 pub(crate) enum PollerMsg {
-    /// Take permits, receive, dispatch.
+    /// Take permits and start a receive, if one more may be in flight.
     Poll,
+    /// A receive came back: dispatch what it brought; `None` when shutdown came first.
+    Received(Option<ReceiveAnswer>),
+}
+
+/// What a receive brought, with the permits it held (one per message it could bring).
+pub(crate) struct ReceiveAnswer {
+    answer: Result<Vec<QueueMessage>, crate::ports::QueueError>,
+    permits: Vec<OwnedSemaphorePermit>,
 }
 
 /// The poller actor.
@@ -98,18 +110,22 @@ pub(crate) struct PollerState {
     settlements: Arc<dyn SettlementOutlet>,
     /// Grows while receives fail, so a broken queue is not hammered.
     receive_failures: u32,
+    /// Receives in flight.
+    receiving: usize,
+    /// How many may be: one while the queue has no backlog (a receive came back short), more,
+    /// up to [`MAX_CONCURRENT_RECEIVES`] and the permits, while every receive comes back full.
+    receive_concurrency: usize,
+    /// Ending: no new receive starts; the poller stops once none is in flight.
+    stopping: bool,
 }
 
 impl PollerState {
     /// Waits until a whole batch of permits is free (never more than `max_in_flight`), so that
     /// every receive can ask for a full batch: a receive per freed permit would cost a call per
     /// message.
-    async fn take_permits(&self) -> Vec<OwnedSemaphorePermit> {
-        let batch = self
-            .arguments
-            .receive_batch
-            .clamp(1, self.arguments.max_in_flight.max(1));
-        let Ok(mut permits) = self.arguments.permits.clone().acquire_many_owned(batch as u32).await else {
+    async fn take_permits(arguments: &PollerArguments) -> Vec<OwnedSemaphorePermit> {
+        let batch = arguments.receive_batch.clamp(1, arguments.max_in_flight.max(1));
+        let Ok(mut permits) = arguments.permits.clone().acquire_many_owned(batch as u32).await else {
             return Vec::new();
         };
         let mut each = Vec::with_capacity(batch);
@@ -244,67 +260,125 @@ impl Actor for Poller {
             settlements: Arc::new(arguments.publisher.clone()),
             arguments,
             receive_failures: 0,
+            receiving: 0,
+            receive_concurrency: 1,
+            stopping: false,
         })
     }
 
     async fn handle(
         &self,
         myself: ActorRef<PollerMsg>,
-        _: PollerMsg,
+        message: PollerMsg,
         state: &mut PollerState,
     ) -> Result<(), ActorProcessingErr> {
-        let mut shutdown = state.arguments.shutdown.clone();
-        if shutdown.is_requested() {
-            myself.stop(Some("shutdown".into()));
-            return Ok(());
-        }
-        // Nothing is received while the gate is closed; what is in flight finishes.
-        let mut gate = state.arguments.gate.clone();
-        tokio::select! {
-            () = gate.opened() => {}
-            () = shutdown.requested() => {
-                myself.stop(Some("shutdown".into()));
-                return Ok(());
+        match message {
+            PollerMsg::Poll => state.start_receive(&myself),
+            PollerMsg::Received(answer) => {
+                state.receiving -= 1;
+                match answer {
+                    Some(ReceiveAnswer { answer, permits }) => state.received(answer, permits).await,
+                    None => state.stopping = true,
+                }
+                // As of this receive (permits of messages not received are back by now).
+                let free = state.arguments.permits.available_permits();
+                metrics::gauge!(crate::metrics::PERMITS_FREE).set(free as f64);
+                metrics::gauge!(crate::metrics::IN_FLIGHT)
+                    .set(state.arguments.max_in_flight.saturating_sub(free) as f64);
+                state.start_receive(&myself);
             }
         }
-        let permits = tokio::select! {
-            permits = state.take_permits() => permits,
-            () = shutdown.requested() => Vec::new(),
-        };
-        if permits.is_empty() {
+        if state.stopping && state.receiving == 0 {
             myself.stop(Some("shutdown".into()));
-            return Ok(());
         }
-        // Never cancelled: a receive dropped mid-flight would hide its messages until timeout.
-        match state.arguments.queue.receive(permits.len()).await {
+        Ok(())
+    }
+}
+
+impl PollerState {
+    /// Starts receives, each in a task of its own, while the concurrency allows; each answers
+    /// with [`PollerMsg::Received`]. A task waits for the receive gate and for its permits,
+    /// then receives; it is never cancelled once receiving: a receive dropped mid-flight would
+    /// hide its messages until their visibility timeout. The actor itself never waits, so what
+    /// came back is dispatched at once.
+    fn start_receive(&mut self, myself: &ActorRef<PollerMsg>) {
+        if self.arguments.shutdown.is_requested() {
+            self.stopping = true;
+        }
+        while !self.stopping && self.receiving < self.receive_concurrency {
+            self.receiving += 1;
+            let arguments = self.arguments.clone();
+            let reply = myself.clone();
+            tokio::spawn(async move {
+                let answer = receive_when_allowed(&arguments).await;
+                if let Err(err) = reply.cast(PollerMsg::Received(answer)) {
+                    tracing::warn!(error = %err, "poller gone; received messages return after their visibility timeout");
+                }
+            });
+        }
+    }
+
+    /// Dispatches what a receive brought (hands it back when ending), and sets how many receives
+    /// may be in flight: one more while receives come back full, one as soon as one comes back
+    /// short (no backlog: more would only cost calls).
+    async fn received(
+        &mut self,
+        answer: Result<Vec<QueueMessage>, crate::ports::QueueError>,
+        permits: Vec<OwnedSemaphorePermit>,
+    ) {
+        match answer {
             Ok(messages) => {
-                state.receive_failures = 0;
+                self.receive_failures = 0;
                 metrics::counter!(crate::metrics::MESSAGES_RECEIVED).increment(messages.len() as u64);
-                if state.arguments.shutdown.is_requested() {
-                    state.hand_back(messages).await;
+                let full = !messages.is_empty() && messages.len() == permits.len();
+                let most = (self.arguments.max_in_flight / self.arguments.receive_batch.max(1))
+                    .clamp(1, MAX_CONCURRENT_RECEIVES);
+                self.receive_concurrency = if full {
+                    (self.receive_concurrency + 1).min(most)
+                } else {
+                    1
+                };
+                if self.stopping || self.arguments.shutdown.is_requested() {
+                    self.stopping = true;
+                    self.hand_back(messages).await;
                 } else {
                     for (message, permit) in messages.into_iter().zip(permits) {
-                        state.dispatch(message, permit);
+                        self.dispatch(message, permit);
                     }
                 }
             }
             Err(err) => {
-                state.receive_failures += 1;
-                let pause = RECEIVE_FAILURE_BACKOFF.delay(state.receive_failures - 1);
+                self.receive_failures += 1;
+                self.receive_concurrency = 1;
+                let pause = RECEIVE_FAILURE_BACKOFF.delay(self.receive_failures - 1);
                 tracing::warn!(error = %err, ?pause, "receive failed");
                 drop(permits);
+                let mut shutdown = self.arguments.shutdown.clone();
                 tokio::select! {
                     () = tokio::time::sleep(pause) => {}
                     () = shutdown.requested() => {}
                 }
             }
         }
-        // As of this receive (permits of messages not received are back by now); updated on every
-        // poll, so at most one long poll old.
-        let free = state.arguments.permits.available_permits();
-        metrics::gauge!(crate::metrics::PERMITS_FREE).set(free as f64);
-        metrics::gauge!(crate::metrics::IN_FLIGHT).set(state.arguments.max_in_flight.saturating_sub(free) as f64);
-        myself.cast(PollerMsg::Poll)?;
-        Ok(())
     }
+}
+
+/// One receive, once the gate is open and a batch of permits is free; `None` when shutdown
+/// comes first.
+async fn receive_when_allowed(arguments: &PollerArguments) -> Option<ReceiveAnswer> {
+    let mut shutdown = arguments.shutdown.clone();
+    let mut gate = arguments.gate.clone();
+    tokio::select! {
+        () = gate.opened() => {}
+        () = shutdown.requested() => return None,
+    }
+    let permits = tokio::select! {
+        permits = PollerState::take_permits(arguments) => permits,
+        () = shutdown.requested() => return None,
+    };
+    if permits.is_empty() || shutdown.is_requested() {
+        return None;
+    }
+    let answer = arguments.queue.receive(permits.len()).await;
+    Some(ReceiveAnswer { answer, permits })
 }

@@ -13,6 +13,8 @@
 //! * [`MemoryNotifier`] SNS ([`Notifier`](crate::ports::Notifier)),
 //! * [`MemoryResults`] a result-event destination ([`ResultSink`](crate::ports::ResultSink)),
 //! * [`PatternScanner`] and [`NullScanner`] clamd ([`ScanEngine`](crate::ports::ScanEngine)),
+//! * [`SlowQueue`], [`SlowSink`], [`SlowStore`] and [`SlowNotifier`] wrap any of these with
+//!   [`AwsLatencies`], AWS as it answers from a region,
 //! * [`FakeWorld`] wires one of each into a pipeline's ports,
 //! * [`s3_event`] and friends write the S3 notifications the queue carries,
 //! * [`pseudo_random_bytes`] makes upload content for benches and load tests.
@@ -21,6 +23,7 @@ use std::sync::Mutex;
 
 mod content;
 mod events;
+mod latency;
 mod memory_notifier;
 mod memory_queue;
 mod memory_results;
@@ -32,6 +35,7 @@ mod world;
 
 pub use content::pseudo_random_bytes;
 pub use events::{encode_event_key, next_sequencer, s3_event, s3_record};
+pub use latency::{AwsLatencies, SlowNotifier, SlowQueue, SlowSink, SlowStore};
 pub use memory_notifier::MemoryNotifier;
 pub use memory_queue::MemoryQueue;
 pub use memory_results::MemoryResults;

@@ -1,0 +1,80 @@
+//! The pipeline where users run it: every S3, SQS and SNS call of the in-memory ports slowed to
+//! what AWS answers from a region ([`AwsLatencies::IN_REGION`]: S3 first byte 30 ms and 100 MB/s
+//! per stream, SQS 15 ms, SNS 20 ms, ±30 %), with production's default settings and the real
+//! clamd of the local stack, against raw clamd streaming the same objects through as many plain
+//! sessions (`CLAMD_CONNECTIONS`) in the same run, with no latency at all. The ratio pipeline ÷
+//! raw clamd is printed per object size: how busy avscan keeps its clamd. Target: ≥ 0.90.
+
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use avscan_actors::defaults;
+use avscan_actors::ports::ScanEngine;
+use avscan_actors::testsuite::AwsLatencies;
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use support::harness::{raw_clamd, Bench};
+
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+const CHUNK: usize = 128 * 1024;
+
+fn pipeline_at_aws_latencies(c: &mut Criterion) {
+    let runtime = support::runtime();
+    let Some(clamd) = support::clamd(&runtime, CHUNK, "latency") else {
+        return;
+    };
+    let address = support::clamd_address();
+    let clamd: Arc<dyn ScanEngine> = Arc::new(clamd);
+    let connections = defaults::CLAMD_CONNECTIONS as usize;
+    let mut ratios = Vec::new();
+    // Per iteration: enough objects that the latencies' start-up is a small share.
+    for (label, size, count) in [
+        ("4KiB", 4 * 1024, 400usize),
+        ("64KiB", 64 * 1024, 200),
+        ("1MiB", 1024 * 1024, 40),
+    ] {
+        let objects: Arc<Vec<bytes::Bytes>> = Arc::new((0..count).map(|i| support::content(i as u64, size)).collect());
+        let bench = runtime.block_on(Bench::start(
+            clamd.clone(),
+            &objects,
+            support::harness::config(),
+            Some(AwsLatencies::IN_REGION),
+        ));
+        let mut group = c.benchmark_group("latency");
+        group.throughput(Throughput::Elements(count as u64));
+        group.sample_size(10);
+        let measured = support::harness::compare(
+            &mut group,
+            label,
+            ("raw_clamd", |rounds| {
+                runtime.block_on(raw_clamd(&address, &objects, connections, CHUNK, rounds))
+            }),
+            ("pipeline_at_aws_latencies", |rounds| {
+                runtime.block_on(bench.run(rounds))
+            }),
+        );
+        group.finish();
+        if let Some((raw, pipeline)) = measured {
+            let files = |per_round: f64| count as f64 / per_round;
+            ratios.push(format!(
+                "{label} objects: pipeline {:.0} files/s at AWS latencies, raw clamd {:.0} files/s: {:.2} of raw clamd",
+                files(pipeline),
+                files(raw),
+                raw / pipeline
+            ));
+        }
+    }
+    for line in ratios {
+        println!("latency: {line}");
+    }
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().measurement_time(Duration::from_secs(6)).warm_up_time(Duration::from_secs(1));
+    targets = pipeline_at_aws_latencies
+}
+criterion_main!(benches);

@@ -1,0 +1,173 @@
+//! The pipeline on the in-memory ports (optionally slowed to AWS' latencies) against the same
+//! objects streamed through plain clamd sessions: what the pipeline and latency benches share.
+
+use std::cell::Cell;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use criterion::{BenchmarkGroup, BenchmarkId};
+
+use avscan_actors::allow_list::AllowListHandle;
+use avscan_actors::definitions::ReceiveGate;
+use avscan_actors::ports::{InboundQueue, MessageSink, Notifier, ObjectStore, ScanEngine};
+use avscan_actors::testsuite::{
+    s3_event, AwsLatencies, MemoryNotifier, MemoryQueue, MemorySink, MemoryStore, SlowNotifier, SlowQueue, SlowSink,
+    SlowStore,
+};
+use avscan_actors::{Pipeline, PipelineConfig, PipelinePorts};
+
+pub const UNPROCESSED: &str = "unprocessed";
+
+/// A running pipeline on the fakes, and the event bodies of the objects it can fetch.
+pub struct Bench {
+    queue: Arc<MemoryQueue>,
+    outbound: Arc<MemorySink>,
+    events: Vec<Arc<str>>,
+    _pipeline: Pipeline,
+}
+
+/// The pipeline's settings for a bench: production's, with the batch linger at 2 ms (it delays
+/// a batch, it does not limit throughput, but an iteration's last batch would wait it out) and
+/// no definitions check (a clamd without an official database may judge here).
+pub fn config() -> PipelineConfig {
+    let mut config = PipelineConfig::new(UNPROCESSED, "quarantine");
+    config.batch_linger = Duration::from_millis(2);
+    config.visibility_timeout = Duration::from_secs(600);
+    config.definitions_max_age = None;
+    config
+}
+
+impl Bench {
+    /// The pipeline with `config` on the fakes, each slowed by `latencies` when given.
+    pub async fn start(
+        scanner: Arc<dyn ScanEngine>,
+        objects: &[bytes::Bytes],
+        config: PipelineConfig,
+        latencies: Option<AwsLatencies>,
+    ) -> Bench {
+        let queue = MemoryQueue::new(Duration::from_secs(600));
+        let outbound = Arc::new(MemorySink::default());
+        let store = MemoryStore::new();
+        let events = objects
+            .iter()
+            .enumerate()
+            .map(|(i, body)| {
+                let key = format!("guid-{i}/object.bin");
+                let etag = store.put_object(UNPROCESSED, &key, body.clone());
+                Arc::from(s3_event(UNPROCESSED, &key, body.len() as u64, &etag))
+            })
+            .collect();
+        let mut inbound: Arc<dyn InboundQueue> = queue.clone();
+        let mut sink: Arc<dyn MessageSink> = outbound.clone();
+        let mut store: Arc<dyn ObjectStore> = store;
+        let mut notifier: Arc<dyn Notifier> = Arc::new(MemoryNotifier::default());
+        if let Some(latencies) = latencies {
+            inbound = SlowQueue::new(inbound, latencies);
+            sink = SlowSink::new(sink, latencies);
+            store = SlowStore::new(store, latencies);
+            notifier = SlowNotifier::new(notifier, latencies);
+        }
+        let ports = PipelinePorts {
+            inbound,
+            outbound: sink,
+            rejected: None,
+            store,
+            notifier,
+            scanner,
+            receive_gate: ReceiveGate::always_open(),
+            allow_list: AllowListHandle::empty(),
+            results: Vec::new(),
+        };
+        let pipeline = Pipeline::start(config, ports).await.expect("pipeline");
+        Bench {
+            queue,
+            outbound,
+            events,
+            _pipeline: pipeline,
+        }
+    }
+
+    /// Queues every event `rounds` times and waits until every message was deleted (random
+    /// bytes can look like a broken archive to the guard: such an object is quarantined, and
+    /// its later events find it gone; both count as done).
+    pub async fn run(&self, rounds: u64) -> Duration {
+        self.outbound.clear();
+        let started = Instant::now();
+        for _ in 0..rounds {
+            for event in &self.events {
+                self.queue.push_shared(event.clone());
+            }
+        }
+        while !self.queue.is_empty() {
+            tokio::time::sleep(Duration::from_micros(500)).await;
+        }
+        started.elapsed()
+    }
+}
+
+/// Streams every object `rounds` times through `connections` plain sessions, objects dealt
+/// round-robin: raw clamd's throughput for the same bytes.
+pub async fn raw_clamd(
+    address: &avscan::clamd::ClamdAddress,
+    objects: &Arc<Vec<bytes::Bytes>>,
+    connections: usize,
+    chunk: usize,
+    rounds: u64,
+) -> Duration {
+    let mut sessions = Vec::new();
+    for _ in 0..connections {
+        sessions.push(super::RawSession::open(address, chunk).await);
+    }
+    let started = Instant::now();
+    let tasks: Vec<_> = sessions
+        .into_iter()
+        .enumerate()
+        .map(|(index, mut session)| {
+            let objects = objects.clone();
+            tokio::spawn(async move {
+                for _ in 0..rounds {
+                    for object in objects.iter().skip(index).step_by(connections) {
+                        let reply = session.scan(object).await;
+                        assert!(reply.ends_with("stream: OK"), "{reply}");
+                    }
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    started.elapsed()
+}
+
+/// Measures `raw` and `pipeline` (each given a number of rounds, returning how long they took)
+/// as `raw_name/label` and `pipeline_name/label` in `group`; returns the seconds per round of
+/// each, averaged over every measured iteration (`None` when one did not run).
+pub fn compare<M: criterion::measurement::Measurement<Value = Duration>>(
+    group: &mut BenchmarkGroup<'_, M>,
+    label: &str,
+    (raw_name, mut raw): (&str, impl FnMut(u64) -> Duration),
+    (pipeline_name, mut pipeline): (&str, impl FnMut(u64) -> Duration),
+) -> Option<(f64, f64)> {
+    let raw_time = Cell::new((Duration::ZERO, 0u64));
+    let pipeline_time = Cell::new((Duration::ZERO, 0u64));
+    let timed = |cell: &Cell<(Duration, u64)>, rounds: u64, took: Duration| {
+        let (sum, n) = cell.get();
+        cell.set((sum + took, n + rounds));
+        took
+    };
+    group.bench_function(BenchmarkId::new(raw_name, label), |b| {
+        b.iter_custom(|rounds| {
+            let took = raw(rounds);
+            timed(&raw_time, rounds, took)
+        })
+    });
+    group.bench_function(BenchmarkId::new(pipeline_name, label), |b| {
+        b.iter_custom(|rounds| {
+            let took = pipeline(rounds);
+            timed(&pipeline_time, rounds, took)
+        })
+    });
+    let per_round = |(sum, n): (Duration, u64)| (n > 0).then(|| sum.as_secs_f64() / n as f64);
+    Some((per_round(raw_time.get())?, per_round(pipeline_time.get())?))
+}

@@ -14,9 +14,11 @@
 //! handle) the message reappears on the queue and is handled again, which every effect allows.
 
 use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::FutureExt;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::sync::oneshot;
 use tracing::Instrument;
@@ -37,6 +39,9 @@ pub(crate) enum AckerMsg {
     /// A delete call came back: its entries, with what failed of them (by receipt handle:
     /// whether another try may help, and why).
     Deleted(Vec<PendingDelete>, HashMap<String, (bool, String)>),
+    /// A delete call panicked (a bug in the adapter): the acker fails, loudly, and is restarted;
+    /// the call's messages come back after their visibility timeout.
+    DeletePanicked,
     /// Shutdown: make every unfinished message visible now; replies with how many.
     ReleaseAll(oneshot::Sender<usize>),
 }
@@ -164,10 +169,13 @@ impl AckerState {
             let queue = self.arguments.queue.clone();
             let myself = self.myself.clone();
             tokio::spawn(async move {
-                let failures = delete(queue.as_ref(), &batch).await;
+                let answer = AssertUnwindSafe(delete(queue.as_ref(), &batch)).catch_unwind().await;
                 // With the acker gone the batch is dropped: its messages come back after their
                 // visibility timeout, which every effect allows.
-                let _ = myself.cast(AckerMsg::Deleted(batch, failures));
+                let _ = match answer {
+                    Ok(failures) => myself.cast(AckerMsg::Deleted(batch, failures)),
+                    Err(_) => myself.cast(AckerMsg::DeletePanicked),
+                };
             });
         }
     }
@@ -207,16 +215,15 @@ impl AckerState {
     }
 
     async fn release_all(&mut self) -> usize {
-        // Finished messages first: a delete is better than a redelivery (here, not in tasks: the
-        // release must come after).
-        while !self.pending_deletes.is_empty() {
-            let take = self.pending_deletes.len().min(DELETE_BATCH);
-            let batch: Vec<PendingDelete> = self.pending_deletes.drain(..take).collect();
+        // Finished messages first, once each: a delete is better than a redelivery (here, not in
+        // tasks: the release must come after). What fails stays pending, and registered: the
+        // release below makes it visible at once. (A delete still out in a task may race the
+        // release: either way the message is deleted or handled again, never lost.)
+        let mut pending = std::mem::take(&mut self.pending_deletes);
+        while !pending.is_empty() {
+            let batch: Vec<PendingDelete> = pending.drain(..pending.len().min(DELETE_BATCH)).collect();
             let failures = delete(self.arguments.queue.as_ref(), &batch).await;
-            // No retry: the release below makes what is left visible at once.
-            let retried = self.pending_deletes.len();
             self.deleted(batch, failures);
-            self.pending_deletes.truncate(retried);
         }
         let unfinished = self.arguments.registry.release_all();
         let calls = unfinished
@@ -299,6 +306,7 @@ impl Actor for Acker {
                 state.flush_deletes().await;
             }
             AckerMsg::Deleted(batch, failures) => state.deleted(batch, failures),
+            AckerMsg::DeletePanicked => return Err("a DeleteMessageBatch call panicked".into()),
             AckerMsg::ReleaseAll(reply) => {
                 let released = state.release_all().await;
                 let _ = reply.send(released);

@@ -39,11 +39,12 @@ pub(crate) struct FetcherArguments {
     pub(crate) large_objects: Arc<tokio::sync::Semaphore>,
 }
 
-/// Objects larger than this (by their event) are fetched only once fewer large ones than clamd
+/// Objects larger than this (by their event) are fetched only while fewer large ones than clamd
 /// sessions are being fetched or scanned. Small objects are bound by S3's first-byte latency, so
 /// many fetchers wait for it at once and a clamd session is taken only once the bytes flow; a
-/// large one is bound by its transfer and scan, and its open GET should not wait behind others
-/// for a session (S3 may drop a response nobody reads).
+/// large one is bound by its transfer and scan, and this keeps open large responses to about
+/// one per session (it does not reserve the session: a large object's scan job still queues
+/// behind the small ones already waiting for one).
 pub(crate) const LARGE_OBJECT_BYTES: u64 = 8 * 1024 * 1024;
 
 /// A fetcher's state: its arguments (it keeps nothing between records).

@@ -9,6 +9,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::panic::AssertUnwindSafe;
+
+use futures::FutureExt;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::Span;
@@ -117,6 +120,11 @@ pub(crate) struct PollerState {
     receive_concurrency: usize,
     /// Ending: no new receive starts; the poller stops once none is in flight.
     stopping: bool,
+    /// Cleared when this poller stops: its receive tasks still waiting for the gate or permits
+    /// then receive nothing (a restarted poller has its own).
+    alive: Arc<std::sync::atomic::AtomicBool>,
+    /// After a failed receive, no receive starts before this (the actor itself never waits).
+    pause_until: Option<tokio::time::Instant>,
 }
 
 impl PollerState {
@@ -263,7 +271,14 @@ impl Actor for Poller {
             receiving: 0,
             receive_concurrency: 1,
             stopping: false,
+            alive: Arc::new(std::sync::atomic::AtomicBool::new(true)),
+            pause_until: None,
         })
+    }
+
+    async fn post_stop(&self, _: ActorRef<PollerMsg>, state: &mut PollerState) -> Result<(), ActorProcessingErr> {
+        state.alive.store(false, std::sync::atomic::Ordering::SeqCst);
+        Ok(())
     }
 
     async fn handle(
@@ -309,10 +324,34 @@ impl PollerState {
             self.receiving += 1;
             let arguments = self.arguments.clone();
             let reply = myself.clone();
+            let alive = self.alive.clone();
+            let pause_until = self.pause_until;
             tokio::spawn(async move {
-                let answer = receive_when_allowed(&arguments).await;
-                if let Err(err) = reply.cast(PollerMsg::Received(answer)) {
-                    tracing::warn!(error = %err, "poller gone; received messages return after their visibility timeout");
+                // A panic in the receive is a failed receive, not a receive that never answers
+                // (the poller would wait for it for ever).
+                let answer = AssertUnwindSafe(receive_when_allowed(&arguments, &alive, pause_until))
+                    .catch_unwind()
+                    .await
+                    .unwrap_or_else(|_| {
+                        Some(ReceiveAnswer {
+                            answer: Err(crate::ports::QueueError {
+                                operation: "ReceiveMessage",
+                                queue: String::new(),
+                                detail: "the receive panicked".into(),
+                            }),
+                            permits: Vec::new(),
+                        })
+                    });
+                if let Err(ractor::MessagingErr::SendErr(PollerMsg::Received(Some(lost)))) =
+                    reply.cast(PollerMsg::Received(answer))
+                {
+                    // The poller stopped meanwhile: what it brought goes back at once.
+                    if let Ok(messages) = lost.answer {
+                        let handles: Vec<String> = messages.into_iter().map(|m| m.receipt_handle).collect();
+                        for batch in handles.chunks(MAX_RECEIVE_BATCH) {
+                            let _ = arguments.queue.set_visibility_batch(batch, Duration::ZERO).await;
+                        }
+                    }
                 }
             });
         }
@@ -353,30 +392,45 @@ impl PollerState {
                 let pause = RECEIVE_FAILURE_BACKOFF.delay(self.receive_failures - 1);
                 tracing::warn!(error = %err, ?pause, "receive failed");
                 drop(permits);
-                let mut shutdown = self.arguments.shutdown.clone();
-                tokio::select! {
-                    () = tokio::time::sleep(pause) => {}
-                    () = shutdown.requested() => {}
-                }
+                // The next receive waits, in its task: what other receives brought is
+                // dispatched meanwhile.
+                self.pause_until = Some(tokio::time::Instant::now() + pause);
             }
         }
     }
 }
 
-/// One receive, once the gate is open and a batch of permits is free; `None` when shutdown
-/// comes first.
-async fn receive_when_allowed(arguments: &PollerArguments) -> Option<ReceiveAnswer> {
+/// One receive, after `pause_until`, once the gate is open and a batch of permits is free (the
+/// gate is looked at again once the permits are held: it may have closed meanwhile); `None`
+/// when shutdown comes first or the poller that started it is gone.
+async fn receive_when_allowed(
+    arguments: &PollerArguments,
+    alive: &std::sync::atomic::AtomicBool,
+    pause_until: Option<tokio::time::Instant>,
+) -> Option<ReceiveAnswer> {
     let mut shutdown = arguments.shutdown.clone();
-    let mut gate = arguments.gate.clone();
-    tokio::select! {
-        () = gate.opened() => {}
-        () = shutdown.requested() => return None,
+    if let Some(until) = pause_until {
+        tokio::select! {
+            () = tokio::time::sleep_until(until) => {}
+            () = shutdown.requested() => return None,
+        }
     }
-    let permits = tokio::select! {
-        permits = PollerState::take_permits(arguments) => permits,
-        () = shutdown.requested() => return None,
+    let permits = loop {
+        let mut gate = arguments.gate.clone();
+        tokio::select! {
+            () = gate.opened() => {}
+            () = shutdown.requested() => return None,
+        }
+        let permits = tokio::select! {
+            permits = PollerState::take_permits(arguments) => permits,
+            () = shutdown.requested() => return None,
+        };
+        if arguments.gate.closed_reason().is_none() || permits.is_empty() {
+            break permits;
+        }
     };
-    if permits.is_empty() || shutdown.is_requested() {
+    let alive = alive.load(std::sync::atomic::Ordering::SeqCst);
+    if permits.is_empty() || shutdown.is_requested() || !alive {
         return None;
     }
     let answer = arguments.queue.receive(permits.len()).await;

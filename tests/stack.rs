@@ -753,11 +753,18 @@ async fn metrics_count_what_was_sent() {
         );
     }
     assert_eq!(sample(&metrics, "avscan_in_flight_messages"), 0.0);
-    // MAX_IN_FLIGHT's default.
-    assert_eq!(sample(&metrics, "avscan_permits_free"), 64.0);
+    // The defaults of MAX_IN_FLIGHT, CLAMD_CONNECTIONS and FETCH_CONCURRENCY.
+    use avscan_actors::defaults;
+    assert_eq!(sample(&metrics, "avscan_permits_free"), defaults::MAX_IN_FLIGHT as f64);
     assert_eq!(sample(&metrics, r#"avscan_pool_busy{pool="scanner"}"#), 0.0);
-    assert_eq!(sample(&metrics, r#"avscan_pool_idle{pool="scanner"}"#), 4.0);
-    assert_eq!(sample(&metrics, r#"avscan_pool_idle{pool="fetcher"}"#), 6.0);
+    assert_eq!(
+        sample(&metrics, r#"avscan_pool_idle{pool="scanner"}"#),
+        defaults::CLAMD_CONNECTIONS as f64
+    );
+    assert_eq!(
+        sample(&metrics, r#"avscan_pool_idle{pool="fetcher"}"#),
+        defaults::FETCH_CONCURRENCY as f64
+    );
     assert!(metrics.contains("# HELP avscan_records_total"));
     assert_eq!(avscan.stop().await, Some(0));
 }

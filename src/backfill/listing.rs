@@ -28,6 +28,28 @@ pub struct Listed {
     pub audit_skip: Option<&'static str>,
 }
 
+impl Listed {
+    /// An object as a listing (of objects or of versions) describes it.
+    fn from_s3(
+        key: String,
+        size: Option<i64>,
+        etag: Option<String>,
+        last_modified: Option<aws_sdk_s3::primitives::DateTime>,
+        version_id: Option<String>,
+    ) -> Listed {
+        Listed {
+            key,
+            size: size.unwrap_or(0).max(0) as u64,
+            etag: etag.unwrap_or_default().trim_matches('"').to_owned(),
+            last_modified: last_modified
+                .and_then(|time| SystemTime::try_from(time).ok())
+                .unwrap_or(SystemTime::UNIX_EPOCH),
+            version_id,
+            audit_skip: None,
+        }
+    }
+}
+
 /// Where a resumed run starts: after this key (a listing), or at this row of this file of the
 /// manifest (an inventory).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -120,17 +142,14 @@ fn list_versions(s3: aws_sdk_s3::Client, bucket: String, prefix: String, start: 
                 .into_iter()
                 .filter(|version| version.is_latest == Some(true))
                 .filter_map(|version| {
-                    Some(Listed {
-                        key: version.key?,
-                        size: version.size.unwrap_or(0).max(0) as u64,
-                        etag: version.e_tag.unwrap_or_default().trim_matches('"').to_owned(),
-                        last_modified: version
-                            .last_modified
-                            .and_then(|time| SystemTime::try_from(time).ok())
-                            .unwrap_or(SystemTime::UNIX_EPOCH),
-                        version_id: version.version_id.filter(|id| id != "null"),
-                        audit_skip: None,
-                    })
+                    let version_id = version.version_id.filter(|id| id != "null");
+                    Some(Listed::from_s3(
+                        version.key?,
+                        version.size,
+                        version.e_tag,
+                        version.last_modified,
+                        version_id,
+                    ))
                 })
                 .collect();
         }
@@ -195,17 +214,13 @@ fn list_objects(s3: aws_sdk_s3::Client, bucket: String, prefix: String, start: O
                 .unwrap_or_default()
                 .into_iter()
                 .filter_map(|object| {
-                    Some(Listed {
-                        key: object.key?,
-                        size: object.size.unwrap_or(0).max(0) as u64,
-                        etag: object.e_tag.unwrap_or_default().trim_matches('"').to_owned(),
-                        last_modified: object
-                            .last_modified
-                            .and_then(|time| SystemTime::try_from(time).ok())
-                            .unwrap_or(SystemTime::UNIX_EPOCH),
-                        version_id: None,
-                        audit_skip: None,
-                    })
+                    Some(Listed::from_s3(
+                        object.key?,
+                        object.size,
+                        object.e_tag,
+                        object.last_modified,
+                        None,
+                    ))
                 })
                 .collect();
         }

@@ -39,6 +39,17 @@ pub enum Command {
     /// Resend the events of objects left in a source bucket longer than
     /// AUDIT_EVENT_RESEND_INTERVAL without a verdict tag (lost notifications). Exit 0 or 1.
     Audit(Box<AuditArgs>),
+    /// Ask the `avscan run` listening on OPS_ADDRESS for /healthz: exit 0 on 200, 1 otherwise
+    /// (the container image's HEALTHCHECK).
+    Healthcheck(HealthcheckArgs),
+}
+
+/// What `avscan healthcheck` asks: where `avscan run` listens.
+#[derive(Debug, Args)]
+pub struct HealthcheckArgs {
+    /// Where `avscan run` serves /healthz (its OPS_ADDRESS); 0.0.0.0 or :: is asked on loopback.
+    #[arg(long, env = "OPS_ADDRESS", default_value = "0.0.0.0:9090")]
+    pub ops_address: std::net::SocketAddr,
 }
 
 #[derive(Debug, Args)]

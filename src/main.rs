@@ -8,6 +8,8 @@
 
 use std::process::ExitCode;
 
+mod healthcheck;
+
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
@@ -41,6 +43,7 @@ fn main() -> ExitCode {
         Command::Run(args) => (args, false),
         Command::Check(args) => (args, true),
         Command::Release(release) => return release_command(&release),
+        Command::Healthcheck(args) => return healthcheck::healthcheck(&args),
         Command::Backfill(backfill) => {
             let request = &backfill.request;
             return one_shot(&backfill.config, |settings| async move {

@@ -19,10 +19,11 @@ pub const CLAMD_MAX_SCAN_TIME_SECS: u64 = 120;
 /// small objects (~4,000 a second here) takes about this many in flight (a waiting message
 /// costs a few KB).
 pub const MAX_IN_FLIGHT: u64 = 512;
-/// `FETCH_CONCURRENCY`: concurrent S3 GETs. A fetcher waits ~30 ms for an object's first byte
-/// before it takes a clamd session: this many cover that wait for small objects (large ones
-/// wait for a session first, see the fetcher).
-pub const FETCH_CONCURRENCY: u64 = 128;
+/// `FETCH_CONCURRENCY`: concurrent S3 GETs. A fetcher waits ~30 ms for an object's first
+/// byte, reads a small one whole and waits for its verdict: keeping four clamd sessions busy
+/// with 4 KiB objects (~4,500 a second here) takes ~150 at once; a waiting fetcher costs a few
+/// KB (large objects wait for a session first, see the fetcher).
+pub const FETCH_CONCURRENCY: u64 = 256;
 /// `CLAMD_CONNECTIONS`: pooled clamd sessions, i.e. concurrent scans.
 pub const CLAMD_CONNECTIONS: u64 = 4;
 /// `RECEIVE_BATCH_SIZE`: messages per receive (SQS' largest batch).

@@ -20,7 +20,7 @@ use crate::ports::PipelinePorts;
 use crate::restart::RestartBudget;
 use crate::shutdown::Shutdown;
 use crate::stages::acker::{Acker, AckerArguments, AckerMsg};
-use crate::stages::fetcher::{Fetcher, FetcherArguments};
+use crate::stages::fetcher::{whole_body_budget, Fetcher, FetcherArguments};
 use crate::stages::forwarder::{Forwarder, ForwarderArguments, ForwarderMsg};
 use crate::stages::heartbeat::{Heartbeat, HeartbeatArguments, HeartbeatMsg};
 use crate::stages::poller::{Poller, PollerArguments};
@@ -246,6 +246,11 @@ impl SupervisorState {
             Stage::FetchPool => {
                 let wiring = Arc::clone(w);
                 let large_objects = Arc::new(Semaphore::new(w.config.scanner_connections.max(1)));
+                let whole_bodies = Arc::new(Semaphore::new(whole_body_budget(w.config.scanner_connections)));
+                let guard_limits = GuardLimits {
+                    member_limit: w.config.archive_member_limit,
+                    inflate_budget: w.config.archive_inflate_budget,
+                };
                 let spawn: SpawnWorker<RecordJob> = Arc::new(move |slot, pool| {
                     let args = FetcherArguments {
                         store: wiring.ports.store.clone(),
@@ -254,6 +259,8 @@ impl SupervisorState {
                         max_file_size: wiring.config.max_file_size,
                         slot,
                         large_objects: large_objects.clone(),
+                        whole_bodies: whole_bodies.clone(),
+                        guard_limits,
                     };
                     Box::pin(async move { Ok(Actor::spawn_linked(None, Fetcher, args, pool).await?.0) })
                 });

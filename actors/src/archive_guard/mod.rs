@@ -107,42 +107,89 @@ impl ArchiveGuard {
 /// Chunks waiting for the guard's thread; the stream to clamd waits when it falls behind.
 const GUARD_QUEUE: usize = 8;
 
+/// Bodies up to this size that the fetcher holds whole are checked on the spot
+/// ([`check_buffered`]): a thread of its own costs more than the check of a small object.
+pub const INLINE_CHECK_BYTES: u64 = 256 * 1024;
+
+/// What an on-the-spot check may extract before it hands the object to a blocking thread with
+/// the full budget: it bounds the time a small archive can hold an async worker (~1 ms).
+const INLINE_INFLATE_BUDGET: u64 = 1024 * 1024;
+
+/// One object's guard and digest, fed its chunks in order.
+struct Watcher {
+    guard: Option<ArchiveGuard>,
+    finding: Option<ArchiveFinding>,
+    sha256: sha2::Sha256,
+    seen: u64,
+    content_length: u64,
+}
+
+impl Watcher {
+    fn new(limits: GuardLimits, content_length: u64) -> Self {
+        use sha2::Digest;
+        Self {
+            guard: Some(ArchiveGuard::new(limits)),
+            finding: None,
+            sha256: sha2::Sha256::new(),
+            seen: 0,
+            content_length,
+        }
+    }
+
+    /// The guard stops once it found something or is `cancelled` (the verdict is not clean);
+    /// the digest goes on to the end.
+    fn feed(&mut self, chunk: &[u8], cancelled: bool) {
+        use sha2::Digest;
+        self.sha256.update(chunk);
+        self.seen += chunk.len() as u64;
+        if cancelled {
+            self.guard = None;
+        }
+        if let Some(working) = self.guard.as_mut() {
+            working.feed(chunk);
+            if working.has_finding() {
+                self.finding = self.guard.take().and_then(ArchiveGuard::finish);
+            }
+        }
+    }
+
+    fn finish(self) -> GuardOutcome {
+        use sha2::Digest;
+        let finding = self.finding.or_else(|| self.guard.and_then(ArchiveGuard::finish));
+        // A body cut short (clamd's stream limit) has no digest of the whole object.
+        let digest = (self.seen == self.content_length).then(|| hex(&self.sha256.finalize()));
+        (finding, digest)
+    }
+}
+
+/// What the guard found and the body's SHA-256 (when the whole body was seen).
+type GuardOutcome = (Option<ArchiveFinding>, Option<String>);
+
+fn check_whole(chunks: &[bytes::Bytes], content_length: u64, limits: GuardLimits) -> GuardOutcome {
+    let mut watcher = Watcher::new(limits, content_length);
+    for chunk in chunks {
+        watcher.feed(chunk, false);
+    }
+    watcher.finish()
+}
+
 /// Wraps `body` so that every chunk also goes to a blocking thread of its own, where a guard
 /// follows it and its SHA-256 is computed (no second read of the object); the returned
 /// [`ArchiveCheck`] then applies what the guard found to the engine's verdict and names the
 /// digest. One way for the pipeline's scanners and for `avscan scan` alike. Needs a Tokio
 /// runtime.
 pub fn check_while_streaming(body: ObjectBody, limits: GuardLimits) -> (ObjectBody, ArchiveCheck) {
-    use sha2::Digest;
     let (sender, mut receiver) = mpsc::channel::<bytes::Bytes>(GUARD_QUEUE);
     let cancelled = Arc::new(AtomicBool::new(false));
     let content_length = body.content_length;
     let guard = tokio::task::spawn_blocking({
         let cancelled = cancelled.clone();
         move || {
-            let mut guard = Some(ArchiveGuard::new(limits));
-            let mut finding = None;
-            let mut sha256 = sha2::Sha256::new();
-            let mut seen: u64 = 0;
+            let mut watcher = Watcher::new(limits, content_length);
             while let Some(chunk) = receiver.blocking_recv() {
-                sha256.update(&chunk);
-                seen += chunk.len() as u64;
-                // The guard stops once it found something or the verdict is not clean; the
-                // digest goes on to the end.
-                if cancelled.load(Ordering::Relaxed) {
-                    guard = None;
-                }
-                if let Some(working) = guard.as_mut() {
-                    working.feed(&chunk);
-                    if working.has_finding() {
-                        finding = guard.take().and_then(ArchiveGuard::finish);
-                    }
-                }
+                watcher.feed(&chunk, cancelled.load(Ordering::Relaxed));
             }
-            let finding = finding.or_else(|| guard.and_then(ArchiveGuard::finish));
-            // A body cut short (clamd's stream limit) has no digest of the whole object.
-            let digest = (seen == content_length).then(|| hex(&sha256.finalize()));
-            (finding, digest)
+            watcher.finish()
         }
     });
     let chunks = body
@@ -161,13 +208,56 @@ pub fn check_while_streaming(body: ObjectBody, limits: GuardLimits) -> (ObjectBo
         content_length: body.content_length,
         chunks,
     };
-    (guarded, ArchiveCheck { guard, cancelled })
+    (
+        guarded,
+        ArchiveCheck {
+            state: CheckState::Running(guard),
+            cancelled,
+        },
+    )
 }
 
-/// The guard of one body, running; [`apply`](Self::apply) waits for it once the engine answered.
+/// Checks a body held whole (`chunks`, in order), before or while it is scanned. Up to
+/// [`INLINE_CHECK_BYTES`] the check runs here and now, within a small extraction budget; an
+/// object that needs more (or a larger one) is checked on a blocking thread with the full
+/// `limits`, so the work any one object costs an async worker stays bounded. Needs a Tokio
+/// runtime.
+pub fn check_buffered(chunks: &[bytes::Bytes], content_length: u64, limits: GuardLimits) -> ArchiveCheck {
+    let cancelled = Arc::new(AtomicBool::new(false));
+    if content_length <= INLINE_CHECK_BYTES {
+        let quick = GuardLimits {
+            inflate_budget: limits.inflate_budget.min(INLINE_INFLATE_BUDGET),
+            ..limits
+        };
+        let outcome = check_whole(chunks, content_length, quick);
+        // Only the smaller budget can make the quick check differ from the full one: every
+        // other finding was met before the budget ran out, and would be met again.
+        let budget_ran_out = matches!(&outcome.0, Some(finding) if finding.kind == FindingKind::ScanSizeExceeded);
+        if !(budget_ran_out && quick.inflate_budget < limits.inflate_budget) {
+            return ArchiveCheck {
+                state: CheckState::Done(outcome),
+                cancelled,
+            };
+        }
+    }
+    let chunks = chunks.to_vec();
+    let guard = tokio::task::spawn_blocking(move || check_whole(&chunks, content_length, limits));
+    ArchiveCheck {
+        state: CheckState::Running(guard),
+        cancelled,
+    }
+}
+
+/// The guard of one body, running or done; [`apply`](ArchiveCheck::apply) waits for it once
+/// the engine answered.
 pub struct ArchiveCheck {
-    guard: JoinHandle<(Option<ArchiveFinding>, Option<String>)>,
+    state: CheckState,
     cancelled: Arc<AtomicBool>,
+}
+
+enum CheckState {
+    Running(JoinHandle<GuardOutcome>),
+    Done(GuardOutcome),
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -183,7 +273,11 @@ impl ArchiveCheck {
         if !clean {
             self.cancelled.store(true, Ordering::Relaxed);
         }
-        let finding = match self.guard.await {
+        let guarded = match self.state {
+            CheckState::Done(guarded) => Ok(guarded),
+            CheckState::Running(guard) => guard.await,
+        };
+        let finding = match guarded {
             Ok((finding, sha256)) => {
                 outcome.sha256 = sha256;
                 finding

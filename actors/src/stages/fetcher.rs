@@ -1,9 +1,17 @@
-//! A fetcher takes one record at a time: it GETs exactly the announced object from S3 and streams
-//! the body into a scanner from the scan pool, waiting for the verdict, then hands the record and
-//! what it learnt to the router. It never holds more than one body, and never a whole object.
+//! A fetcher takes one record at a time: it GETs exactly the announced object from S3 and hands
+//! the body to a scanner from the scan pool, waiting for the verdict, then hands the record and
+//! what it learnt to the router.
+//!
+//! A small object (up to [`WHOLE_BODY_BYTES`]) is read whole before it waits for a clamd
+//! session, within a byte budget shared by the fetchers, and checked by the archive guard on
+//! the way: a session then never waits for S3's transfer, only scans. A larger one streams
+//! from S3 through the session (never held whole in memory).
 
 use std::sync::Arc;
+use std::time::Duration;
 
+use bytes::Bytes;
+use futures::StreamExt;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::sync::oneshot;
 use tracing::{Instrument, Span};
@@ -13,9 +21,10 @@ use super::router::{InspectError, Inspection, RouterMsg};
 use super::scanner::ScanJob;
 use super::RecordJob;
 use crate::address::StageAddress;
+use crate::archive_guard::{self, ArchiveCheck, GuardLimits};
 use crate::metrics::Latency;
 use crate::model::ObjectRecord;
-use crate::ports::{ObjectStore, ScanError, StoreError};
+use crate::ports::{ObjectBody, ObjectStore, ScanError, StoreError};
 use crate::ticket::RetryCause;
 
 /// A fetcher actor: one worker of the fetch pool.
@@ -37,7 +46,28 @@ pub(crate) struct FetcherArguments {
     /// One per clamd session, shared by the fetchers: a large object's GET waits for one (see
     /// [`LARGE_OBJECT_BYTES`]).
     pub(crate) large_objects: Arc<tokio::sync::Semaphore>,
+    /// Bytes of bodies held whole, shared by the fetchers (see [`whole_body_budget`]).
+    pub(crate) whole_bodies: Arc<tokio::sync::Semaphore>,
+    /// How far the archive guard follows a body held whole.
+    pub(crate) guard_limits: GuardLimits,
 }
+
+/// Objects up to this size (by the GET's length) are read whole before they wait for a clamd
+/// session: at S3's ~100 MB/s a stream would hold the session 10 ms for 1 MiB, about a third
+/// of clamd's scan of it (BENCHMARKS.md (e)).
+pub(crate) const WHOLE_BODY_BYTES: u64 = 1024 * 1024;
+
+/// The bytes of bodies held whole at once, for `sessions` clamd sessions: four objects of the
+/// largest such size waiting per session (enough to keep each busy while the next arrive), and
+/// at least 16 MiB; with 4 sessions that is 16 MiB, which keeps a replica's memory within its
+/// bound (BENCHMARKS.md, P3). A fetcher whose body does not fit waits for room.
+pub(crate) fn whole_body_budget(sessions: usize) -> usize {
+    (4 * sessions.max(1) * WHOLE_BODY_BYTES as usize).max(16 * 1024 * 1024)
+}
+
+/// How long a body being read whole may stall between two chunks (a streamed body is bounded
+/// by the scanner's clamd timeout instead).
+const BODY_STALL_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Objects larger than this (by their event) are fetched only while fewer large ones than clamd
 /// sessions are being fetched or scanned. Small objects are bound by S3's first-byte latency, so
@@ -90,9 +120,22 @@ impl FetcherState {
                 size: body.content_length,
             });
         }
+        // Held until the verdict: the body's bytes are in memory until the scanner streamed them.
+        let mut _room = None;
+        let (body, check) = match body.content_length <= WHOLE_BODY_BYTES {
+            true => {
+                // Fits in a u32: at most WHOLE_BODY_BYTES.
+                let bytes = body.content_length as u32;
+                _room = self.arguments.whole_bodies.clone().acquire_many_owned(bytes).await.ok();
+                let (body, check) = read_whole(body, self.arguments.guard_limits).await?;
+                (body, Some(check))
+            }
+            false => (body, None),
+        };
         let (reply, verdict) = oneshot::channel();
         let job = ScanJob {
             body,
+            check,
             reply,
             trace: trace.clone(),
         };
@@ -104,6 +147,38 @@ impl FetcherState {
             Err(_) => Err(ScanError::Unavailable("scanner stopped mid-scan".into()).into()),
         }
     }
+}
+
+/// Reads `body` to its end (or one chunk past its length: the scanner then reports the
+/// mismatch) and starts its archive check; returns the body to replay into the scanner.
+async fn read_whole(body: ObjectBody, limits: GuardLimits) -> Result<(ObjectBody, ArchiveCheck), InspectError> {
+    read_whole_within(body, limits, BODY_STALL_TIMEOUT).await
+}
+
+async fn read_whole_within(
+    mut body: ObjectBody,
+    limits: GuardLimits,
+    stall_timeout: Duration,
+) -> Result<(ObjectBody, ArchiveCheck), InspectError> {
+    let mut chunks: Vec<Bytes> = Vec::new();
+    let mut read: u64 = 0;
+    while read <= body.content_length {
+        let next = tokio::time::timeout(stall_timeout, body.chunks.next()).await;
+        match next.map_err(|_| ScanError::Timeout("reading the object".into()))? {
+            Some(chunk) => {
+                let chunk = chunk?;
+                read += chunk.len() as u64;
+                chunks.push(chunk);
+            }
+            None => break,
+        }
+    }
+    let check = archive_guard::check_buffered(&chunks, body.content_length, limits);
+    let replay = ObjectBody {
+        content_length: body.content_length,
+        chunks: futures::stream::iter(chunks.into_iter().map(Ok)).boxed(),
+    };
+    Ok((replay, check))
 }
 
 impl Actor for Fetcher {
@@ -132,5 +207,69 @@ impl Actor for Fetcher {
         }
         state.arguments.slot.ready();
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIMITS: GuardLimits = GuardLimits {
+        member_limit: 1 << 20,
+        inflate_budget: 1 << 24,
+    };
+
+    fn body(content_length: u64, chunks: Vec<Result<Bytes, StoreError>>) -> ObjectBody {
+        ObjectBody {
+            content_length,
+            chunks: futures::stream::iter(chunks).boxed(),
+        }
+    }
+
+    async fn replayed(body: ObjectBody) -> Vec<u8> {
+        let mut chunks = body.chunks;
+        let mut bytes = Vec::new();
+        while let Some(chunk) = chunks.next().await {
+            bytes.extend_from_slice(&chunk.expect("replayed chunks are whole"));
+        }
+        bytes
+    }
+
+    #[tokio::test]
+    async fn a_body_read_whole_replays_its_bytes_and_one_longer_than_announced_is_not_read_on() {
+        let chunks = |parts: &[&'static [u8]]| parts.iter().map(|part| Ok(Bytes::from_static(part))).collect();
+        let (replay, _) = read_whole(body(6, chunks(&[b"abc", b"def"])), LIMITS).await.unwrap();
+        assert_eq!(replay.content_length, 6);
+        assert_eq!(replayed(replay).await, b"abcdef");
+        // Past its length the reading stops at the first chunk over it: the scanner sees more
+        // bytes than announced (and refuses them) without the rest ever being held.
+        let (replay, _) = read_whole(body(2, chunks(&[b"abc", b"def", b"ghi"])), LIMITS)
+            .await
+            .unwrap();
+        assert_eq!(replayed(replay).await, b"abc");
+    }
+
+    #[tokio::test]
+    async fn a_body_that_breaks_off_is_a_failed_fetch() {
+        let failed = StoreError::Failed {
+            operation: "GetObject",
+            bucket: "b".into(),
+            key: "k".into(),
+            detail: "connection reset".into(),
+        };
+        let broken = body(6, vec![Ok(Bytes::from_static(b"abc")), Err(failed)]);
+        assert!(matches!(read_whole(broken, LIMITS).await, Err(InspectError::Fetch(_))));
+    }
+
+    #[tokio::test]
+    async fn a_body_that_stalls_is_a_timeout() {
+        let stalled = ObjectBody {
+            content_length: 6,
+            chunks: futures::stream::once(async { Ok(Bytes::from_static(b"abc")) })
+                .chain(futures::stream::pending())
+                .boxed(),
+        };
+        let read = read_whole_within(stalled, LIMITS, Duration::from_millis(20)).await;
+        assert!(matches!(read, Err(InspectError::Scan(ScanError::Timeout(_)))));
     }
 }

@@ -59,7 +59,7 @@ const RECEIVE_FAILURE_BACKOFF: Backoff = Backoff::new(Duration::from_millis(400)
 
 /// The most receives in flight at once. At SQS' ~15 ms a receive of ten brings ~650 messages a
 /// second; a backlog is drained faster with several, each holding its own ten permits.
-pub(crate) const MAX_CONCURRENT_RECEIVES: usize = 8;
+pub(crate) const MAX_CONCURRENT_RECEIVES: usize = 16;
 
 /// What the poller is told (by itself: each poll ends by asking for the next).
 pub(crate) enum PollerMsg {

@@ -14,7 +14,7 @@ use tokio::sync::oneshot;
 use tracing::{Instrument, Span};
 
 use super::pool::WorkerSlot;
-use crate::archive_guard::{self, GuardLimits};
+use crate::archive_guard::{self, ArchiveCheck, GuardLimits};
 use crate::metrics::Latency;
 use crate::model::ScanOutcome;
 use crate::ports::{ObjectBody, ScanEngine, ScanError, ScanSession};
@@ -22,8 +22,11 @@ use crate::trace::Traced;
 
 /// One object to scan; the verdict goes back on `reply`.
 pub(crate) struct ScanJob {
-    /// The object's body, streamed as the GET delivers it.
+    /// The object's body: streamed as the GET delivers it, or replayed from memory.
     pub(crate) body: ObjectBody,
+    /// The archive check of a body the fetcher read whole, started there; `None`: the scanner
+    /// checks the body while it streams.
+    pub(crate) check: Option<ArchiveCheck>,
     /// Where the fetcher waits for the verdict.
     pub(crate) reply: oneshot::Sender<Result<ScanOutcome, ScanError>>,
     /// The object's span, parent of the `scan` span.
@@ -57,7 +60,12 @@ pub(crate) struct ScannerState {
 }
 
 impl ScannerState {
-    async fn scan(&mut self, body: ObjectBody, span: &Span) -> Result<ScanOutcome, ScanError> {
+    async fn scan(
+        &mut self,
+        body: ObjectBody,
+        check: Option<ArchiveCheck>,
+        span: &Span,
+    ) -> Result<ScanOutcome, ScanError> {
         if let Some(session) = self.session.as_mut() {
             if !session.is_reusable() {
                 tracing::debug!(
@@ -74,7 +82,10 @@ impl ScannerState {
         };
         span.record("clamd.connection.id", session.id());
         let size = body.content_length;
-        let (guarded, archive_check) = archive_guard::check_while_streaming(body, self.arguments.guard_limits);
+        let (guarded, archive_check) = match check {
+            Some(check) => (body, check),
+            None => archive_guard::check_while_streaming(body, self.arguments.guard_limits),
+        };
         let started = std::time::Instant::now();
         let result = session.scan(guarded).await;
         if result.is_err() {
@@ -121,7 +132,7 @@ impl Actor for Scanner {
             scan.signature = tracing::field::Empty,
             error = tracing::field::Empty,
         );
-        let result = state.scan(job.body, &span).instrument(span.clone()).await;
+        let result = state.scan(job.body, job.check, &span).instrument(span.clone()).await;
         match &result {
             Ok(outcome) => {
                 span.record("scan.verdict", outcome.verdict.label());

@@ -489,3 +489,63 @@ async fn the_sha256_of_the_whole_body_comes_with_every_verdict_and_never_of_a_pa
     let infected = Verdict::Infected { signature: "x".into() };
     assert_eq!(check.apply(outcome(infected)).await.sha256, None);
 }
+
+/// A body held whole gets what the streamed check gives it, whether it is checked on the spot
+/// or (a small archive that extracts more than the on-the-spot budget) on a thread with the
+/// full budget: a small bomb within the budget stays clean, one past it does not.
+#[tokio::test]
+async fn a_body_held_whole_is_judged_as_the_streamed_guard_judges_it() {
+    use futures::StreamExt;
+    let clean = || ScanOutcome {
+        verdict: Verdict::Clean,
+        engine: None,
+        definitions: None,
+        sha256: None,
+        allowed_by: None,
+    };
+    let member = {
+        let mut encoder = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::best());
+        encoder.write_all(&vec![0u8; LIMIT as usize]).unwrap();
+        encoder.finish().unwrap()
+    };
+    let bomb = |members: usize| {
+        let entries: Vec<Entry> = (0..members)
+            .map(|i| Entry {
+                name: format!("m{i}"),
+                method: 8,
+                flags: 0,
+                csize: member.len() as u32,
+                usize: LIMIT as u32,
+                data: member.clone(),
+            })
+            .collect();
+        zip(&entries)
+    };
+    // Within the budget (4 MiB extracted) but past the on-the-spot one, and past the budget.
+    let within = bomb(4);
+    let past = bomb(70);
+    assert!((within.len() as u64) < INLINE_CHECK_BYTES && (past.len() as u64) < INLINE_CHECK_BYTES);
+    let large_random: Vec<u8> = (0..INLINE_CHECK_BYTES as usize + 10_000)
+        .map(|i| (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15).to_be_bytes()[3])
+        .collect();
+    let cases: [&[u8]; 5] = [b"plain", &zip_of(&over_limit()), &within, &past, &large_random];
+    for bytes in cases {
+        let chunks: Vec<bytes::Bytes> = bytes.chunks(1000).map(bytes::Bytes::copy_from_slice).collect();
+        let held = check_buffered(&chunks, bytes.len() as u64, LIMITS).apply(clean()).await;
+        let (mut guarded, streamed) = check_while_streaming(streamed_body(bytes, bytes.len() as u64), LIMITS);
+        while guarded.chunks.next().await.is_some() {}
+        // The guard's thread ends when the body (and its sender) is gone.
+        drop(guarded);
+        let streamed = streamed.apply(clean()).await;
+        assert_eq!(held, streamed, "{} bytes", bytes.len());
+    }
+    let verdict = |bytes: &[u8]| {
+        let chunks = vec![bytes::Bytes::copy_from_slice(bytes)];
+        check_buffered(&chunks, bytes.len() as u64, LIMITS)
+    };
+    assert_eq!(verdict(&within).apply(clean()).await.verdict, Verdict::Clean);
+    assert_eq!(
+        verdict(&past).apply(clean()).await.verdict.signature(),
+        Some(FindingKind::ScanSizeExceeded.signature())
+    );
+}

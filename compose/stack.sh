@@ -1,21 +1,37 @@
 #!/usr/bin/env bash
 # avscan's local stack on loopback, without Docker: clamd (Debian's clamav-daemon) with the
 # project's test signatures and a daily database freshclam fetched from a local mirror directory,
-# and moto's server as S3/SQS/SNS on 127.0.0.1:4566, with the buckets, queues, topic and
-# notifications created. Also installs the tools the tests use (sigtool, faketime, promtool).
+# and an emulator as S3/SQS/SNS, with the buckets, queues, topic and notifications created. Also
+# installs the tools the tests use (sigtool, faketime, promtool).
 # Idempotent: installs what is missing, starts what is not running, refreshes the daily database
 # when it is a day old (avscan refuses definitions older than DEFINITIONS_MAX_AGE, 7 days).
 #
-#   compose/stack.sh up      install + start + create resources (writes .stack/avscan.env)
+# EMULATOR picks the emulator (each on a port of its own, so both can run at once and a URL names
+# the emulator behind it; tests/common/environment.rs knows the same ports):
+#   moto       (default) moto's server, `moto[server]` in .venv, on 127.0.0.1:4566
+#   ministack  ministack, pinned, in .venv/ministack (it pins a botocore of its own), on 127.0.0.1:4567
+#
+#   compose/stack.sh up      install + start + create resources (writes .stack/avscan.env for
+#                            the emulator it brought up: what `make run` uses)
 #   compose/stack.sh reset   empty the emulator and create the resources again
-#   compose/stack.sh down    stop clamd and moto
+#   compose/stack.sh down    stop clamd and both emulators
 #   compose/stack.sh status
 set -euo pipefail
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
 state="$repo/.stack"
 venv="$repo/.venv"
-moto_port="${AVSCAN_MOTO_PORT:-4566}"
+emulator="${EMULATOR:-moto}"
+case "$emulator" in
+    moto) emulator_port=4566 ;;
+    ministack) emulator_port=4567 ;;
+    *)
+        echo "EMULATOR=$emulator: the local stack runs moto or ministack" >&2
+        exit 2
+        ;;
+esac
+endpoint="http://127.0.0.1:$emulator_port"
+ministack_version=1.5.33
 mkdir -p "$state"
 
 log() { printf 'stack: %s\n' "$*" >&2; }
@@ -70,11 +86,30 @@ EOF
     if clamd_ping; then clamd_command RELOAD >/dev/null; fi
 }
 
+# The stack's own Python (resources.py, demo.py): boto3 in .venv, whichever emulator runs.
+install_venv() {
+    if [ -x "$venv/bin/python" ] && "$venv/bin/python" -c 'import boto3' 2>/dev/null; then return; fi
+    log "installing boto3 into .venv (pip)"
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install -q --disable-pip-version-check boto3
+}
+
 install_moto() {
     if [ -x "$venv/bin/moto_server" ]; then return; fi
     log "installing moto[server] into .venv (pip)"
     python3 -m venv "$venv"
     "$venv/bin/pip" install -q --disable-pip-version-check 'moto[server]>=5.1,<6'
+}
+
+# A venv of its own: ministack pins botocore exactly, moto needs its own range.
+install_ministack() {
+    if [ -x "$venv/ministack/bin/ministack" ] \
+        && [ "$("$venv/ministack/bin/pip" show ministack 2>/dev/null | sed -n 's/^Version: //p')" = "$ministack_version" ]; then
+        return
+    fi
+    log "installing ministack $ministack_version into .venv/ministack (pip)"
+    python3 -m venv "$venv/ministack"
+    "$venv/ministack/bin/pip" install -q --disable-pip-version-check "ministack==$ministack_version"
 }
 
 # Sends one command to the stack's clamd and prints its reply; fails if clamd does not answer.
@@ -120,56 +155,86 @@ start_clamd() {
     exit 1
 }
 
-moto_up() {
-    # The dashboard page: cheap however much state moto holds (data.json is not).
+# Answers 200 only when the emulator EMULATOR names listens on its port.
+emulator_up() {
+    local path
+    case "$emulator" in
+        # The dashboard page: cheap however much state moto holds (data.json is not).
+        moto) path=/moto-api/ ;;
+        ministack) path=/_ministack/health ;;
+    esac
     python3 -c "import urllib.request,sys; urllib.request.urlopen(sys.argv[1], timeout=5)" \
-        "http://127.0.0.1:$moto_port/moto-api/" >/dev/null 2>&1
+        "$endpoint$path" >/dev/null 2>&1
 }
 
-start_moto() {
-    if moto_up 2>/dev/null; then return; fi
-    log "starting moto server on 127.0.0.1:$moto_port"
-    nohup "$venv/bin/moto_server" -H 127.0.0.1 -p "$moto_port" > "$state/moto.log" 2>&1 &
-    echo $! > "$state/moto.pid"
-    for _ in $(seq 1 100); do
-        moto_up 2>/dev/null && return
+start_emulator() {
+    if emulator_up; then return; fi
+    log "starting $emulator on 127.0.0.1:$emulator_port"
+    case "$emulator" in
+        moto)
+            nohup "$venv/bin/moto_server" -H 127.0.0.1 -p "$emulator_port" > "$state/moto.log" 2>&1 &
+            ;;
+        ministack)
+            # In memory only; warnings and errors logged (at INFO it logs every SNS message whole).
+            BIND_HOST=127.0.0.1 GATEWAY_PORT="$emulator_port" LOG_LEVEL=WARNING \
+                nohup "$venv/ministack/bin/ministack" > "$state/ministack.log" 2>&1 &
+            ;;
+    esac
+    echo $! > "$state/$emulator.pid"
+    for _ in $(seq 1 150); do
+        emulator_up && return
         sleep 0.1
     done
-    log "moto did not start; see $state/moto.log"
+    log "$emulator did not start; see $state/$emulator.log"
     exit 1
+}
+
+reset_emulator() {
+    local path
+    case "$emulator" in
+        moto) path=/moto-api/reset ;;
+        ministack) path=/_ministack/reset ;;
+    esac
+    python3 -c "import urllib.request,sys; urllib.request.urlopen(urllib.request.Request(sys.argv[1], method='POST'), timeout=60)" \
+        "$endpoint$path" >/dev/null
+}
+
+create_resources() {
+    "$venv/bin/python" "$repo/compose/resources.py" --endpoint "$endpoint" --env-file "$state/avscan.env"
 }
 
 case "${1:-up}" in
     up)
         install_clamd
         install_tools
-        install_moto
+        install_venv
+        "install_$emulator"
         refresh_definitions
         start_clamd
-        start_moto
-        "$venv/bin/python" "$repo/compose/resources.py" --endpoint "http://127.0.0.1:$moto_port" --env-file "$state/avscan.env"
-        log "up: clamd tcp://127.0.0.1:3310, moto http://127.0.0.1:$moto_port"
+        start_emulator
+        create_resources
+        log "up: clamd tcp://127.0.0.1:3310, $emulator $endpoint"
         ;;
     reset)
         # Forgets everything the tests left in the emulator (a 10,000-object soak leaves GBs),
         # then creates the local stack's resources again.
-        python3 -c "import urllib.request,sys; urllib.request.urlopen(urllib.request.Request(sys.argv[1], method='POST'), timeout=60)" \
-            "http://127.0.0.1:$moto_port/moto-api/reset" >/dev/null
-        "$venv/bin/python" "$repo/compose/resources.py" --endpoint "http://127.0.0.1:$moto_port" --env-file "$state/avscan.env"
-        log "reset: emulator emptied, resources created again"
+        reset_emulator
+        create_resources
+        log "reset: $emulator emptied, resources created again"
         ;;
     down)
-        [ -f "$state/clamd.pid" ] && kill "$(cat "$state/clamd.pid")" 2>/dev/null || true
-        [ -f "$state/moto.pid" ] && kill "$(cat "$state/moto.pid")" 2>/dev/null || true
-        rm -f "$state/clamd.pid" "$state/moto.pid"
+        for service in clamd moto ministack; do
+            [ -f "$state/$service.pid" ] && kill "$(cat "$state/$service.pid")" 2>/dev/null || true
+            rm -f "$state/$service.pid"
+        done
         log "down"
         ;;
     status)
         clamd_ping && log "clamd: up" || log "clamd: down"
-        moto_up 2>/dev/null && log "moto: up" || log "moto: down"
+        emulator_up && log "$emulator: up at $endpoint" || log "$emulator: down"
         ;;
     *)
-        echo "usage: $0 up|down|status" >&2
+        echo "usage: [EMULATOR=moto|ministack] $0 up|reset|down|status" >&2
         exit 2
         ;;
 esac

@@ -1,12 +1,13 @@
 //! The S3 adapter against the emulator, for what the pipeline tests cannot reach cheaply: the
-//! multipart copy used above 5 GiB, exercised with a lowered threshold.
+//! multipart copy used above 5 GiB, exercised with a lowered threshold, and every read, copy and
+//! delete pinned to the announced ETag.
 
 mod common;
 
 use avscan::aws::S3Store;
 use avscan_actors::model::ObjectRef;
 use avscan_actors::ports::{CopyRequest, ObjectStore, StoreError, WriteOptions};
-use common::TestEnv;
+use common::{lacks, Gap, TestEnv};
 
 #[tokio::test]
 async fn large_objects_are_copied_in_parts_with_content_type_and_metadata() {
@@ -99,4 +100,59 @@ async fn gets_and_deletes_are_pinned_to_the_announced_etag() {
     };
     assert!(matches!(store.get(&missing).await, Err(StoreError::NotFound { .. })));
     assert_eq!(store.head(&env.quarantine, "guid/none.txt").await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn copies_are_pinned_to_the_announced_etag_in_one_call_and_in_parts() {
+    let env = TestEnv::new(false).await;
+    let enforced = !lacks(Gap::CopySourceIfMatch);
+    let big = |seed: u8| -> Vec<u8> { (0..6 * 1024 * 1024).map(|i| (i % 251) as u8 ^ seed).collect() };
+    let store = S3Store {
+        client: env.s3.clone(),
+        multipart_threshold: 5 * 1024 * 1024,
+        part_size: 5 * 1024 * 1024,
+    };
+    for (key, old, new) in [
+        ("guid/small.txt", b"old".to_vec(), b"new".to_vec()),
+        ("guid/parts.bin", big(1), big(2)),
+    ] {
+        let old_etag = env.put(key, &old).await;
+        env.put(key, &new).await;
+        let stale = ObjectRef {
+            bucket: env.unprocessed.clone(),
+            key: key.into(),
+            version_id: None,
+            etag: Some(old_etag),
+            size: old.len() as u64,
+            sequencer: None,
+        };
+        let current = ObjectRef {
+            etag: None,
+            ..stale.clone()
+        };
+        let source_meta = store.head_object(&current).await.unwrap();
+        let options = WriteOptions {
+            if_absent: true,
+            kms_key_id: None,
+        };
+        let copied = store
+            .copy(CopyRequest {
+                source: &stale,
+                source_meta: &source_meta,
+                bucket: &env.quarantine,
+                key,
+                metadata: &[],
+                options: &options,
+            })
+            .await;
+        if !enforced {
+            continue;
+        }
+        // The newer upload under the key is not copied in place of the announced one.
+        assert!(
+            matches!(copied, Err(StoreError::PreconditionFailed { .. })),
+            "{key}: {copied:?}"
+        );
+        assert_eq!(env.get(&env.quarantine, key).await, None, "{key}");
+    }
 }

@@ -6,8 +6,12 @@
 //!    avscan runs; S3 notifies the inbound queue. Measured: files/s and MB/s from the first
 //!    upload to the last outbound message, p50/p99 from each upload to its outbound message,
 //!    avscan's peak RSS, the AWS calls avscan made per file (every call passes a recording
-//!    proxy in front of the emulator), the CPU each process used (what limits the run), and
-//!    avscan's stage timings from `/metrics`.
+//!    proxy in front of the emulator), the CPU each process used, per file and in cores busy
+//!    (what limits the run), and avscan's stage timings from `/metrics`. The processes are
+//!    found by the ports they listen on, so the emulator is measured whichever one it is
+//!    (`EMULATOR=moto|ministack make bench-e2e`). The emulator's CPU includes serving the
+//!    bench's uploads (PUT and notification) and its reads of the outbound queue; `harness` is
+//!    the bench's own process: the uploads, the drainer and the recording proxy.
 //! 2. Memory: a 1 GiB object and 16 small ones in flight at once, through a clamd of the
 //!    bench's own whose stream limit is raised; avscan's peak RSS must not follow object size.
 //!    `BENCH_LARGE_MIB=0` skips it.
@@ -83,9 +87,74 @@ fn cpu_seconds(pid: u32) -> f64 {
     (ticks(11) + ticks(12)) / 100.0
 }
 
-fn stack_pid(name: &str) -> Option<u32> {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(format!(".stack/{name}.pid"));
-    std::fs::read_to_string(path).ok()?.trim().parse().ok()
+/// The port in a URL or address such as `http://127.0.0.1:4567` or `tcp://127.0.0.1:3310`.
+fn port_of(address: &str) -> u16 {
+    let authority = address
+        .split("://")
+        .last()
+        .unwrap_or(address)
+        .split('/')
+        .next()
+        .unwrap_or("");
+    authority
+        .rsplit_once(':')
+        .and_then(|(_, port)| port.parse().ok())
+        .unwrap_or_else(|| panic!("{address} names no port"))
+}
+
+/// The process listening on TCP `port` (the emulator or clamd, whichever it is): the socket's
+/// inode from /proc/net/tcp{,6}, then the process holding a descriptor for it.
+fn listening_pid(port: u16) -> u32 {
+    let inodes: std::collections::HashSet<String> = ["/proc/net/tcp", "/proc/net/tcp6"]
+        .iter()
+        .filter_map(|table| std::fs::read_to_string(table).ok())
+        .flat_map(|table| {
+            table
+                .lines()
+                .skip(1)
+                .filter_map(|line| {
+                    let fields: Vec<&str> = line.split_whitespace().collect();
+                    let local_port = u16::from_str_radix(fields.get(1)?.rsplit(':').next()?, 16).ok()?;
+                    // State 0A is LISTEN.
+                    (local_port == port && fields.get(3) == Some(&"0A"))
+                        .then(|| fields.get(9).map(|i| i.to_string()))?
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let sockets: std::collections::HashSet<String> = inodes.iter().map(|inode| format!("socket:[{inode}]")).collect();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .find(|pid| {
+            std::fs::read_dir(format!("/proc/{pid}/fd")).is_ok_and(|fds| {
+                fds.filter_map(Result::ok).any(|fd| {
+                    std::fs::read_link(fd.path())
+                        .is_ok_and(|target| sockets.contains(target.to_string_lossy().as_ref()))
+                })
+            })
+        })
+        .unwrap_or_else(|| panic!("no process listens on port {port}: is the local stack up?"))
+}
+
+/// CPU seconds so far of the processes the bench measures.
+#[derive(Clone, Copy)]
+struct Cpu {
+    avscan: f64,
+    clamd: f64,
+    emulator: f64,
+    harness: f64,
+}
+
+impl Cpu {
+    fn now(avscan: u32, clamd: u32, emulator: u32) -> Cpu {
+        Cpu {
+            avscan: cpu_seconds(avscan),
+            clamd: cpu_seconds(clamd),
+            emulator: cpu_seconds(emulator),
+            harness: cpu_seconds(std::process::id()),
+        }
+    }
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -172,13 +241,10 @@ async fn throughput_and_cost() {
         total_bytes += size;
         bodies.push((format!("bench-{i:06}/object.bin"), pseudo_random_bytes(i as u64, size)));
     }
-    let clamd_pid = stack_pid("clamd");
-    let moto_pid = stack_pid("moto");
-    let cpu_before = (
-        cpu_seconds(avscan.pid()),
-        clamd_pid.map_or(0.0, cpu_seconds),
-        moto_pid.map_or(0.0, cpu_seconds),
-    );
+    let emulator = emulator();
+    let clamd_pid = listening_pid(port_of(&clamd_address()));
+    let emulator_pid = listening_pid(port_of(&endpoint()));
+    let cpu_before = Cpu::now(avscan.pid(), clamd_pid, emulator_pid);
 
     let drainer = Drainer::start(env.clone(), env.validation_url.clone());
     let started = Instant::now();
@@ -186,11 +252,7 @@ async fn throughput_and_cost() {
     let uploads_took = started.elapsed();
     env.wait_inbound_empty(Duration::from_secs(600)).await;
     let forwarded = drainer.finish_timed().await;
-    let cpu_after = (
-        cpu_seconds(avscan.pid()),
-        clamd_pid.map_or(0.0, cpu_seconds),
-        moto_pid.map_or(0.0, cpu_seconds),
-    );
+    let cpu_after = Cpu::now(avscan.pid(), clamd_pid, emulator_pid);
     let metrics = http_get(&ops, "/metrics").await.1;
     let peak_rss_kib = status_kib(avscan.pid(), "VmHWM:");
     let calls = proxy.calls();
@@ -219,7 +281,9 @@ async fn throughput_and_cost() {
         .iter()
         .map(|(op, n)| format!("{op} {:.2}", **n as f64 / objects as f64))
         .collect();
-    let cores = |before: f64, after: f64| (after - before) / wall;
+    let used = |of: fn(&Cpu) -> f64| of(&cpu_after) - of(&cpu_before);
+    let per_file_ms = |of: fn(&Cpu) -> f64| used(of) / objects as f64 * 1000.0;
+    let cores = |of: fn(&Cpu) -> f64| used(of) / wall;
     let stage = |name: &str| {
         let sum = sample(&metrics, &format!(r#"avscan_stage_seconds_sum{{stage="{name}"}}"#));
         let count = sample(&metrics, &format!(r#"avscan_stage_seconds_count{{stage="{name}"}}"#));
@@ -230,7 +294,7 @@ async fn throughput_and_cost() {
         .map(|(size, share)| format!("{}% {}", share * 100 / total_share, human(*size)))
         .collect();
     println!(
-        "bench-e2e: {objects} clean files ({}), {:.1} files/s, {:.2} MB/s, p50 {:.2} s, p99 {:.2} s, \
+        "bench-e2e on {emulator}: {objects} clean files ({}), {:.1} files/s, {:.2} MB/s, p50 {:.2} s, p99 {:.2} s, \
          peak RSS {:.1} MiB, AWS calls per file {:.2} ({}); uploads took {:.1} s of {:.1} s",
         mix_text.join(", "),
         objects as f64 / wall,
@@ -244,11 +308,18 @@ async fn throughput_and_cost() {
         wall,
     );
     println!(
-        "bench-e2e: CPU cores busy: avscan {:.2}, clamd {:.2}, emulator {:.2} (of 2); mean stage ms: \
+        "bench-e2e on {emulator}: CPU per file: avscan {:.2} ms, clamd {:.2} ms, emulator {:.2} ms, harness {:.2} ms; \
+         CPU cores busy: avscan {:.2}, clamd {:.2}, emulator {:.2}, harness {:.2} (of {}); mean stage ms: \
          fetch {:.1}, scan {:.1}, end-to-end {:.1}",
-        cores(cpu_before.0, cpu_after.0),
-        cores(cpu_before.1, cpu_after.1),
-        cores(cpu_before.2, cpu_after.2),
+        per_file_ms(|cpu| cpu.avscan),
+        per_file_ms(|cpu| cpu.clamd),
+        per_file_ms(|cpu| cpu.emulator),
+        per_file_ms(|cpu| cpu.harness),
+        cores(|cpu| cpu.avscan),
+        cores(|cpu| cpu.clamd),
+        cores(|cpu| cpu.emulator),
+        cores(|cpu| cpu.harness),
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
         stage("fetch"),
         stage("scan"),
         stage("end_to_end"),

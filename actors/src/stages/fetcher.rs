@@ -83,6 +83,15 @@ pub(crate) struct FetcherState {
 }
 
 impl FetcherState {
+    /// Inspects one record and hands it to the router.
+    async fn run(&self, job: RecordJob) {
+        let max_file_size = job.policy.max_file_size.unwrap_or(self.arguments.max_file_size);
+        let inspection = self.inspect(&job.record, max_file_size, &job.trace.span).await;
+        if let Err(RouterMsg::Route { job, .. }) = self.arguments.router.send(RouterMsg::Route { job, inspection }) {
+            job.ticket.retry(RetryCause::Restart, "router is restarting");
+        }
+    }
+
     async fn inspect(
         &self,
         record: &ObjectRecord,
@@ -200,10 +209,10 @@ impl Actor for Fetcher {
         job: RecordJob,
         state: &mut FetcherState,
     ) -> Result<(), ActorProcessingErr> {
-        let max_file_size = job.policy.max_file_size.unwrap_or(state.arguments.max_file_size);
-        let inspection = state.inspect(&job.record, max_file_size, &job.trace.span).await;
-        if let Err(RouterMsg::Route { job, .. }) = state.arguments.router.send(RouterMsg::Route { job, inspection }) {
-            job.ticket.retry(RetryCause::Restart, "router is restarting");
+        let mut next = Some(job);
+        while let Some(job) = next {
+            state.run(job).await;
+            next = state.arguments.slot.next_job();
         }
         state.arguments.slot.ready();
         Ok(())

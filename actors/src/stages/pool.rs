@@ -1,7 +1,9 @@
 //! A pool of identical workers behind one address: fetchers and clamd scanners. The pool hands
 //! each job to an idle worker or keeps it in a backlog (bounded by the in-flight permits), and
 //! supervises its workers: a failed worker is replaced after the shared restart backoff, and the
-//! job it held is dropped, which retries its message.
+//! job it held is dropped, which retries its message. A worker that finishes a job takes the
+//! next one from the backlog itself, without a round trip through the pool: a clamd session
+//! then waits for nothing between two scans.
 //!
 //! Each job's time in the pool shows in its trace as a `wait` span (`pool` = the worker kind),
 //! from submission until a worker takes it.
@@ -15,7 +17,7 @@
 //! to own: a backlog, an idle list and the supervision of the workers, below.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use futures::future::BoxFuture;
 use ractor::{Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, Message, SpawnErr, SupervisionEvent};
@@ -52,15 +54,30 @@ impl WorkerKind {
     }
 }
 
-/// Given to each worker so it can tell its pool it is free again.
+/// Jobs waiting for a worker, each with its open `wait` span; shared by a pool and its workers.
+type Backlog<J> = Arc<Mutex<VecDeque<(J, tracing::Span)>>>;
+
+/// Given to each worker so it can take the next waiting job, or tell its pool it is free.
 pub(crate) struct WorkerSlot<J> {
     pool: ActorRef<PoolMsg<J>>,
+    backlog: Backlog<J>,
     /// The worker's number in its pool, for logs.
     pub(crate) index: usize,
 }
 
 impl<J: Message> WorkerSlot<J> {
-    /// Call once after every job, whatever its outcome.
+    /// The next waiting job, taken after a job ends; `None`: call [`ready`](Self::ready).
+    pub(crate) fn next_job(&self) -> Option<J> {
+        let waiting = self
+            .backlog
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .pop_front();
+        waiting.map(|(job, _wait)| job)
+    }
+
+    /// Call once no job is waiting ([`next_job`](Self::next_job) said `None`): the pool hands
+    /// this worker the next job submitted.
     pub(crate) fn ready(&self) {
         let _ = self.pool.cast(PoolMsg::Idle(self.index));
     }
@@ -101,14 +118,15 @@ pub(crate) struct PoolState<J> {
     workers: Vec<Option<ActorRef<J>>>,
     by_id: HashMap<ActorId, usize>,
     idle: VecDeque<usize>,
-    /// Jobs waiting for a worker, each with its open `wait` span.
-    backlog: VecDeque<(J, tracing::Span)>,
+    /// Jobs waiting for a worker, each with its open `wait` span; workers take from it too.
+    backlog: Backlog<J>,
 }
 
 impl<J: Message + Traced> PoolState<J> {
     async fn spawn(&mut self, index: usize, pool: &ActorRef<PoolMsg<J>>) -> Result<(), SpawnErr> {
         let slot = WorkerSlot {
             pool: pool.clone(),
+            backlog: self.backlog.clone(),
             index,
         };
         let worker = (self.arguments.spawn)(slot, pool.get_cell()).await?;
@@ -122,12 +140,13 @@ impl<J: Message + Traced> PoolState<J> {
         let Some(worker) = self.workers[index].clone() else {
             return;
         };
-        match self.backlog.pop_front() {
+        let waiting = self.lock_backlog().pop_front();
+        match waiting {
             Some((job, wait)) => {
                 // The worker died between its last job and now: the job goes back to the front,
                 // and the worker's replacement will ask for it.
                 if let Err(ractor::MessagingErr::SendErr(job)) = worker.cast(job) {
-                    self.backlog.push_front((job, wait));
+                    self.lock_backlog().push_front((job, wait));
                 }
             }
             None => self.idle.push_back(index),
@@ -152,7 +171,13 @@ impl<J: Message + Traced> PoolState<J> {
                 Err(_) => return,
             }
         }
-        self.backlog.push_back((job, wait));
+        self.lock_backlog().push_back((job, wait));
+    }
+
+    /// A worker that panicked never holds the lock while it panics (it only pops), so a
+    /// poisoned backlog is still whole.
+    fn lock_backlog(&self) -> std::sync::MutexGuard<'_, VecDeque<(J, tracing::Span)>> {
+        self.backlog.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -172,7 +197,7 @@ impl<J: Message + Traced> Actor for Pool<J> {
             workers: (0..size).map(|_| None).collect(),
             by_id: HashMap::new(),
             idle: VecDeque::new(),
-            backlog: VecDeque::new(),
+            backlog: Arc::default(),
         };
         for index in 0..size {
             state.spawn(index, &myself).await?;

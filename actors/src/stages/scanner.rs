@@ -100,6 +100,37 @@ impl ScannerState {
     }
 }
 
+impl ScannerState {
+    /// Scans one job and answers its fetcher.
+    async fn run(&mut self, job: ScanJob) {
+        let span = tracing::info_span!(
+            parent: &job.trace,
+            "scan",
+            scanner = self.arguments.slot.index,
+            clamd.connection.id = tracing::field::Empty,
+            scan.bytes = job.body.content_length,
+            scan.verdict = tracing::field::Empty,
+            scan.signature = tracing::field::Empty,
+            error = tracing::field::Empty,
+        );
+        let result = self.scan(job.body, job.check, &span).instrument(span.clone()).await;
+        match &result {
+            Ok(outcome) => {
+                span.record("scan.verdict", outcome.verdict.label());
+                if let Some(signature) = outcome.verdict.signature() {
+                    span.record("scan.signature", signature);
+                }
+            }
+            Err(err) => {
+                span.record("error", tracing::field::display(err));
+            }
+        }
+        drop(span);
+        // The fetcher may have given up waiting; nothing else to do then.
+        let _ = job.reply.send(result);
+    }
+}
+
 impl Actor for Scanner {
     type Msg = ScanJob;
     type State = ScannerState;
@@ -122,31 +153,11 @@ impl Actor for Scanner {
         job: ScanJob,
         state: &mut ScannerState,
     ) -> Result<(), ActorProcessingErr> {
-        let span = tracing::info_span!(
-            parent: &job.trace,
-            "scan",
-            scanner = state.arguments.slot.index,
-            clamd.connection.id = tracing::field::Empty,
-            scan.bytes = job.body.content_length,
-            scan.verdict = tracing::field::Empty,
-            scan.signature = tracing::field::Empty,
-            error = tracing::field::Empty,
-        );
-        let result = state.scan(job.body, job.check, &span).instrument(span.clone()).await;
-        match &result {
-            Ok(outcome) => {
-                span.record("scan.verdict", outcome.verdict.label());
-                if let Some(signature) = outcome.verdict.signature() {
-                    span.record("scan.signature", signature);
-                }
-            }
-            Err(err) => {
-                span.record("error", tracing::field::display(err));
-            }
+        let mut next = Some(job);
+        while let Some(job) = next {
+            state.run(job).await;
+            next = state.arguments.slot.next_job();
         }
-        drop(span);
-        // The fetcher may have given up waiting; nothing else to do then.
-        let _ = job.reply.send(result);
         state.arguments.slot.ready();
         Ok(())
     }

@@ -54,7 +54,7 @@ impl Pipeline {
         let (shutdown, listener) = shutdown::channel();
         let (fatal_tx, fatal) = watch::channel(None);
         let permits = Arc::new(Semaphore::new(config.max_in_flight));
-        let addresses = StageAddresses::new();
+        let addresses = StageAddresses::new(&config);
         let acker = addresses.acker.clone();
         let heartbeat = addresses.heartbeat.clone();
         let max_in_flight = config.max_in_flight;

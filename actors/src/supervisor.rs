@@ -24,7 +24,7 @@ use crate::stages::fetcher::{whole_body_budget, Fetcher, FetcherArguments};
 use crate::stages::forwarder::{Forwarder, ForwarderArguments, ForwarderMsg};
 use crate::stages::heartbeat::{Heartbeat, HeartbeatArguments, HeartbeatMsg};
 use crate::stages::poller::{Poller, PollerArguments};
-use crate::stages::pool::{Pool, PoolArguments, PoolMsg, SpawnWorker, WorkerKind};
+use crate::stages::pool::{Dispatch, Pool, PoolArguments, SpawnWorker, WorkerKind};
 use crate::stages::publisher::{Publisher, PublisherArguments, PublisherMsg};
 use crate::stages::quarantiner::{Quarantiner, QuarantinerArguments, QuarantinerMsg};
 use crate::stages::router::{Router, RouterArguments, RouterMsg};
@@ -47,15 +47,15 @@ pub(crate) struct StageAddresses {
     pub(crate) quarantiner: StageAddress<QuarantinerMsg>,
     /// Decides between the two.
     pub(crate) router: StageAddress<RouterMsg>,
-    /// The clamd sessions.
-    pub(crate) scan_pool: StageAddress<PoolMsg<ScanJob>>,
-    /// The S3 GETs.
-    pub(crate) fetch_pool: StageAddress<PoolMsg<RecordJob>>,
+    /// The clamd sessions (the pool's dispatch: it outlives the pool actor).
+    pub(crate) scan_pool: Arc<Dispatch<ScanJob>>,
+    /// The S3 GETs (likewise).
+    pub(crate) fetch_pool: Arc<Dispatch<RecordJob>>,
 }
 
 impl StageAddresses {
-    /// Addresses with no actor behind them yet.
-    pub(crate) fn new() -> Self {
+    /// Addresses with no actor behind them yet, and the pools' dispatches for `config`'s sizes.
+    pub(crate) fn new(config: &PipelineConfig) -> Self {
         Self {
             acker: StageAddress::new("acker"),
             publisher: StageAddress::new("publisher"),
@@ -63,8 +63,8 @@ impl StageAddresses {
             forwarder: StageAddress::new("forwarder"),
             quarantiner: StageAddress::new("quarantiner"),
             router: StageAddress::new("router"),
-            scan_pool: StageAddress::new("scan pool"),
-            fetch_pool: StageAddress::new("fetch pool"),
+            scan_pool: Dispatch::new(WorkerKind::Scanner, config.scanner_connections),
+            fetch_pool: Dispatch::new(WorkerKind::Fetcher, config.fetch_concurrency),
         }
     }
 }
@@ -234,13 +234,11 @@ impl SupervisorState {
                     Box::pin(async move { Ok(Actor::spawn_linked(None, Scanner, args, pool).await?.0) })
                 });
                 let args = PoolArguments {
-                    kind: WorkerKind::Scanner,
-                    size: w.config.scanner_connections,
+                    dispatch: w.addresses.scan_pool.clone(),
                     spawn,
                     restarts: w.restarts.clone(),
                 };
                 let (actor, _) = Actor::spawn_linked(None, Pool::default(), args, supervisor).await?;
-                w.addresses.scan_pool.set(actor.clone());
                 actor.get_id()
             }
             Stage::FetchPool => {
@@ -265,13 +263,11 @@ impl SupervisorState {
                     Box::pin(async move { Ok(Actor::spawn_linked(None, Fetcher, args, pool).await?.0) })
                 });
                 let args = PoolArguments {
-                    kind: WorkerKind::Fetcher,
-                    size: w.config.fetch_concurrency,
+                    dispatch: w.addresses.fetch_pool.clone(),
                     spawn,
                     restarts: w.restarts.clone(),
                 };
                 let (actor, _) = Actor::spawn_linked(None, Pool::default(), args, supervisor).await?;
-                w.addresses.fetch_pool.set(actor.clone());
                 actor.get_id()
             }
             Stage::Poller => {

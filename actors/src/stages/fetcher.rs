@@ -16,7 +16,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::sync::oneshot;
 use tracing::{Instrument, Span};
 
-use super::pool::{PoolMsg, WorkerSlot};
+use super::pool::{Dispatch, WorkerSlot};
 use super::router::{InspectError, Inspection, RouterMsg};
 use super::scanner::ScanJob;
 use super::RecordJob;
@@ -35,7 +35,7 @@ pub(crate) struct FetcherArguments {
     /// Where objects are fetched from.
     pub(crate) store: Arc<dyn ObjectStore>,
     /// Where bodies are streamed to.
-    pub(crate) scan_pool: StageAddress<PoolMsg<ScanJob>>,
+    pub(crate) scan_pool: Arc<Dispatch<ScanJob>>,
     /// Where records go with what was learnt.
     pub(crate) router: StageAddress<RouterMsg>,
     /// Objects larger than this are not scanned (`MAX_FILE_SIZE`), unless their policy sets
@@ -148,9 +148,7 @@ impl FetcherState {
             reply,
             trace: trace.clone(),
         };
-        if self.arguments.scan_pool.send(PoolMsg::Submit(job)).is_err() {
-            return Err(ScanError::Unavailable("scan pool is restarting".into()).into());
-        }
+        self.arguments.scan_pool.submit(job);
         match verdict.await {
             Ok(result) => Ok(Inspection::Scanned(result?)),
             Err(_) => Err(ScanError::Unavailable("scanner stopped mid-scan".into()).into()),
@@ -205,16 +203,15 @@ impl Actor for Fetcher {
 
     async fn handle(
         &self,
-        _: ActorRef<RecordJob>,
+        myself: ActorRef<RecordJob>,
         job: RecordJob,
         state: &mut FetcherState,
     ) -> Result<(), ActorProcessingErr> {
         let mut next = Some(job);
         while let Some(job) = next {
             state.run(job).await;
-            next = state.arguments.slot.next_job();
+            next = state.arguments.slot.next_job(&myself);
         }
-        state.arguments.slot.ready();
         Ok(())
     }
 }

@@ -17,7 +17,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::Span;
 
 use super::forwarder::ForwarderMsg;
-use super::pool::PoolMsg;
+use super::pool::Dispatch;
 use super::publisher::PublisherMsg;
 use super::RecordJob;
 use crate::address::StageAddress;
@@ -92,7 +92,7 @@ pub(crate) struct PollerArguments {
     /// Messages per receive.
     pub(crate) receive_batch: usize,
     /// Where valid records go.
-    pub(crate) fetch_pool: StageAddress<PoolMsg<RecordJob>>,
+    pub(crate) fetch_pool: Arc<Dispatch<RecordJob>>,
     /// Where rejected records go, to be kept.
     pub(crate) forwarder: StageAddress<ForwarderMsg>,
     /// Takes every message's settlement.
@@ -201,13 +201,12 @@ impl PollerState {
                                     ..Policy::clone(policy)
                                 }),
                             };
-                            // A failed send drops the job and its ticket: the message is retried.
-                            let _ = self.arguments.fetch_pool.send(PoolMsg::Submit(RecordJob {
+                            self.arguments.fetch_pool.submit(RecordJob {
                                 record,
                                 ticket,
                                 trace,
                                 policy,
-                            }));
+                            });
                         }
                         Err(rejection) => rejected.push((rejection, ticket)),
                     }

@@ -1,12 +1,13 @@
-//! A pool of identical workers behind one address: fetchers and clamd scanners. The pool hands
-//! each job to an idle worker or keeps it in a backlog (bounded by the in-flight permits), and
-//! supervises its workers: a failed worker is replaced after the shared restart backoff, and the
-//! job it held is dropped, which retries its message. A worker that finishes a job takes the
-//! next one from the backlog itself, without a round trip through the pool: a clamd session
-//! then waits for nothing between two scans.
+//! A pool of identical workers: fetchers and clamd scanners. Jobs go through the pool's
+//! [`Dispatch`], shared by whoever submits, the workers and the pool actor: a job goes straight
+//! to an idle worker or waits in the backlog (bounded by the in-flight permits), and a worker
+//! that finishes a job takes the next waiting one itself; no job passes through an actor's
+//! mailbox on its way, and a clamd session waits for nothing between two scans. The pool actor
+//! supervises the workers: a failed worker is replaced after the shared restart backoff, and
+//! the job it held is dropped, which retries its message.
 //!
-//! Each job's time in the pool shows in its trace as a `wait` span (`pool` = the worker kind),
-//! from submission until a worker takes it.
+//! Each job's time in the backlog shows in its trace as a `wait` span (`pool` = the worker
+//! kind), from submission until a worker takes it.
 //!
 //! Why not ractor's factory, which also spreads jobs over a pool of workers: the factory
 //! restarts its workers on its own, while ours charge the pipeline's one [`RestartBudget`], so
@@ -17,7 +18,7 @@
 //! to own: a backlog, an idle list and the supervision of the workers, below.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use futures::future::BoxFuture;
 use ractor::{Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, Message, SpawnErr, SupervisionEvent};
@@ -25,12 +26,8 @@ use ractor::{Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, Message, S
 use crate::restart::RestartBudget;
 use crate::trace::Traced;
 
-/// What a pool is told.
-pub(crate) enum PoolMsg<J> {
-    /// A job for any worker.
-    Submit(J),
-    /// Worker `index` finished its job and takes the next.
-    Idle(usize),
+/// What a pool actor is told (by itself).
+pub(crate) enum PoolMsg {
     /// Replace worker `index` after its backoff.
     Respawn(usize),
 }
@@ -54,32 +51,98 @@ impl WorkerKind {
     }
 }
 
-/// Jobs waiting for a worker, each with its open `wait` span; shared by a pool and its workers.
-type Backlog<J> = Arc<Mutex<VecDeque<(J, tracing::Span)>>>;
+/// A pool's idle workers and waiting jobs, shared by the submitters, the workers and the pool
+/// actor. It outlives the pool actor (the supervisor's wiring holds it), so jobs submitted
+/// while a pool restarts wait for its new workers.
+pub(crate) struct Dispatch<J> {
+    kind: WorkerKind,
+    size: usize,
+    state: Mutex<DispatchState<J>>,
+}
 
-/// Given to each worker so it can take the next waiting job, or tell its pool it is free.
+struct DispatchState<J> {
+    /// Workers waiting for a job, by index.
+    idle: VecDeque<(usize, ActorRef<J>)>,
+    /// Jobs waiting for a worker, each with its open `wait` span.
+    backlog: VecDeque<(J, tracing::Span)>,
+}
+
+impl<J: Message + Traced> Dispatch<J> {
+    /// The dispatch of a pool of `size` workers of `kind`, none started yet.
+    pub(crate) fn new(kind: WorkerKind, size: usize) -> Arc<Self> {
+        Arc::new(Self {
+            kind,
+            size: size.max(1),
+            state: Mutex::new(DispatchState {
+                idle: VecDeque::new(),
+                backlog: VecDeque::new(),
+            }),
+        })
+    }
+
+    /// Hands `job` to an idle worker, or queues it for the next free one.
+    pub(crate) fn submit(&self, mut job: J) {
+        let wait = tracing::info_span!(parent: job.trace_span(), "wait", pool = self.kind.label());
+        let mut state = self.lock();
+        while let Some((_, worker)) = state.idle.pop_front() {
+            match worker.cast(job) {
+                Ok(()) => return self.report(&state),
+                // Died since it became idle: its replacement will come for the next job.
+                Err(ractor::MessagingErr::SendErr(returned)) => job = returned,
+                Err(_) => return,
+            }
+        }
+        state.backlog.push_back((job, wait));
+        self.report(&state);
+    }
+
+    /// A worker is free (just started, or done with its job): the next waiting job, else it is
+    /// idle until a job is submitted. One step under the lock, so no job is left waiting while
+    /// a worker idles.
+    fn next_or_idle(&self, index: usize, worker: &ActorRef<J>) -> Option<J> {
+        let mut state = self.lock();
+        let next = match state.backlog.pop_front() {
+            Some((job, _wait)) => Some(job),
+            None => {
+                state.idle.push_back((index, worker.clone()));
+                None
+            }
+        };
+        self.report(&state);
+        next
+    }
+
+    /// Worker `index` is gone: it takes no job any more.
+    fn forget(&self, index: usize) {
+        let mut state = self.lock();
+        state.idle.retain(|(idle, _)| *idle != index);
+        self.report(&state);
+    }
+
+    fn report(&self, state: &DispatchState<J>) {
+        let idle = state.idle.len();
+        crate::metrics::set_pool_occupancy(self.kind.label(), self.size.saturating_sub(idle), idle);
+    }
+
+    /// Nothing panics while holding the lock (casts and queue operations only), so a poisoned
+    /// one still guards whole queues.
+    fn lock(&self) -> MutexGuard<'_, DispatchState<J>> {
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// Given to each worker: its number and its pool's dispatch.
 pub(crate) struct WorkerSlot<J> {
-    pool: ActorRef<PoolMsg<J>>,
-    backlog: Backlog<J>,
+    dispatch: Arc<Dispatch<J>>,
     /// The worker's number in its pool, for logs.
     pub(crate) index: usize,
 }
 
-impl<J: Message> WorkerSlot<J> {
-    /// The next waiting job, taken after a job ends; `None`: call [`ready`](Self::ready).
-    pub(crate) fn next_job(&self) -> Option<J> {
-        let waiting = self
-            .backlog
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .pop_front();
-        waiting.map(|(job, _wait)| job)
-    }
-
-    /// Call once no job is waiting ([`next_job`](Self::next_job) said `None`): the pool hands
-    /// this worker the next job submitted.
-    pub(crate) fn ready(&self) {
-        let _ = self.pool.cast(PoolMsg::Idle(self.index));
+impl<J: Message + Traced> WorkerSlot<J> {
+    /// Call after every job, whatever its outcome: the next waiting job, else the worker
+    /// (`myself`) is idle and the next job submitted is sent to it.
+    pub(crate) fn next_job(&self, myself: &ActorRef<J>) -> Option<J> {
+        self.dispatch.next_or_idle(self.index, myself)
     }
 }
 
@@ -102,87 +165,39 @@ impl<J> Default for Pool<J> {
 
 /// What a pool is spawned with.
 pub(crate) struct PoolArguments<J> {
-    /// Which pool this is.
-    pub(crate) kind: WorkerKind,
-    /// How many workers it keeps.
-    pub(crate) size: usize,
+    /// The pool's dispatch (which pool this is, how many workers it keeps).
+    pub(crate) dispatch: Arc<Dispatch<J>>,
     /// How to start (and restart) a worker.
     pub(crate) spawn: SpawnWorker<J>,
     /// The pipeline's restart budget, charged for every worker restart.
     pub(crate) restarts: RestartBudget,
 }
 
-/// A pool's workers, which of them are idle, and the jobs waiting for one.
+/// A pool's workers.
 pub(crate) struct PoolState<J> {
     arguments: PoolArguments<J>,
-    workers: Vec<Option<ActorRef<J>>>,
     by_id: HashMap<ActorId, usize>,
-    idle: VecDeque<usize>,
-    /// Jobs waiting for a worker, each with its open `wait` span; workers take from it too.
-    backlog: Backlog<J>,
 }
 
 impl<J: Message + Traced> PoolState<J> {
-    async fn spawn(&mut self, index: usize, pool: &ActorRef<PoolMsg<J>>) -> Result<(), SpawnErr> {
+    /// Starts worker `index`, which takes the next waiting job or becomes idle.
+    async fn spawn(&mut self, index: usize, pool: &ActorCell) -> Result<(), SpawnErr> {
         let slot = WorkerSlot {
-            pool: pool.clone(),
-            backlog: self.backlog.clone(),
+            dispatch: self.arguments.dispatch.clone(),
             index,
         };
-        let worker = (self.arguments.spawn)(slot, pool.get_cell()).await?;
+        let worker = (self.arguments.spawn)(slot, pool.clone()).await?;
         self.by_id.insert(worker.get_id(), index);
-        self.workers[index] = Some(worker);
+        if let Some(job) = self.arguments.dispatch.next_or_idle(index, &worker) {
+            // Just started, so it takes it; if it died already, its replacement asks again.
+            let _ = worker.cast(job);
+        }
         Ok(())
-    }
-
-    /// Gives worker `index` the next backlog job, or marks it idle.
-    fn worker_free(&mut self, index: usize) {
-        let Some(worker) = self.workers[index].clone() else {
-            return;
-        };
-        let waiting = self.lock_backlog().pop_front();
-        match waiting {
-            Some((job, wait)) => {
-                // The worker died between its last job and now: the job goes back to the front,
-                // and the worker's replacement will ask for it.
-                if let Err(ractor::MessagingErr::SendErr(job)) = worker.cast(job) {
-                    self.lock_backlog().push_front((job, wait));
-                }
-            }
-            None => self.idle.push_back(index),
-        }
-    }
-
-    fn report_occupancy(&self) {
-        let idle = self.idle.len();
-        let busy = self.workers.iter().flatten().count().saturating_sub(idle);
-        crate::metrics::set_pool_occupancy(self.arguments.kind.label(), busy, idle);
-    }
-
-    fn submit(&mut self, mut job: J) {
-        let wait = tracing::info_span!(parent: job.trace_span(), "wait", pool = self.arguments.kind.label());
-        while let Some(index) = self.idle.pop_front() {
-            let Some(worker) = self.workers[index].clone() else {
-                continue;
-            };
-            match worker.cast(job) {
-                Ok(()) => return,
-                Err(ractor::MessagingErr::SendErr(returned)) => job = returned,
-                Err(_) => return,
-            }
-        }
-        self.lock_backlog().push_back((job, wait));
-    }
-
-    /// A worker that panicked never holds the lock while it panics (it only pops), so a
-    /// poisoned backlog is still whole.
-    fn lock_backlog(&self) -> std::sync::MutexGuard<'_, VecDeque<(J, tracing::Span)>> {
-        self.backlog.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
 impl<J: Message + Traced> Actor for Pool<J> {
-    type Msg = PoolMsg<J>;
+    type Msg = PoolMsg;
     type State = PoolState<J>;
     type Arguments = PoolArguments<J>;
 
@@ -191,17 +206,16 @@ impl<J: Message + Traced> Actor for Pool<J> {
         myself: ActorRef<Self::Msg>,
         arguments: PoolArguments<J>,
     ) -> Result<Self::State, ActorProcessingErr> {
-        let size = arguments.size.max(1);
+        // A restarted pool's old workers are gone with it.
+        for index in 0..arguments.dispatch.size {
+            arguments.dispatch.forget(index);
+        }
         let mut state = PoolState {
             arguments,
-            workers: (0..size).map(|_| None).collect(),
             by_id: HashMap::new(),
-            idle: VecDeque::new(),
-            backlog: Arc::default(),
         };
-        for index in 0..size {
-            state.spawn(index, &myself).await?;
-            state.idle.push_back(index);
+        for index in 0..state.arguments.dispatch.size {
+            state.spawn(index, &myself.get_cell()).await?;
         }
         Ok(state)
     }
@@ -212,21 +226,15 @@ impl<J: Message + Traced> Actor for Pool<J> {
         message: Self::Msg,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        match message {
-            PoolMsg::Submit(job) => state.submit(job),
-            PoolMsg::Idle(index) => state.worker_free(index),
-            PoolMsg::Respawn(index) => {
-                if let Err(err) = state.spawn(index, &myself).await {
-                    tracing::error!(worker = state.arguments.kind.label(), index, error = %err, "worker failed to start");
-                    let backoff = state.arguments.restarts.charge()?;
-                    myself.send_after(backoff, move || PoolMsg::Respawn(index));
-                    return Ok(());
-                }
-                tracing::info!(worker = state.arguments.kind.label(), index, "worker restarted");
-                state.worker_free(index);
-            }
+        let PoolMsg::Respawn(index) = message;
+        let kind = state.arguments.dispatch.kind.label();
+        if let Err(err) = state.spawn(index, &myself.get_cell()).await {
+            tracing::error!(worker = kind, index, error = %err, "worker failed to start");
+            let backoff = state.arguments.restarts.charge()?;
+            myself.send_after(backoff, move || PoolMsg::Respawn(index));
+            return Ok(());
         }
-        state.report_occupancy();
+        tracing::info!(worker = kind, index, "worker restarted");
         Ok(())
     }
 
@@ -244,11 +252,10 @@ impl<J: Message + Traced> Actor for Pool<J> {
         let Some(index) = state.by_id.remove(&cell.get_id()) else {
             return Ok(());
         };
-        state.workers[index] = None;
-        state.idle.retain(|idle| *idle != index);
+        state.arguments.dispatch.forget(index);
         // A storm fails the pool, which its own supervisor sees and accounts for.
         let backoff = state.arguments.restarts.charge()?;
-        let kind = state.arguments.kind.label();
+        let kind = state.arguments.dispatch.kind.label();
         tracing::warn!(worker = kind, index, reason = %failure, ?backoff, "worker died; restarting");
         crate::metrics::count_restart(kind);
         myself.send_after(backoff, move || PoolMsg::Respawn(index));

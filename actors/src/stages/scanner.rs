@@ -149,16 +149,15 @@ impl Actor for Scanner {
 
     async fn handle(
         &self,
-        _: ActorRef<ScanJob>,
+        myself: ActorRef<ScanJob>,
         job: ScanJob,
         state: &mut ScannerState,
     ) -> Result<(), ActorProcessingErr> {
         let mut next = Some(job);
         while let Some(job) = next {
             state.run(job).await;
-            next = state.arguments.slot.next_job();
+            next = state.arguments.slot.next_job(&myself);
         }
-        state.arguments.slot.ready();
         Ok(())
     }
 }

@@ -12,7 +12,6 @@
 
 mod support;
 
-use std::cell::Cell;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -52,8 +51,6 @@ fn pipeline_at_aws_latencies(c: &mut Criterion) {
         let mut group = c.benchmark_group("latency");
         group.throughput(Throughput::Elements(count as u64));
         group.sample_size(10);
-        // Whole runs' time and rounds, beside the steady time criterion gets.
-        let whole = Cell::new((Duration::ZERO, 0u64));
         let measured = support::harness::compare(
             &mut group,
             label,
@@ -61,24 +58,20 @@ fn pipeline_at_aws_latencies(c: &mut Criterion) {
                 runtime.block_on(raw_clamd(&address, &objects, connections, CHUNK, rounds))
             }),
             ("pipeline_at_aws_latencies", |rounds| {
-                let timed = runtime.block_on(bench.run_timed(rounds));
-                let (sum, n) = whole.get();
-                whole.set((sum + timed.whole, n + rounds));
-                timed.steady
+                runtime.block_on(bench.run_timed(rounds))
             }),
         );
         group.finish();
-        if let Some((raw, pipeline)) = measured {
+        if let Some(measured) = measured {
             let files = |per_round: f64| count as f64 / per_round;
-            let (sum, n) = whole.get();
-            let whole_per_round = sum.as_secs_f64() / n.max(1) as f64;
+            let (raw, pipeline) = (measured.raw, measured.pipeline);
             ratios.push(format!(
                 "{label} objects: pipeline {:.0} files/s at AWS latencies (steady), raw clamd {:.0} files/s: \
                  {:.2} of raw clamd (whole runs, fill and drain included: {:.2})",
                 files(pipeline),
                 files(raw),
                 raw / pipeline,
-                raw / whole_per_round
+                raw / measured.pipeline_whole
             ));
         }
     }

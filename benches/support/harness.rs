@@ -1,7 +1,6 @@
 //! The pipeline on the in-memory ports (optionally slowed to AWS' latencies) against the same
 //! objects streamed through plain clamd sessions: what the pipeline and latency benches share.
 
-use std::cell::Cell;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -174,34 +173,47 @@ pub async fn raw_clamd(
     started.elapsed()
 }
 
-/// Measures `raw` and `pipeline` (each given a number of rounds, returning how long they took)
-/// as `raw_name/label` and `pipeline_name/label` in `group`; returns the seconds per round of
-/// each, averaged over every measured iteration (`None` when one did not run).
+/// Measures `raw` and `pipeline` (each given a number of rounds, returning how long they took;
+/// `pipeline` also how long its whole runs took, see [`Timed`]) as `raw_name/label` and
+/// `pipeline_name/label` in `group`, then once more alternating one round of each for
+/// [`INTERLEAVED`]. Returns the seconds per round from the alternating runs (`None` when one
+/// did not run): on a shared machine the load changes between criterion's two measurements;
+/// alternating, both sides see the same load.
 pub fn compare<M: criterion::measurement::Measurement<Value = Duration>>(
     group: &mut BenchmarkGroup<'_, M>,
     label: &str,
     (raw_name, mut raw): (&str, impl FnMut(u64) -> Duration),
-    (pipeline_name, mut pipeline): (&str, impl FnMut(u64) -> Duration),
-) -> Option<(f64, f64)> {
-    let raw_time = Cell::new((Duration::ZERO, 0u64));
-    let pipeline_time = Cell::new((Duration::ZERO, 0u64));
-    let timed = |cell: &Cell<(Duration, u64)>, rounds: u64, took: Duration| {
-        let (sum, n) = cell.get();
-        cell.set((sum + took, n + rounds));
-        took
-    };
-    group.bench_function(BenchmarkId::new(raw_name, label), |b| {
-        b.iter_custom(|rounds| {
-            let took = raw(rounds);
-            timed(&raw_time, rounds, took)
-        })
-    });
+    (pipeline_name, mut pipeline): (&str, impl FnMut(u64) -> Timed),
+) -> Option<Compared> {
+    group.bench_function(BenchmarkId::new(raw_name, label), |b| b.iter_custom(&mut raw));
     group.bench_function(BenchmarkId::new(pipeline_name, label), |b| {
-        b.iter_custom(|rounds| {
-            let took = pipeline(rounds);
-            timed(&pipeline_time, rounds, took)
-        })
+        b.iter_custom(|rounds| pipeline(rounds).steady)
     });
-    let per_round = |(sum, n): (Duration, u64)| (n > 0).then(|| sum.as_secs_f64() / n as f64);
-    Some((per_round(raw_time.get())?, per_round(pipeline_time.get())?))
+    let (mut raw_time, mut steady, mut whole, mut rounds) = (Duration::ZERO, Duration::ZERO, Duration::ZERO, 0u32);
+    let started = Instant::now();
+    while started.elapsed() < INTERLEAVED || rounds < 3 {
+        raw_time += raw(1);
+        let timed = pipeline(1);
+        steady += timed.steady;
+        whole += timed.whole;
+        rounds += 1;
+    }
+    let per_round = |time: Duration| time.as_secs_f64() / f64::from(rounds);
+    Some(Compared {
+        raw: per_round(raw_time),
+        pipeline: per_round(steady),
+        pipeline_whole: per_round(whole),
+    })
 }
+
+/// Seconds per round of each side, from [`compare`]'s alternating runs.
+pub struct Compared {
+    pub raw: f64,
+    /// At the pipeline's steady rate ([`Timed::steady`]).
+    pub pipeline: f64,
+    /// Whole runs, fill and drain included.
+    pub pipeline_whole: f64,
+}
+
+/// How long [`compare`] alternates the two sides after criterion's measurements.
+pub const INTERLEAVED: Duration = Duration::from_secs(8);

@@ -190,8 +190,13 @@ pub fn compare<M: criterion::measurement::Measurement<Value = Duration>>(
         b.iter_custom(|rounds| pipeline(rounds).steady)
     });
     let (mut raw_time, mut steady, mut whole, mut rounds) = (Duration::ZERO, Duration::ZERO, Duration::ZERO, 0u32);
+    // `cargo test` runs benches once each, as a smoke test (without `--bench`): one round then.
+    let (least, interleaved) = match std::env::args().any(|arg| arg == "--bench") {
+        true => (3, INTERLEAVED),
+        false => (1, Duration::ZERO),
+    };
     let started = Instant::now();
-    while started.elapsed() < INTERLEAVED || rounds < 3 {
+    while started.elapsed() < interleaved || rounds < least {
         raw_time += raw(1);
         let timed = pipeline(1);
         steady += timed.steady;

@@ -55,12 +55,14 @@ fn parse_mix(mix: &str) -> Vec<(usize, usize)> {
         .collect()
 }
 
-/// A clean object of `size` bytes: incompressible, and claimed by no archive format. (Random bytes
+/// A clean object of `size` bytes: incompressible, claimed by no archive format (random bytes
 /// alone can open with a container's magic: object 367's begin with gzip's `1f 8b`, which the
-/// archive guard rightly calls unscannable.)
-fn clean_body(seed: u64, size: usize) -> Vec<u8> {
+/// archive guard rightly calls unscannable), and new to clamd: `run` (the run's bucket) makes the
+/// bytes differ from every earlier run's, so clamd scans them instead of answering from its cache
+/// of clean files, as it would for real uploads.
+fn clean_body(run: &str, seed: u64, size: usize) -> Vec<u8> {
     let mut body = pseudo_random_bytes(seed, size);
-    let header = format!("avscan bench object {seed}\n");
+    let header = format!("avscan bench object {seed} of {run}\n");
     let len = header.len().min(size);
     body[..len].copy_from_slice(&header.as_bytes()[..len]);
     body
@@ -250,7 +252,10 @@ async fn throughput_and_cost() {
             .map(|(size, _)| *size)
             .unwrap();
         total_bytes += size;
-        bodies.push((format!("bench-{i:06}/object.bin"), clean_body(i as u64, size)));
+        bodies.push((
+            format!("bench-{i:06}/object.bin"),
+            clean_body(&env.unprocessed, i as u64, size),
+        ));
     }
     let emulator = emulator();
     let clamd_pid = listening_pid(port_of(&clamd_address()));
@@ -366,7 +371,11 @@ async fn upload_large(env: &TestEnv, key: &str, size: usize) {
             .key(key)
             .upload_id(&upload_id)
             .part_number(index as i32 + 1)
-            .body(ByteStream::from(clean_body(1_000 + index as u64, len)))
+            .body(ByteStream::from(clean_body(
+                &env.unprocessed,
+                1_000 + index as u64,
+                len,
+            )))
             .send()
             .await
             .unwrap();
@@ -416,7 +425,7 @@ async fn memory_with_a_large_object(large_mib: usize) {
         .map(|i| {
             (
                 format!("bench-small-{i:02}/object.bin"),
-                clean_body(5_000 + i, 256 * 1024),
+                clean_body(&env.unprocessed, 5_000 + i, 256 * 1024),
             )
         })
         .collect();

@@ -341,17 +341,22 @@ fn nesting_deeper_than_the_guard_follows_is_unscannable() {
 fn the_inflate_budget_bounds_the_work_of_a_bomb() {
     // Members within the limit, but more in all than the budget.
     let member = deflate(&vec![0u8; LIMIT as usize]);
-    let entries: Vec<Entry> = (0..70)
+    assert_eq!(found(&zip_of_members(&member, 70)), Some(FindingKind::ScanSizeExceeded));
+}
+
+/// A zip of `count` deflated members, each `member` (LIMIT bytes inflated).
+fn zip_of_members(member: &[u8], count: usize) -> Vec<u8> {
+    let entries: Vec<Entry> = (0..count)
         .map(|i| Entry {
             name: format!("m{i}"),
             method: 8,
             flags: 0,
             csize: member.len() as u32,
             usize: LIMIT as u32,
-            data: member.clone(),
+            data: member.to_vec(),
         })
         .collect();
-    assert_eq!(found(&zip(&entries)), Some(FindingKind::ScanSizeExceeded));
+    zip(&entries)
 }
 
 #[test]
@@ -508,19 +513,7 @@ async fn a_body_held_whole_is_judged_as_the_streamed_guard_judges_it() {
         encoder.write_all(&vec![0u8; LIMIT as usize]).unwrap();
         encoder.finish().unwrap()
     };
-    let bomb = |members: usize| {
-        let entries: Vec<Entry> = (0..members)
-            .map(|i| Entry {
-                name: format!("m{i}"),
-                method: 8,
-                flags: 0,
-                csize: member.len() as u32,
-                usize: LIMIT as u32,
-                data: member.clone(),
-            })
-            .collect();
-        zip(&entries)
-    };
+    let bomb = |members: usize| zip_of_members(&member, members);
     // Within the budget (4 MiB extracted) but past the on-the-spot one, and past the budget.
     let within = bomb(4);
     let past = bomb(70);

@@ -240,11 +240,11 @@ async fn a_rejected_event_larger_than_the_rejected_queue_takes_is_kept_cut_and_n
         .await
         .unwrap();
     let etag = env.put("guid/ok.txt", b"fine").await;
-    // The bulk is in a field the rejection reason does not quote: the reason is an attribute, and
-    // attributes count towards the queue's limit. (A reason as long as the limit left no room for
-    // the body: SQS refuses an empty one, which moto accepted.)
+    // The rejection reason (an attribute, counted towards the queue's limit) quotes the event
+    // name, which the sender sets: a name as long as the limit must not leave the body empty
+    // (SQS refuses an empty body; moto accepts it).
     let mut invalid = s3_record(&env.unprocessed, "guid/other.txt", 1, "e");
-    invalid["eventName"] = "ObjectRemoved:Delete".into();
+    invalid["eventName"] = format!("ObjectRemoved:{}", "x".repeat(2000)).into();
     invalid["userIdentity"] = json!({ "principalId": "x".repeat(5000) });
     let body = json!({ "Records": [s3_record(&env.unprocessed, "guid/ok.txt", 4, &etag), invalid] }).to_string();
     env.send_inbound(&body).await;
@@ -253,8 +253,13 @@ async fn a_rejected_event_larger_than_the_rejected_queue_takes_is_kept_cut_and_n
     assert_eq!(rejected.len(), 1, "log:\n{}", avscan.log_text());
     let kept = rejected[0].body.as_deref().unwrap();
     assert!(
-        !kept.is_empty() && kept.len() < 1024 && body.starts_with(kept),
+        kept.len() >= 512 && kept.len() < 1024 && body.starts_with(kept),
         "the body's beginning, cut to fit: {kept:?}"
+    );
+    let reason = attribute(&rejected[0], "reason").unwrap();
+    assert!(
+        reason.contains("ObjectRemoved:xxx") && reason.ends_with('…'),
+        "{reason}"
     );
     assert_eq!(attribute(&rejected[0], "truncated").as_deref(), Some("true"));
     let original_size: usize = attribute(&rejected[0], "original_size").unwrap().parse().unwrap();

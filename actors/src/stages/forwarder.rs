@@ -131,6 +131,16 @@ fn rejected_copy(body: String, message_id: &str, reason: String, max_bytes: usiz
         ("original_size".to_owned(), size.to_string()),
         ("original_sha256".to_owned(), sha256),
     ]);
+    // The reason quotes the event; the body is the event. When both do not fit, the reason
+    // gives way first: the body keeps at least half the limit (a queue's limit can be as small
+    // as 1 KiB, and SQS refuses an empty body).
+    let body_floor = (max_bytes / 2).min(message.body.len());
+    let reason_bytes = message.attributes[0].1.len();
+    let others = message.size() - message.body.len() - reason_bytes;
+    let reason_room = max_bytes.saturating_sub(others + body_floor);
+    if reason_bytes > reason_room {
+        message.attributes[0].1 = capped(&message.attributes[0].1, reason_room);
+    }
     let room = max_bytes.saturating_sub(message.size() - message.body.len());
     let mut end = room.min(message.body.len());
     while !message.body.is_char_boundary(end) {
@@ -364,6 +374,20 @@ mod tests {
             )
         );
         assert_eq!(attribute("truncated").as_deref(), Some("true"));
+    }
+
+    #[test]
+    fn on_the_smallest_queue_the_reason_gives_way_to_the_body() {
+        // SQS's smallest MaximumMessageSize, a full reason and the longest message id kept.
+        let body = "{\"Records\":[]}".repeat(200);
+        let reason = capped(&"ü".repeat(2000), MAX_REASON_BYTES);
+        let (message, copy) = rejected_copy(body.clone(), &"m".repeat(300), reason, 1024);
+        assert_eq!(copy, RejectedCopy::Truncated);
+        assert!(message.size() <= 1024, "{}", message.size());
+        assert!(message.body.len() >= 512, "body cut to {} bytes", message.body.len());
+        assert!(body.starts_with(&message.body));
+        let reason = &message.attributes.iter().find(|(n, _)| n == "reason").unwrap().1;
+        assert!(reason.ends_with('…') && reason.len() < MAX_REASON_BYTES, "{reason}");
     }
 
     #[test]

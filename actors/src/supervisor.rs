@@ -20,7 +20,7 @@ use crate::ports::PipelinePorts;
 use crate::restart::RestartBudget;
 use crate::shutdown::Shutdown;
 use crate::stages::acker::{Acker, AckerArguments, AckerMsg};
-use crate::stages::fetcher::{whole_body_budget, Fetcher, FetcherArguments};
+use crate::stages::fetcher::{streamed_object_gate, whole_body_budget, Fetcher, FetcherArguments};
 use crate::stages::forwarder::{Forwarder, ForwarderArguments, ForwarderMsg};
 use crate::stages::heartbeat::{Heartbeat, HeartbeatArguments, HeartbeatMsg};
 use crate::stages::poller::{Poller, PollerArguments};
@@ -243,7 +243,7 @@ impl SupervisorState {
             }
             Stage::FetchPool => {
                 let wiring = Arc::clone(w);
-                let large_objects = Arc::new(Semaphore::new(w.config.scanner_connections.max(1)));
+                let streamed_objects = Arc::new(Semaphore::new(streamed_object_gate(w.config.scanner_connections)));
                 let whole_bodies = Arc::new(Semaphore::new(whole_body_budget(w.config.scanner_connections)));
                 let guard_limits = GuardLimits {
                     member_limit: w.config.archive_member_limit,
@@ -256,7 +256,7 @@ impl SupervisorState {
                         router: wiring.addresses.router.clone(),
                         max_file_size: wiring.config.max_file_size,
                         slot,
-                        large_objects: large_objects.clone(),
+                        streamed_objects: streamed_objects.clone(),
                         whole_bodies: whole_bodies.clone(),
                         guard_limits,
                     };

@@ -120,6 +120,40 @@ async fn never_more_than_max_in_flight_messages_are_received() {
 }
 
 #[tokio::test]
+async fn open_gets_stay_within_the_whole_body_budget_and_the_streamed_object_gate() {
+    // In S3 an open GET holds its connection's buffers: 256 fetchers of 1 MiB objects held
+    // 173 MiB when they opened their GETs before waiting for room.
+    let scanner = PatternScanner {
+        delay: Duration::from_millis(20),
+        ..Default::default()
+    };
+    let world = FakeWorld::with_scanner(Duration::from_secs(30), scanner);
+    for i in 0..48 {
+        world.upload(UNPROCESSED, &format!("guid/held-{i}.bin"), vec![b'a'; 1024 * 1024]);
+    }
+    for i in 0..16 {
+        world.upload(
+            UNPROCESSED,
+            &format!("guid/streamed-{i}.bin"),
+            vec![b'b'; 2 * 1024 * 1024],
+        );
+    }
+    let mut config = config();
+    config.fetch_concurrency = 256;
+    config.max_in_flight = 512;
+    config.scanner_connections = 2;
+    let pipeline = Pipeline::start(config, world.ports()).await.unwrap();
+    eventually("all deleted", || world.inbound.is_empty()).await;
+    assert_eq!(world.outbound.messages().len(), 64);
+    // The budget of bodies held whole is 16 MiB (its floor): 16 bodies of 1 MiB; the gate of
+    // streamed objects two per session.
+    let peak = world.store.peak_open_bodies.load(Ordering::SeqCst);
+    assert!(peak <= 16 + 2 * 2, "{peak} GETs open at once");
+    assert_eq!(world.store.open_bodies.load(Ordering::SeqCst), 0);
+    pipeline.shutdown(Duration::from_secs(1)).await;
+}
+
+#[tokio::test]
 async fn a_message_is_not_deleted_before_its_scan_finished() {
     let scanner = PatternScanner {
         delay: Duration::from_millis(400),

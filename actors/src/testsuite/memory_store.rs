@@ -7,6 +7,7 @@
 //! asked. Its GET can be told to panic.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
@@ -62,6 +63,19 @@ pub struct MemoryStore {
     pub chunk: usize,
     /// Makes the next GETs panic, to test the fetchers' supervision.
     pub panic_on_get: PanicSwitch,
+    /// GET bodies not yet dropped (in S3, open responses holding their connection's buffers).
+    pub open_bodies: Arc<AtomicUsize>,
+    /// The most GET bodies ever open at once.
+    pub peak_open_bodies: Arc<AtomicUsize>,
+}
+
+/// Counts a GET body as open until its stream is dropped.
+struct OpenBody(Arc<AtomicUsize>);
+
+impl Drop for OpenBody {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl MemoryStore {
@@ -171,9 +185,17 @@ impl ObjectStore for MemoryStore {
         let len = stored.body.len();
         let chunks =
             (0..len.div_ceil(chunk)).map(move |i| Ok(stored.body.slice(i * chunk..((i + 1) * chunk).min(len))));
+        let open = self.open_bodies.fetch_add(1, Ordering::SeqCst) + 1;
+        self.peak_open_bodies.fetch_max(open, Ordering::SeqCst);
+        let open = OpenBody(self.open_bodies.clone());
         Ok(ObjectBody {
             content_length: len as u64,
-            chunks: futures::stream::iter(chunks.collect::<Vec<_>>()).boxed(),
+            chunks: futures::stream::iter(chunks.collect::<Vec<_>>())
+                .map(move |chunk| {
+                    let _open = &open;
+                    chunk
+                })
+                .boxed(),
         })
     }
 

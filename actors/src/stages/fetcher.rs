@@ -13,7 +13,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::StreamExt;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 use tracing::{Instrument, Span};
 
 use super::pool::{Dispatch, WorkerSlot};
@@ -69,12 +69,12 @@ pub(crate) fn whole_body_budget(sessions: usize) -> usize {
 /// by the scanner's clamd timeout instead).
 const BODY_STALL_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// Objects larger than this (by their event) weigh two in the [`streamed_object_gate`]: their
+/// Objects larger than this weigh two in the [`streamed_object_gate`]: their
 /// scans are long, and an open response that waits that long for a session may be dropped by S3.
 pub(crate) const LARGE_OBJECT_BYTES: u64 = 8 * 1024 * 1024;
 
 /// Permits for the GETs of objects streamed through a session (larger than
-/// [`WHOLE_BODY_BYTES`] by their event), for `sessions` clamd sessions: two per session, so one
+/// [`WHOLE_BODY_BYTES`]), for `sessions` clamd sessions: two per session, so one
 /// can wait for S3's first byte while another scans; a large object takes two, so at most one
 /// per session is open. Small objects are bound by S3's first-byte latency, so many fetchers
 /// wait for it at once within the byte budget; a streamed one is bound by its transfer and scan,
@@ -106,71 +106,65 @@ impl FetcherState {
         max_file_size: u64,
         trace: &Span,
     ) -> Result<Inspection, InspectError> {
-        // The event's size is only a claim (a forged event could get a small clean object
-        // quarantined): the GET's length decides, before any byte is read.
-        let fetch = tracing::info_span!(
-            parent: trace,
-            "fetch",
-            otel.kind = "client",
-            object.content_length = tracing::field::Empty,
-            error = tracing::field::Empty,
-        );
-        let mut streaming = match record.object.size > WHOLE_BODY_BYTES {
-            true => self.streaming_permit(record.object.size).await,
-            false => None,
+        // What a GET holds is taken before it, by the event's size: an open response holds its
+        // connection's buffers (up to ~0.4 MiB) whether or not its bytes are read yet, so room
+        // taken after the GET left the open GETs unbounded (measured: 173 MiB peak with 256
+        // fetchers of 1 MiB objects, 66 MiB with 16). The event's size is only a claim (a
+        // forged event could get a small clean object quarantined): the GET's length decides,
+        // before any byte is read, and what it needs is fitted then.
+        let mut permits = self.permits_for(record.object.size).await;
+        let mut asked_again = false;
+        let (body, permits) = loop {
+            let fetch = tracing::info_span!(
+                parent: trace,
+                "fetch",
+                otel.kind = "client",
+                object.content_length = tracing::field::Empty,
+                error = tracing::field::Empty,
+            );
+            let started = std::time::Instant::now();
+            let got = self.arguments.store.get(&record.object).instrument(fetch.clone()).await;
+            crate::metrics::observe_latency(Latency::Fetch, started.elapsed());
+            match &got {
+                Ok(body) => fetch.record("object.content_length", body.content_length),
+                Err(err) => fetch.record("error", tracing::field::display(err)),
+            };
+            drop(fetch);
+            let body = match got {
+                Ok(body) => body,
+                Err(StoreError::NotFound { .. } | StoreError::PreconditionFailed { .. }) => {
+                    return Ok(Inspection::Gone)
+                }
+                Err(err) => return Err(err.into()),
+            };
+            if body.content_length > max_file_size {
+                return Ok(Inspection::TooLarge {
+                    size: body.content_length,
+                });
+            }
+            let length = body.content_length;
+            match self.fit(permits.take(), length) {
+                Some(fitted) => break (body, Some(fitted)),
+                // The event misstated the size and what the object needs is not free: end the
+                // GET before waiting, then ask again (pinned to the same ETag, same length).
+                None if !asked_again => {
+                    drop(body);
+                    permits = self.permits_for(length).await;
+                    asked_again = true;
+                }
+                // Another length again: only a store that changes an object under one ETag.
+                None => break (body, self.permits_for(length).await),
+            }
         };
-        // A small object's room is taken before its GET, by the event's size: an open response
-        // holds its connection's buffers (up to ~0.4 MiB for a 1 MiB body) whether or not its
-        // bytes are read yet, so room taken after the GET left the open GETs unbounded
-        // (measured: 173 MiB peak with 256 fetchers of 1 MiB objects, 66 MiB with 16).
-        let mut room = match record.object.size <= WHOLE_BODY_BYTES {
-            true => self.whole_body_room(record.object.size).await,
-            false => None,
-        };
-        let started = std::time::Instant::now();
-        let got = self.arguments.store.get(&record.object).instrument(fetch.clone()).await;
-        crate::metrics::observe_latency(Latency::Fetch, started.elapsed());
-        match &got {
-            Ok(body) => fetch.record("object.content_length", body.content_length),
-            Err(err) => fetch.record("error", tracing::field::display(err)),
-        };
-        drop(fetch);
-        let body = match got {
-            Ok(body) => body,
-            Err(StoreError::NotFound { .. } | StoreError::PreconditionFailed { .. }) => return Ok(Inspection::Gone),
-            Err(err) => return Err(err.into()),
-        };
-        if body.content_length > max_file_size {
-            return Ok(Inspection::TooLarge {
-                size: body.content_length,
-            });
-        }
-        // Held until the verdict: the body's bytes are in memory until the scanner streamed them.
+        // Held until the verdict: a body read whole is in memory until the scanner streamed it.
         let (body, check) = match body.content_length <= WHOLE_BODY_BYTES {
             true => {
-                // Held whole: needs no streaming permit (released before any wait for room).
-                drop(streaming.take());
-                let reserved = room.as_ref().map_or(0, |room| room.num_permits() as u64);
-                if reserved < body.content_length {
-                    // The event understated the size: let go before waiting for more, so that
-                    // no fetcher holds room while it waits for room.
-                    drop(room.take());
-                    room = self.whole_body_room(body.content_length).await;
-                }
                 let (body, check) = read_whole(body, self.arguments.guard_limits).await?;
                 (body, Some(check))
             }
-            false => {
-                // Streamed through the session: holds no room, but a permit (taken only now
-                // when the event understated the size).
-                drop(room.take());
-                if streaming.is_none() {
-                    streaming = self.streaming_permit(body.content_length).await;
-                }
-                (body, None)
-            }
+            false => (body, None),
         };
-        let _held = (room, streaming);
+        let _held = permits;
         let (reply, verdict) = oneshot::channel();
         let job = ScanJob {
             body,
@@ -186,23 +180,60 @@ impl FetcherState {
     }
 }
 
+/// What an object's GET holds, from before the GET until the verdict.
+enum Permits {
+    /// Room in the budget of bodies held whole, one permit per byte.
+    Room(OwnedSemaphorePermit),
+    /// The [`streamed_object_gate`]'s permits.
+    Gate(OwnedSemaphorePermit),
+}
+
 impl FetcherState {
-    /// Room for a body of `bytes` (at most [`WHOLE_BODY_BYTES`]) in the shared budget; `None`
-    /// only once the budget is closed (never: it lives as long as the fetchers).
-    async fn whole_body_room(&self, bytes: u64) -> Option<tokio::sync::OwnedSemaphorePermit> {
-        let bytes = bytes.min(WHOLE_BODY_BYTES) as u32;
-        self.arguments.whole_bodies.clone().acquire_many_owned(bytes).await.ok()
+    /// The permits for an object of `size` bytes, waiting for them; `None` only once a
+    /// semaphore is closed (never: they live as long as the fetchers).
+    async fn permits_for(&self, size: u64) -> Option<Permits> {
+        let (semaphore, count) = self.semaphore_for(size);
+        match size <= WHOLE_BODY_BYTES {
+            true => semaphore.acquire_many_owned(count).await.ok().map(Permits::Room),
+            false => semaphore.acquire_many_owned(count).await.ok().map(Permits::Gate),
+        }
     }
 
-    /// The [`streamed_object_gate`]'s permits for an object of `size` bytes.
-    async fn streaming_permit(&self, size: u64) -> Option<tokio::sync::OwnedSemaphorePermit> {
-        let weight = if size > LARGE_OBJECT_BYTES { 2 } else { 1 };
-        self.arguments
-            .streamed_objects
-            .clone()
-            .acquire_many_owned(weight)
-            .await
-            .ok()
+    /// Which semaphore an object of `size` bytes takes permits from, and how many.
+    fn semaphore_for(&self, size: u64) -> (Arc<Semaphore>, u32) {
+        match size <= WHOLE_BODY_BYTES {
+            // At most WHOLE_BODY_BYTES: fits in a u32.
+            true => (self.arguments.whole_bodies.clone(), size as u32),
+            false => (
+                self.arguments.streamed_objects.clone(),
+                if size > LARGE_OBJECT_BYTES { 2 } else { 1 },
+            ),
+        }
+    }
+
+    /// `held` made exactly what an object of `length` bytes needs, without waiting: the excess
+    /// goes back, the lack is taken if free. `None` when it is not free (nothing is held then).
+    fn fit(&self, held: Option<Permits>, length: u64) -> Option<Permits> {
+        let (semaphore, need) = self.semaphore_for(length);
+        let need = need as usize;
+        let same_kind = |permit| match (permit, length <= WHOLE_BODY_BYTES) {
+            (Permits::Room(permit), true) | (Permits::Gate(permit), false) => Some(permit),
+            _ => None,
+        };
+        let mut permit = match held.and_then(same_kind) {
+            Some(permit) => permit,
+            None => semaphore.clone().try_acquire_many_owned(0).ok()?,
+        };
+        let have = permit.num_permits();
+        if have > need {
+            drop(permit.split(have - need));
+        } else if have < need {
+            permit.merge(semaphore.try_acquire_many_owned((need - have) as u32).ok()?);
+        }
+        Some(match length <= WHOLE_BODY_BYTES {
+            true => Permits::Room(permit),
+            false => Permits::Gate(permit),
+        })
     }
 }
 

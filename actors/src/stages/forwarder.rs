@@ -132,8 +132,9 @@ fn rejected_copy(body: String, message_id: &str, reason: String, max_bytes: usiz
         ("original_sha256".to_owned(), sha256),
     ]);
     // The reason quotes the event; the body is the event. When both do not fit, the reason
-    // gives way first: the body keeps at least half the limit (a queue's limit can be as small
-    // as 1 KiB, and SQS refuses an empty body).
+    // gives way first: the body keeps about half the limit (a queue's limit can be as small as
+    // 1 KiB, which leaves the body ~500 bytes beside the other attributes; SQS refuses an
+    // empty body).
     let body_floor = (max_bytes / 2).min(message.body.len());
     let reason_bytes = message.attributes[0].1.len();
     let others = message.size() - message.body.len() - reason_bytes;

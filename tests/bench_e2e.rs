@@ -347,6 +347,17 @@ async fn throughput_and_cost() {
         stage("scan"),
         stage("end_to_end"),
     );
+    // The bound README states (Deploying): ~20 MiB idle, the whole-body budget (four 1 MiB
+    // bodies per session, at least 16 MiB) and up to ~0.4 MiB of a pooled connection's read
+    // buffer per fetcher.
+    let fetchers = env_or("FETCH_CONCURRENCY", avscan_actors::defaults::FETCH_CONCURRENCY) as f64;
+    let sessions = env_or("CLAMD_CONNECTIONS", avscan_actors::defaults::CLAMD_CONNECTIONS) as f64;
+    let bound_mib = 20.0 + (4.0 * sessions).max(16.0) + 0.4 * fetchers;
+    let peak_mib = peak_rss_kib as f64 / 1024.0;
+    assert!(
+        peak_mib <= bound_mib,
+        "peak RSS {peak_mib:.1} MiB is over the bound README states: {bound_mib:.1} MiB"
+    );
 }
 
 /// Uploads `size` bytes with multipart upload, 64 MiB per part, without holding it all.
@@ -453,6 +464,12 @@ async fn memory_with_a_large_object(large_mib: usize) {
         "bench-e2e: memory: one {large_mib} MiB object and 16 × 256 KiB in flight, all forwarded in {:.1} s, \
          peak RSS {:.1} MiB",
         started.elapsed().as_secs_f64(),
+        peak_rss_kib as f64 / 1024.0
+    );
+    // BENCHMARKS.md's target: memory does not follow object size.
+    assert!(
+        peak_rss_kib <= 64 * 1024,
+        "peak RSS {:.1} MiB with a large object in flight, over the 64 MiB target",
         peak_rss_kib as f64 / 1024.0
     );
     // Leave no gigabyte behind in the emulator.

@@ -351,8 +351,9 @@ async fn throughput_and_cost() {
     // bodies per session, at least 16 MiB) and up to ~0.4 MiB of a pooled connection's read
     // buffer per fetcher.
     let fetchers = env_or("FETCH_CONCURRENCY", avscan_actors::defaults::FETCH_CONCURRENCY) as f64;
-    let sessions = env_or("CLAMD_CONNECTIONS", avscan_actors::defaults::CLAMD_CONNECTIONS) as f64;
-    let bound_mib = 20.0 + (4.0 * sessions).max(16.0) + 0.4 * fetchers;
+    let sessions = env_or("CLAMD_CONNECTIONS", avscan_actors::defaults::CLAMD_CONNECTIONS) as usize;
+    let budget_mib = avscan_actors::whole_body_budget(sessions) as f64 / MIB as f64;
+    let bound_mib = 20.0 + budget_mib + 0.4 * fetchers;
     let peak_mib = peak_rss_kib as f64 / 1024.0;
     assert!(
         peak_mib <= bound_mib,

@@ -95,3 +95,4 @@ pub mod testsuite;
 pub use config::PipelineConfig;
 pub use pipeline::{Pipeline, ShutdownReport};
 pub use ports::PipelinePorts;
+pub use stages::fetcher::whole_body_budget;

@@ -119,15 +119,37 @@ async fn never_more_than_max_in_flight_messages_are_received() {
     pipeline.shutdown(Duration::from_secs(1)).await;
 }
 
-#[tokio::test]
-async fn open_gets_stay_within_the_whole_body_budget_and_the_streamed_object_gate() {
-    // In S3 an open GET holds its connection's buffers: 256 fetchers of 1 MiB objects held
-    // 173 MiB when they opened their GETs before waiting for room.
+/// A world whose scans take 20 ms, for the tests of open GETs.
+fn slow_scanning_world() -> FakeWorld {
     let scanner = PatternScanner {
         delay: Duration::from_millis(20),
         ..Default::default()
     };
-    let world = FakeWorld::with_scanner(Duration::from_secs(30), scanner);
+    FakeWorld::with_scanner(Duration::from_secs(30), scanner)
+}
+
+/// Runs `world`'s queue through a pipeline of 256 fetchers and 2 clamd sessions until every
+/// one of `objects` messages is forwarded; returns the most GET bodies ever open at once. The
+/// budget of bodies held whole is then 16 MiB (its floor): 16 bodies of 1 MiB; the gate of
+/// streamed objects two per session.
+async fn peak_open_gets(world: &FakeWorld, objects: usize) -> usize {
+    let mut config = config();
+    config.fetch_concurrency = 256;
+    config.max_in_flight = 512;
+    config.scanner_connections = 2;
+    let pipeline = Pipeline::start(config, world.ports()).await.unwrap();
+    eventually("all deleted", || world.inbound.is_empty()).await;
+    assert_eq!(world.outbound.messages().len(), objects);
+    assert_eq!(world.store.open_bodies.load(Ordering::SeqCst), 0);
+    pipeline.shutdown(Duration::from_secs(1)).await;
+    world.store.peak_open_bodies.load(Ordering::SeqCst)
+}
+
+#[tokio::test]
+async fn open_gets_stay_within_the_whole_body_budget_and_the_streamed_object_gate() {
+    // In S3 an open GET holds its connection's buffers: 256 fetchers of 1 MiB objects held
+    // 173 MiB when they opened their GETs before waiting for room.
+    let world = slow_scanning_world();
     for i in 0..48 {
         world.upload(UNPROCESSED, &format!("guid/held-{i}.bin"), vec![b'a'; 1024 * 1024]);
     }
@@ -138,29 +160,14 @@ async fn open_gets_stay_within_the_whole_body_budget_and_the_streamed_object_gat
             vec![b'b'; 2 * 1024 * 1024],
         );
     }
-    let mut config = config();
-    config.fetch_concurrency = 256;
-    config.max_in_flight = 512;
-    config.scanner_connections = 2;
-    let pipeline = Pipeline::start(config, world.ports()).await.unwrap();
-    eventually("all deleted", || world.inbound.is_empty()).await;
-    assert_eq!(world.outbound.messages().len(), 64);
-    // The budget of bodies held whole is 16 MiB (its floor): 16 bodies of 1 MiB; the gate of
-    // streamed objects two per session.
-    let peak = world.store.peak_open_bodies.load(Ordering::SeqCst);
+    let peak = peak_open_gets(&world, 64).await;
     assert!(peak <= 16 + 2 * 2, "{peak} GETs open at once");
-    assert_eq!(world.store.open_bodies.load(Ordering::SeqCst), 0);
-    pipeline.shutdown(Duration::from_secs(1)).await;
 }
 
 #[tokio::test]
 async fn events_that_misstate_the_size_do_not_open_more_gets() {
     // Forged events: 0 bytes for objects of 1 MiB and 2 MiB, 3 MiB for objects of 1 MiB.
-    let scanner = PatternScanner {
-        delay: Duration::from_millis(20),
-        ..Default::default()
-    };
-    let world = FakeWorld::with_scanner(Duration::from_secs(30), scanner);
+    let world = slow_scanning_world();
     let upload = |key: String, body: Vec<u8>, claimed: u64| {
         let etag = world.store.put_object(UNPROCESSED, &key, body);
         world.inbound.push(s3_event(UNPROCESSED, &key, claimed, &etag));
@@ -176,19 +183,10 @@ async fn events_that_misstate_the_size_do_not_open_more_gets() {
     for i in 0..16 {
         upload(format!("guid/streamed-{i}.bin"), vec![b'b'; 2 * 1024 * 1024], 0);
     }
-    let mut config = config();
-    config.fetch_concurrency = 256;
-    config.max_in_flight = 512;
-    config.scanner_connections = 2;
-    let pipeline = Pipeline::start(config, world.ports()).await.unwrap();
-    eventually("all deleted", || world.inbound.is_empty()).await;
-    assert_eq!(world.outbound.messages().len(), 80);
     // A fetcher whose GET needs what is not free ends it before it waits: the bound of the test
     // above holds, plus one GET per fetcher between its answer and its end.
-    let peak = world.store.peak_open_bodies.load(Ordering::SeqCst);
+    let peak = peak_open_gets(&world, 80).await;
     assert!(peak <= 16 + 2 * 2 + 8, "{peak} GETs open at once");
-    assert_eq!(world.store.open_bodies.load(Ordering::SeqCst), 0);
-    pipeline.shutdown(Duration::from_secs(1)).await;
 }
 
 #[tokio::test]

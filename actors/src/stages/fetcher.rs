@@ -61,7 +61,7 @@ pub(crate) const WHOLE_BODY_BYTES: u64 = 1024 * 1024;
 /// largest such size waiting per session (enough to keep each busy while the next arrive), and
 /// at least 16 MiB; with 4 sessions that is 16 MiB, which keeps a replica's memory within its
 /// bound (BENCHMARKS.md, P3). A fetcher whose body does not fit waits for room.
-pub(crate) fn whole_body_budget(sessions: usize) -> usize {
+pub fn whole_body_budget(sessions: usize) -> usize {
     (4 * sessions.max(1) * WHOLE_BODY_BYTES as usize).max(16 * 1024 * 1024)
 }
 
@@ -178,25 +178,14 @@ impl FetcherState {
             Err(_) => Err(ScanError::Unavailable("scanner stopped mid-scan".into()).into()),
         }
     }
-}
 
-/// What an object's GET holds, from before the GET until the verdict.
-enum Permits {
-    /// Room in the budget of bodies held whole, one permit per byte.
-    Room(OwnedSemaphorePermit),
-    /// The [`streamed_object_gate`]'s permits.
-    Gate(OwnedSemaphorePermit),
-}
-
-impl FetcherState {
-    /// The permits for an object of `size` bytes, waiting for them; `None` only once a
-    /// semaphore is closed (never: they live as long as the fetchers).
-    async fn permits_for(&self, size: u64) -> Option<Permits> {
+    /// What an object of `size` bytes holds from before its GET until the verdict: room in the
+    /// budget of bodies held whole (a permit per byte), else the [`streamed_object_gate`]'s
+    /// permits; waits for them. `None` only once a semaphore is closed (never: they live as long
+    /// as the fetchers).
+    async fn permits_for(&self, size: u64) -> Option<OwnedSemaphorePermit> {
         let (semaphore, count) = self.semaphore_for(size);
-        match size <= WHOLE_BODY_BYTES {
-            true => semaphore.acquire_many_owned(count).await.ok().map(Permits::Room),
-            false => semaphore.acquire_many_owned(count).await.ok().map(Permits::Gate),
-        }
+        semaphore.acquire_many_owned(count).await.ok()
     }
 
     /// Which semaphore an object of `size` bytes takes permits from, and how many.
@@ -213,27 +202,18 @@ impl FetcherState {
 
     /// `held` made exactly what an object of `length` bytes needs, without waiting: the excess
     /// goes back, the lack is taken if free. `None` when it is not free (nothing is held then).
-    fn fit(&self, held: Option<Permits>, length: u64) -> Option<Permits> {
+    fn fit(&self, held: Option<OwnedSemaphorePermit>, length: u64) -> Option<OwnedSemaphorePermit> {
         let (semaphore, need) = self.semaphore_for(length);
-        let need = need as usize;
-        let same_kind = |permit| match (permit, length <= WHOLE_BODY_BYTES) {
-            (Permits::Room(permit), true) | (Permits::Gate(permit), false) => Some(permit),
-            _ => None,
+        let Some(mut permit) = held.filter(|permit| Arc::ptr_eq(permit.semaphore(), &semaphore)) else {
+            return semaphore.try_acquire_many_owned(need).ok();
         };
-        let mut permit = match held.and_then(same_kind) {
-            Some(permit) => permit,
-            None => semaphore.clone().try_acquire_many_owned(0).ok()?,
-        };
-        let have = permit.num_permits();
+        let (have, need) = (permit.num_permits(), need as usize);
         if have > need {
             drop(permit.split(have - need));
         } else if have < need {
             permit.merge(semaphore.try_acquire_many_owned((need - have) as u32).ok()?);
         }
-        Some(match length <= WHOLE_BODY_BYTES {
-            true => Permits::Room(permit),
-            false => Permits::Gate(permit),
-        })
+        Some(permit)
     }
 }
 

@@ -90,7 +90,7 @@ async fn scan_body(clamd: &clamd::Clamd, body: ObjectBody, limits: GuardLimits) 
         Err(err) => return (format!("ERROR {err}"), Outcome::Error),
     };
     let (guarded, archive_check) = archive_guard::check_while_streaming(body, limits);
-    let scanned = match session.scan(guarded).await {
+    let scanned = match session.scan_and_confirm(guarded).await {
         Ok(outcome) => Ok(archive_check.apply(outcome).await),
         Err(err) => Err(err),
     };

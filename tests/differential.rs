@@ -100,7 +100,7 @@ async fn scan_through_guard(
         inflate_budget: MAX_SCAN_SIZE as u64,
     };
     let (guarded, archive_check) = archive_guard::check_while_streaming(body, limits);
-    let outcome = session.scan(guarded).await?;
+    let outcome = session.scan_and_confirm(guarded).await?;
     let clamd = outcome.verdict.clone();
     // The guard's own judgement, asked with a clean verdict, says whether it flagged the object;
     // the pipeline's verdict is then clamd's unless clamd said clean, exactly as `apply` does.

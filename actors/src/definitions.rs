@@ -5,7 +5,8 @@
 //!
 //! Two checks, one rule. The binary asks clamd for its definitions periodically and closes the
 //! gate while they are refused, so messages stay on SQS. The router checks every clean verdict
-//! against the same policy with the definitions clamd named *in the scan's own session*, so a
+//! against the same policy with the definitions clamd named *around the scan, in its own session*
+//! (the session's `VERSION` before it and the first one after its verdict, equal), so a
 //! verdict given between two of the watcher's checks, or by a clamd that lost its fresh
 //! definitions mid-flight, is retried rather than forwarded.
 

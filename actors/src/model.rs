@@ -5,6 +5,7 @@
 use serde_json::Value;
 
 use crate::definitions::Definitions;
+use crate::ports::ScanError;
 
 /// The exact object version an event announced.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -172,8 +173,9 @@ pub struct ScanOutcome {
     pub verdict: Verdict,
     /// clamd's VERSION line (engine and signature database), reported downstream.
     pub engine: Option<String>,
-    /// The daily database that judged the object, from the VERSION clamd answered in the scan's
-    /// own session; `None` when clamd named none (custom databases only) or did not scan.
+    /// The daily database that judged the object, named by the VERSIONs clamd answered around
+    /// the scan in its own session; `None` when clamd named none (custom databases only) or did
+    /// not scan.
     pub definitions: Option<Definitions>,
     /// The object's SHA-256 (lowercase hex), computed while it streamed to clamd; `None` when it
     /// was not streamed whole (too large, cut by clamd's stream limit).
@@ -181,6 +183,54 @@ pub struct ScanOutcome {
     /// Set when an allow-list entry turned a detection into clean: the entry and the verdict it
     /// overruled, for logs and the outbound message.
     pub allowed_by: Option<String>,
+}
+
+/// A verdict from [`ScanSession::scan`](crate::ports::ScanSession::scan), and who gave it.
+#[derive(Debug)]
+pub struct Scanned {
+    /// The certain answer for the whole body.
+    pub verdict: Verdict,
+    /// The engine and definitions that gave it.
+    pub judged_by: JudgedBy,
+}
+
+/// The engine and definitions that gave a verdict.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Judge {
+    /// How the engine names itself (clamd: its VERSION line), reported downstream.
+    pub engine: Option<String>,
+    /// Its daily database; `None` when it names none (custom databases only).
+    pub definitions: Option<Definitions>,
+}
+
+/// Who gave a verdict: known with it, or once the session confirms it.
+#[derive(Debug)]
+pub enum JudgedBy {
+    /// Known when the verdict came.
+    Known(Judge),
+    /// Named on the session's next scan or
+    /// [`ScanSession::confirm`](crate::ports::ScanSession::confirm). An error, or the session
+    /// ending first, leaves the verdict without a judge: it is no verdict, and retried.
+    Confirming(tokio::sync::oneshot::Receiver<Result<Judge, ScanError>>),
+}
+
+impl Scanned {
+    /// The verdict with its engine and definitions, once they are named.
+    pub async fn outcome(self) -> Result<ScanOutcome, ScanError> {
+        let judge = match self.judged_by {
+            JudgedBy::Known(judge) => judge,
+            JudgedBy::Confirming(named) => named.await.map_err(|_| {
+                ScanError::Io("the session ended before it named the definitions of a verdict".into())
+            })??,
+        };
+        Ok(ScanOutcome {
+            verdict: self.verdict,
+            engine: judge.engine,
+            definitions: judge.definitions,
+            sha256: None,
+            allowed_by: None,
+        })
+    }
 }
 
 #[cfg(test)]

@@ -13,6 +13,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures::stream::BoxStream;
 
+pub use crate::model::{Judge, JudgedBy, Scanned};
 use crate::model::{ObjectRef, ScanOutcome};
 use crate::result_event::ResultEvent;
 pub use crate::trace::TraceHeaders;
@@ -359,6 +360,15 @@ pub enum ScanError {
     /// The object's body stream broke; the scan was aborted without a verdict.
     #[error("object stream failed: {0}")]
     Source(StoreError),
+    /// The engine's definitions changed while it scanned (clamd reloaded them): which of the
+    /// two judged the body is unknown, so the verdict is not taken.
+    #[error("the engine's definitions changed during the scan ({before} -> {after})")]
+    DefinitionsChanged {
+        /// The engine named before the scan.
+        before: String,
+        /// The engine named after the verdict.
+        after: String,
+    },
     /// The body ended before (or went past) its Content-Length: never scanned as complete.
     #[error("object stream had {streamed} bytes, expected {expected}")]
     LengthMismatch {
@@ -380,10 +390,22 @@ pub trait ScanEngine: Send + Sync + 'static {
 #[async_trait]
 pub trait ScanSession: Send + 'static {
     /// Streams the body to the engine. `Ok` only for a certain verdict on the complete body;
-    /// anything else is an error and the session must not be reused.
-    async fn scan(&mut self, body: ObjectBody) -> Result<ScanOutcome, ScanError>;
+    /// anything else is an error and the session must not be reused. Which definitions gave
+    /// the verdict may be named only later ([`JudgedBy::Confirming`]): the session goes on
+    /// scanning meanwhile.
+    async fn scan(&mut self, body: ObjectBody) -> Result<Scanned, ScanError>;
+    /// Names the definitions of every verdict of this session still waiting for them. Its
+    /// owner calls it before the session idles, so no verdict waits for a next scan.
+    async fn confirm(&mut self) -> Result<(), ScanError>;
     /// Cheap check before reuse: false once the engine closed the connection.
     fn is_reusable(&mut self) -> bool;
     /// Identifies the connection in logs.
     fn id(&self) -> u64;
+
+    /// One body scanned and its definitions named: for callers that scan one at a time.
+    async fn scan_and_confirm(&mut self, body: ObjectBody) -> Result<ScanOutcome, ScanError> {
+        let scanned = self.scan(body).await?;
+        self.confirm().await?;
+        scanned.outcome().await
+    }
 }

@@ -166,10 +166,11 @@ impl ScanEngine for Clamd {
         with_timeout(self.io_timeout, "opening session", stream.write_all(SESSION_START)).await?;
         let engine = parse_version_reply(&read_reply(&mut stream, self.io_timeout).await?, 1)?;
         let id = self.next_connection_id.fetch_add(1, Ordering::Relaxed);
-        tracing::debug!(connection = id, %engine, "clamd session opened");
+        tracing::debug!(connection = id, engine, "clamd session opened");
         Ok(Box::new(ClamdSession::new(
             stream,
             id,
+            engine,
             self.chunk_size,
             self.io_timeout,
             self.max_scan_time + self.io_timeout,

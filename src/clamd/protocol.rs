@@ -21,10 +21,11 @@ pub(super) const SESSION_START: &[u8] = b"zIDSESSION\0zVERSION\0";
 /// Starts streaming a body; chunks and the terminator follow.
 pub(super) const INSTREAM_START: &[u8] = b"zINSTREAM\0";
 
-/// A scan's two commands in a session: VERSION, then INSTREAM (chunks and the terminator
-/// follow). clamd answers VERSION from the engine it has loaded at that moment, the one the
-/// INSTREAM right behind it is scanned with, so the reply names the definitions that judge this
-/// very body even when clamd reloads between two scans of one session.
+/// Asks which engine (and definitions) clamd has loaded.
+pub(super) const VERSION: &[u8] = b"zVERSION\0";
+
+/// VERSION, then INSTREAM (chunks and the terminator follow): a scan that first names the
+/// verdicts waiting in its session (see `session.rs`).
 pub(super) const VERSION_THEN_INSTREAM: &[u8] = b"zVERSION\0zINSTREAM\0";
 
 /// A zero-length chunk: the body is complete and clamd replies.

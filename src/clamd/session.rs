@@ -1,23 +1,47 @@
 //! One clamd session (`zIDSESSION`), owned by one pooled scanner through the pipeline's
-//! [`ScanSession`] port: each scan is a VERSION command (naming the definitions that judge the
-//! body) and an INSTREAM command that streams the object body in chunks of the configured size,
-//! every step bounded by the io timeout. The client in `mod.rs` opens the
-//! session; the framing and reply parsing it uses are in `protocol.rs`.
+//! [`ScanSession`] port: each scan is an INSTREAM command that streams the object body in chunks
+//! of the configured size, every step bounded by the io timeout.
+//!
+//! Which definitions judged a verdict is named by the session's VERSION commands around it: the
+//! last one answered before the scan began and the first one asked after its verdict came. Equal,
+//! they name the engine that judged the body (clamd swaps engines only between the two); unequal
+//! (a reload in between), the verdict is not taken and its message is retried. Up to
+//! [`CONFIRM_EVERY`] verdicts share one VERSION, asked before the next scan or when the scanner
+//! idles ([`ScanSession::confirm`]): one per scan cost 6–14 % of raw clamd's files/s on small
+//! objects (BENCHMARKS.md). A session idle for [`NAMED_FRESH_FOR`] asks before its next scan. Asked on the same connection, it names the clamd that scanned even
+//! when several answer behind one address. The client in `mod.rs` opens the session; the framing
+//! and reply parsing it uses are in `protocol.rs`.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use avscan_actors::definitions::Definitions;
-use avscan_actors::model::{QuarantineReason, ScanOutcome, Verdict};
-use avscan_actors::ports::{ObjectBody, ScanError, ScanSession};
-use bytes::BytesMut;
+use avscan_actors::model::{QuarantineReason, Verdict};
+use avscan_actors::ports::{Judge, JudgedBy, ObjectBody, ScanError, ScanSession, Scanned};
+use bytes::{BufMut, BytesMut};
 use futures::StreamExt;
 use tokio::io::AsyncWriteExt;
+use tokio::sync::oneshot;
 
 use super::address::ClamdStream;
 use super::protocol::{
-    chunk_frame, parse_scan_reply, parse_version_reply, with_timeout, Replies, INSTREAM_END, VERSION_THEN_INSTREAM,
+    chunk_frame, parse_scan_reply, parse_version_reply, with_timeout, Replies, INSTREAM_END, INSTREAM_START, VERSION,
+    VERSION_THEN_INSTREAM,
 };
+
+/// At most this many verdicts of a session wait for one VERSION to name their definitions; the
+/// next scan asks it first. Bounds the wait to a few small scans.
+pub(super) const CONFIRM_EVERY: usize = 16;
+
+/// A body this long asks VERSION before it is streamed when verdicts are waiting: its scan takes
+/// long enough that they should not wait behind it, one VERSION is little beside it, and a body
+/// streamed from S3 (over 1 MiB) that breaks off ends the session before it could name theirs.
+pub(super) const CONFIRM_BEFORE_BYTES: u64 = 256 * 1024;
+
+/// A session whose last VERSION is older asks again before its next scan: a reload while it
+/// idled then falls before the scan, instead of between the VERSIONs around it, which would
+/// send the verdict back to be scanned again.
+pub(super) const NAMED_FRESH_FOR: Duration = Duration::from_secs(1);
 
 /// One clamd session, owned by one scanner.
 pub(super) struct ClamdSession {
@@ -34,14 +58,21 @@ pub(super) struct ClamdSession {
     reply_timeout: Duration,
     /// Set once clamd is known to close the connection (its size limit) or a write failed.
     closing: bool,
+    /// The engine the session's last VERSION named: the one before every scan since.
+    engine: String,
+    /// When that VERSION was answered.
+    named_at: Instant,
+    /// Verdicts given since that VERSION, waiting for the next to name their definitions.
+    unconfirmed: Vec<oneshot::Sender<Result<Judge, ScanError>>>,
 }
 
 impl ClamdSession {
     /// A session on `stream`, which has sent `zIDSESSION` and had `zVERSION` (command 1)
-    /// answered; its scans' commands are numbered from 2.
+    /// answered with `engine`; its scans' commands are numbered from 2.
     pub(super) fn new(
         stream: ClamdStream,
         id: u64,
+        engine: String,
         chunk_size: usize,
         io_timeout: Duration,
         reply_timeout: Duration,
@@ -55,11 +86,34 @@ impl ClamdSession {
             io_timeout,
             reply_timeout,
             closing: false,
+            engine,
+            named_at: Instant::now(),
+            unconfirmed: Vec::new(),
         }
     }
 
-    async fn write_chunk(&mut self, chunk: &[u8]) -> Result<(), ScanError> {
-        let mut frame = chunk_frame(chunk);
+    /// A VERSION answered after every waiting verdict came: each is named by it when it names
+    /// the engine before them, and refused when clamd changed engines in between. It is the
+    /// engine before the next scans.
+    fn named(&mut self, engine: String) {
+        let judge = match engine == self.engine {
+            true => Ok(judge_of(&engine)),
+            false => Err(ScanError::DefinitionsChanged {
+                before: self.engine.clone(),
+                after: engine.clone(),
+            }),
+        };
+        for verdict in self.unconfirmed.drain(..) {
+            // A fetcher that stopped waiting needs no name.
+            let _ = verdict.send(judge.clone());
+        }
+        self.engine = engine;
+        self.named_at = Instant::now();
+    }
+
+    /// Writes `command` (may be empty), then one chunk, without copying the chunk.
+    async fn write_chunk(&mut self, command: &'static [u8], chunk: &[u8]) -> Result<(), ScanError> {
+        let mut frame = bytes::Buf::chain(command, chunk_frame(chunk));
         with_timeout(self.io_timeout, "streaming", self.stream.write_all_buf(&mut frame)).await
     }
 
@@ -67,54 +121,61 @@ impl ClamdSession {
     /// limit, and said so before closing. Its reply decides; without one the write error stands.
     async fn reply_after_failed_write(
         &mut self,
-        command: Scan,
-        version: Option<String>,
+        scan: Scan,
+        version_read: bool,
         write_error: ScanError,
-    ) -> Result<Judged, ScanError> {
+    ) -> Result<Verdict, ScanError> {
         self.closing = true;
         let limit = Duration::from_secs(2).min(self.io_timeout);
-        let version = match version {
-            Some(version) => version,
-            None => match self.version_reply(command, limit).await {
-                Ok(version) => version,
+        if let (Some(version), false) = (scan.version, version_read) {
+            match self.version_reply(version, limit).await {
+                Ok(engine) => self.named(engine),
                 Err(_) => return Err(write_error),
-            },
-        };
+            }
+        }
         match self.replies.next(&mut self.stream, limit).await {
-            Ok(reply) => match parse_scan_reply(&reply, Some(command.instream)) {
+            Ok(reply) => match parse_scan_reply(&reply, Some(scan.instream)) {
                 Ok(
                     verdict @ Verdict::Unscannable {
                         reason: QuarantineReason::FileTooLarge,
                         ..
                     },
-                ) => Ok((verdict, version)),
+                ) => Ok(verdict),
                 _ => Err(write_error),
             },
             Err(_) => Err(write_error),
         }
     }
 
-    /// The scan's VERSION reply: the line, which must name the engine.
-    async fn version_reply(&mut self, command: Scan, limit: Duration) -> Result<String, ScanError> {
+    /// A VERSION reply: the line, which must name the engine.
+    async fn version_reply(&mut self, command: u64, limit: Duration) -> Result<String, ScanError> {
         let reply = self.replies.next(&mut self.stream, limit).await?;
-        parse_version_reply(&reply, command.version)
+        parse_version_reply(&reply, command)
     }
 
-    async fn instream(&mut self, mut body: ObjectBody, command: Scan) -> Result<Judged, ScanError> {
-        with_timeout(
-            self.io_timeout,
-            "starting INSTREAM",
-            self.stream.write_all(VERSION_THEN_INSTREAM),
-        )
-        .await?;
-        // In a session clamd writes VERSION's reply in two parts, `<id>: ` and the text, and its
-        // Nagle's algorithm holds back whatever it writes next until what it wrote is
-        // acknowledged. Left to our delayed ACK that is 40 ms per scan (measured: 4 KiB objects
-        // at 0.02 of raw clamd). So our packets carry the ACKs: the body goes out once the reply
-        // has begun, and the terminator once the reply is whole; clamd's verdict then follows
-        // without waiting. (An empty body has no packet between the two: it waits once.)
-        self.replies.begun(&mut self.stream, self.io_timeout).await?;
-        let mut pending = BytesMut::with_capacity(self.chunk_size);
+    /// Streams `body` as one INSTREAM and returns clamd's verdict. With `scan.version`, a VERSION
+    /// goes first and names the verdicts waiting before the body is judged.
+    async fn instream(&mut self, mut body: ObjectBody, scan: Scan) -> Result<Verdict, ScanError> {
+        // What still has to go out before the first chunk.
+        let mut command = INSTREAM_START;
+        if scan.version.is_some() {
+            with_timeout(
+                self.io_timeout,
+                "starting INSTREAM",
+                self.stream.write_all(VERSION_THEN_INSTREAM),
+            )
+            .await?;
+            command = b"";
+            // In a session clamd writes VERSION's reply in two parts, `<id>: ` and the text, and
+            // its Nagle's algorithm holds back whatever it writes next until what it wrote is
+            // acknowledged. Left to our delayed ACK that is 40 ms per scan (measured: 4 KiB
+            // objects at 0.02 of raw clamd). So our packets carry the ACKs: the body goes out
+            // once the reply has begun, and the terminator once the reply is whole; clamd's
+            // verdict then follows without waiting. (An empty body has no packet between the
+            // two: it waits once.)
+            self.replies.begun(&mut self.stream, self.io_timeout).await?;
+        }
+        let mut pending = BytesMut::with_capacity(self.chunk_size.min(body.content_length as usize) + 16);
         let mut streamed: u64 = 0;
         loop {
             // A stalled source must not hold the scanner (and clamd's session) forever.
@@ -134,9 +195,10 @@ impl ClamdSession {
             pending.extend_from_slice(&piece);
             while pending.len() >= self.chunk_size {
                 let chunk = pending.split_to(self.chunk_size);
-                if let Err(err) = self.write_chunk(&chunk).await {
-                    return self.reply_after_failed_write(command, None, err).await;
+                if let Err(err) = self.write_chunk(command, &chunk).await {
+                    return self.reply_after_failed_write(scan, false, err).await;
                 }
+                command = b"";
             }
         }
         if streamed != body.content_length {
@@ -145,63 +207,109 @@ impl ClamdSession {
                 streamed,
             });
         }
-        if !pending.is_empty() {
-            if let Err(err) = self.write_chunk(&pending).await {
-                return self.reply_after_failed_write(command, None, err).await;
+        let end = match scan.version {
+            Some(version) => {
+                if !pending.is_empty() {
+                    if let Err(err) = self.write_chunk(command, &pending).await {
+                        return self.reply_after_failed_write(scan, false, err).await;
+                    }
+                }
+                let engine = self.version_reply(version, self.io_timeout).await?;
+                self.named(engine);
+                BytesMut::from(&INSTREAM_END[..])
             }
-        }
-        let version = self.version_reply(command, self.io_timeout).await?;
-        if let Err(err) = with_timeout(self.io_timeout, "ending INSTREAM", self.stream.write_all(&INSTREAM_END)).await {
-            return self.reply_after_failed_write(command, Some(version), err).await;
+            // The rest in one write: a small body is one packet, command to terminator.
+            None => {
+                let mut end = BytesMut::with_capacity(command.len() + pending.len() + 8);
+                end.put_slice(command);
+                if !pending.is_empty() {
+                    end.put_u32(pending.len() as u32);
+                    end.put_slice(&pending);
+                }
+                end.put_slice(&INSTREAM_END);
+                end
+            }
+        };
+        if let Err(err) = with_timeout(self.io_timeout, "ending INSTREAM", self.stream.write_all(&end)).await {
+            return self.reply_after_failed_write(scan, true, err).await;
         }
         // clamd scans only now, for up to its MaxScanTime: the scan clock, not the stall clock.
         let reply = self.replies.next(&mut self.stream, self.reply_timeout).await?;
-        Ok((parse_scan_reply(&reply, Some(command.instream))?, version))
+        parse_scan_reply(&reply, Some(scan.instream))
     }
 }
 
-/// The ids of one scan's two commands.
+/// The engine and definitions a VERSION line names.
+fn judge_of(engine: &str) -> Judge {
+    let definitions = match Definitions::from_version_reply(engine) {
+        Ok(definitions) => definitions,
+        Err(err) => {
+            // No definitions: a freshness check refuses the verdict if it is clean.
+            tracing::warn!(error = %err, "clamd's definitions unknown for this scan");
+            None
+        }
+    };
+    Judge {
+        engine: Some(engine.to_owned()),
+        definitions,
+    }
+}
+
+/// The ids of one scan's commands: a VERSION first, when it names waiting verdicts.
 #[derive(Debug, Clone, Copy)]
 struct Scan {
-    version: u64,
+    version: Option<u64>,
     instream: u64,
 }
 
-/// A verdict and the VERSION line of the engine that gave it.
-type Judged = (Verdict, String);
-
 #[async_trait]
 impl ScanSession for ClamdSession {
-    async fn scan(&mut self, body: ObjectBody) -> Result<ScanOutcome, ScanError> {
-        let command = Scan {
-            version: self.next_command,
-            instream: self.next_command + 1,
+    async fn scan(&mut self, body: ObjectBody) -> Result<Scanned, ScanError> {
+        let ask_version = (!self.unconfirmed.is_empty()
+            && (self.unconfirmed.len() >= CONFIRM_EVERY || body.content_length >= CONFIRM_BEFORE_BYTES))
+            || self.named_at.elapsed() >= NAMED_FRESH_FOR;
+        let version = ask_version.then(|| {
+            self.next_command += 1;
+            self.next_command - 1
+        });
+        let scan = Scan {
+            version,
+            instream: self.next_command,
         };
-        self.next_command += 2;
-        let (verdict, version) = self.instream(body, command).await?;
-        if let Verdict::Unscannable {
-            reason: QuarantineReason::FileTooLarge,
-            ..
-        } = verdict
-        {
-            // clamd closes the session after its size-limit reply.
-            self.closing = true;
-        }
-        let definitions = match Definitions::from_version_reply(&version) {
-            Ok(definitions) => definitions,
-            Err(err) => {
-                // No definitions: a freshness check refuses the verdict if it is clean.
-                tracing::warn!(connection = self.id, error = %err, "clamd's definitions unknown for this scan");
-                None
+        self.next_command += 1;
+        let verdict = self.instream(body, scan).await?;
+        let judged_by = match verdict {
+            // clamd refused the stream at its size limit before any definitions saw it, and
+            // closes the session: nothing to confirm, no later VERSION.
+            Verdict::Unscannable {
+                reason: QuarantineReason::FileTooLarge,
+                ..
+            } => {
+                self.closing = true;
+                JudgedBy::Known(judge_of(&self.engine))
+            }
+            _ => {
+                let (name, named) = oneshot::channel();
+                self.unconfirmed.push(name);
+                JudgedBy::Confirming(named)
             }
         };
-        Ok(ScanOutcome {
-            verdict,
-            engine: Some(version),
-            definitions,
-            sha256: None,
-            allowed_by: None,
-        })
+        Ok(Scanned { verdict, judged_by })
+    }
+
+    async fn confirm(&mut self) -> Result<(), ScanError> {
+        if self.unconfirmed.is_empty() {
+            return Ok(());
+        }
+        let command = self.next_command;
+        self.next_command += 1;
+        with_timeout(self.io_timeout, "asking VERSION", self.stream.write_all(VERSION)).await?;
+        // No packet of ours follows to acknowledge the first part of the two-part reply (see
+        // `instream`): the kernel acknowledges it at once instead of delaying the ACK 40 ms.
+        self.stream.acknowledge_at_once();
+        let engine = self.version_reply(command, self.io_timeout).await?;
+        self.named(engine);
+        Ok(())
     }
 
     fn is_reusable(&mut self) -> bool {
@@ -215,6 +323,8 @@ impl ScanSession for ClamdSession {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::{Arc, Mutex};
+
     use avscan_actors::ports::ScanEngine;
     use bytes::Bytes;
     use tokio::io::AsyncReadExt;
@@ -230,86 +340,223 @@ mod tests {
         }
     }
 
-    /// What the fake clamd answers to a scan's VERSION: a reload since the session began.
-    const SCAN_VERSION: &str = "2: ClamAV 1.4.6/27400/Sun Nov  1 10:00:00 2026\0";
+    const ENGINE: &str = "ClamAV 1.4.6/27399/Sat Oct 31 10:00:00 2026";
+    const RELOADED: &str = "ClamAV 1.4.6/27400/Sun Nov  1 10:00:00 2026";
 
-    /// A fake clamd on 127.0.0.1:0 that records what it reads and answers with `reply`.
-    async fn fake_clamd(reply: &'static str) -> (Clamd, tokio::task::JoinHandle<Vec<u8>>) {
-        fake_clamd_scanning_for(reply, Duration::ZERO).await
+    /// How the fake clamd answers.
+    struct Script {
+        /// What VERSION answers; a test changes it to play a reload.
+        engine: Arc<Mutex<&'static str>>,
+        /// The verdict after `<id>: `.
+        verdict: &'static str,
+        /// Added to the id of the verdict: non-zero plays a session out of step.
+        id_offset: u64,
+        /// How long a scan takes after the stream ended.
+        scan_time: Duration,
     }
 
-    /// As [`fake_clamd`], taking `scan_time` to answer after the stream ended, as a real clamd
-    /// takes to scan a large object.
-    async fn fake_clamd_scanning_for(
-        reply: &'static str,
-        scan_time: Duration,
-    ) -> (Clamd, tokio::task::JoinHandle<Vec<u8>>) {
+    impl Default for Script {
+        fn default() -> Self {
+            Self {
+                engine: Arc::new(Mutex::new(ENGINE)),
+                verdict: "stream: OK",
+                id_offset: 0,
+                scan_time: Duration::ZERO,
+            }
+        }
+    }
+
+    /// A fake clamd on 127.0.0.1:0 serving one session as `script` says: VERSION answered in two
+    /// writes as clamd does, INSTREAM read to its terminator and judged. Returns the commands it
+    /// was sent after the session start (`VERSION`, `INSTREAM <bytes>`) and the wire bytes.
+    async fn fake_clamd(script: Script) -> (Clamd, tokio::task::JoinHandle<(Vec<String>, Vec<u8>)>) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = ClamdAddress::Tcp(listener.local_addr().unwrap().to_string());
         let server = tokio::spawn(async move {
             let (mut socket, _) = listener.accept().await.unwrap();
-            let mut received = Vec::new();
-            let mut buf = [0u8; 4096];
-            // Session start and VERSION.
-            while !received.ends_with(b"zVERSION\0") {
-                let n = socket.read(&mut buf).await.unwrap();
-                received.extend_from_slice(&buf[..n]);
-            }
-            socket
-                .write_all(b"1: ClamAV 1.4.6/27399/Sat Oct 31 10:00:00 2026\0")
-                .await
-                .unwrap();
-            let start = received.len();
-            // The scan's VERSION (command 2) is answered at once, as clamd does; its verdict
-            // (command 3) after the body and the scan.
-            let mut answered = false;
-            while !received[start..].ends_with(&[0, 0, 0, 0]) {
-                if !answered && received[start..].starts_with(b"zVERSION\0zINSTREAM\0") {
-                    socket.write_all(SCAN_VERSION.as_bytes()).await.unwrap();
-                    answered = true;
+            let mut wire = Vec::new();
+            let mut at = 0;
+            let (mut commands, mut id) = (Vec::new(), 0u64);
+            // Bytes `wire[at..at + n]`, reading as needed; `None` at the end of the connection.
+            async fn take(
+                socket: &mut tokio::net::TcpStream,
+                wire: &mut Vec<u8>,
+                at: &mut usize,
+                n: usize,
+            ) -> Option<Vec<u8>> {
+                let mut buf = [0u8; 8192];
+                while wire.len() < *at + n {
+                    let read = socket.read(&mut buf).await.ok()?;
+                    if read == 0 {
+                        return None;
+                    }
+                    wire.extend_from_slice(&buf[..read]);
                 }
-                let n = socket.read(&mut buf).await.unwrap();
-                if n == 0 {
-                    break;
-                }
-                received.extend_from_slice(&buf[..n]);
+                *at += n;
+                Some(wire[*at - n..*at].to_vec())
             }
-            tokio::time::sleep(scan_time).await;
-            let _ = socket.write_all(reply.as_bytes()).await;
-            received.split_off(start)
+            let mut session_start = 0;
+            loop {
+                let mut name = Vec::new();
+                loop {
+                    let Some(byte) = take(&mut socket, &mut wire, &mut at, 1).await else {
+                        return (commands, wire.split_off(session_start));
+                    };
+                    if byte[0] == 0 {
+                        break;
+                    }
+                    name.push(byte[0]);
+                }
+                match &name[..] {
+                    b"zIDSESSION" => {}
+                    b"zVERSION" => {
+                        id += 1;
+                        let engine = *script.engine.lock().unwrap();
+                        socket.write_all(format!("{id}: ").as_bytes()).await.unwrap();
+                        socket.write_all(format!("{engine}\0").as_bytes()).await.unwrap();
+                        if id == 1 {
+                            session_start = at;
+                        } else {
+                            commands.push("VERSION".to_owned());
+                        }
+                    }
+                    b"zINSTREAM" => {
+                        id += 1;
+                        let mut streamed = 0;
+                        loop {
+                            let Some(len) = take(&mut socket, &mut wire, &mut at, 4).await else {
+                                return (commands, wire.split_off(session_start));
+                            };
+                            let len = u32::from_be_bytes(len.try_into().unwrap()) as usize;
+                            if len == 0 {
+                                break;
+                            }
+                            take(&mut socket, &mut wire, &mut at, len).await;
+                            streamed += len;
+                        }
+                        commands.push(format!("INSTREAM {streamed}"));
+                        tokio::time::sleep(script.scan_time).await;
+                        let reply = format!("{}: {}\0", id + script.id_offset, script.verdict);
+                        let _ = socket.write_all(reply.as_bytes()).await;
+                    }
+                    other => panic!("unexpected command {:?}", String::from_utf8_lossy(other)),
+                }
+            }
         });
         (Clamd::new(address, 1024, Duration::from_secs(5)), server)
     }
 
     #[tokio::test]
-    async fn instream_frames_the_body_in_chunks_of_the_configured_size() {
-        let (clamd, server) = fake_clamd("3: stream: OK\0").await;
+    async fn instream_frames_the_body_in_chunks_and_a_version_after_it_names_its_definitions() {
+        let (clamd, server) = fake_clamd(Script::default()).await;
         let mut session = clamd.connect().await.unwrap();
         let payload: &'static [u8] = Box::leak(vec![7u8; 2500].into_boxed_slice());
-        let outcome = session
+        let scanned = session
             .scan(body(vec![&payload[..100], &payload[100..]], 2500))
             .await
             .unwrap();
-        assert_eq!(outcome.verdict, Verdict::Clean);
-        // The definitions are the ones named in the scan itself, not at the session's start.
-        assert_eq!(
-            outcome.engine.as_deref(),
-            Some("ClamAV 1.4.6/27400/Sun Nov  1 10:00:00 2026")
-        );
-        assert_eq!(outcome.definitions.map(|d| d.version), Some(27400));
-        let wire = server.await.unwrap();
-        let mut expected = b"zVERSION\0zINSTREAM\0".to_vec();
+        assert_eq!(scanned.verdict, Verdict::Clean);
+        session.confirm().await.unwrap();
+        let outcome = scanned.outcome().await.unwrap();
+        assert_eq!(outcome.engine.as_deref(), Some(ENGINE));
+        assert_eq!(outcome.definitions.map(|d| d.version), Some(27399));
+        drop(session);
+        let (commands, wire) = server.await.unwrap();
+        assert_eq!(commands, ["INSTREAM 2500", "VERSION"]);
+        let mut expected = b"zINSTREAM\0".to_vec();
         for chunk in [1024usize, 1024, 452] {
             expected.extend_from_slice(&(chunk as u32).to_be_bytes());
             expected.extend(std::iter::repeat_n(7u8, chunk));
         }
         expected.extend_from_slice(&[0, 0, 0, 0]);
+        expected.extend_from_slice(b"zVERSION\0");
         assert_eq!(wire, expected);
     }
 
     #[tokio::test]
+    async fn a_reload_between_the_versions_around_a_verdict_leaves_it_unnamed() {
+        let script = Script::default();
+        let engine = script.engine.clone();
+        let (clamd, _server) = fake_clamd(script).await;
+        let mut session = clamd.connect().await.unwrap();
+        let before = session.scan(body(vec![b"abc"], 3)).await.unwrap();
+        *engine.lock().unwrap() = RELOADED;
+        session.confirm().await.unwrap();
+        let result = before.outcome().await;
+        assert!(
+            matches!(&result, Err(ScanError::DefinitionsChanged { before, after }) if before == ENGINE && after == RELOADED),
+            "{result:?}"
+        );
+        // The next verdict is named by the new engine.
+        let after = session.scan(body(vec![b"abc"], 3)).await.unwrap();
+        session.confirm().await.unwrap();
+        assert_eq!(
+            after.outcome().await.unwrap().definitions.map(|d| d.version),
+            Some(27400)
+        );
+    }
+
+    #[tokio::test]
+    async fn verdicts_share_a_version_asked_before_a_later_scan() {
+        let (clamd, server) = fake_clamd(Script::default()).await;
+        let mut session = clamd.connect().await.unwrap();
+        let mut waiting = Vec::new();
+        for _ in 0..CONFIRM_EVERY {
+            waiting.push(session.scan(body(vec![b"abc"], 3)).await.unwrap());
+        }
+        // Unnamed until a VERSION follows them.
+        let mut first = waiting.remove(0);
+        let JudgedBy::Confirming(named) = &mut first.judged_by else {
+            panic!("named before a VERSION followed the verdict");
+        };
+        assert!(named.try_recv().is_err());
+        // The next scan asks first: every waiting verdict is named, its own waits.
+        let last = session.scan(body(vec![b"abc"], 3)).await.unwrap();
+        for verdict in waiting {
+            assert_eq!(verdict.outcome().await.unwrap().engine.as_deref(), Some(ENGINE));
+        }
+        // A long body asks first whenever a verdict waits.
+        let long: &'static [u8] = Box::leak(vec![7u8; CONFIRM_BEFORE_BYTES as usize].into_boxed_slice());
+        session.scan(body(vec![long], long.len() as u64)).await.unwrap();
+        assert_eq!(last.outcome().await.unwrap().engine.as_deref(), Some(ENGINE));
+        drop(session);
+        let (commands, _) = server.await.unwrap();
+        let mut expected = vec!["INSTREAM 3"; CONFIRM_EVERY];
+        expected.extend(["VERSION", "INSTREAM 3", "VERSION"]);
+        let long = format!("INSTREAM {CONFIRM_BEFORE_BYTES}");
+        expected.push(&long);
+        assert_eq!(commands, expected);
+    }
+
+    #[tokio::test]
+    async fn a_session_idle_past_its_last_version_asks_again_before_it_scans() {
+        let script = Script::default();
+        let engine = script.engine.clone();
+        let (clamd, server) = fake_clamd(script).await;
+        let mut session = clamd.connect().await.unwrap();
+        session.scan_and_confirm(body(vec![b"abc"], 3)).await.unwrap();
+        // clamd reloads while the session idles.
+        tokio::time::sleep(NAMED_FRESH_FOR + Duration::from_millis(100)).await;
+        *engine.lock().unwrap() = RELOADED;
+        let outcome = session.scan_and_confirm(body(vec![b"abc"], 3)).await.unwrap();
+        assert_eq!(outcome.definitions.map(|d| d.version), Some(27400));
+        drop(session);
+        let (commands, _) = server.await.unwrap();
+        assert_eq!(commands, ["INSTREAM 3", "VERSION", "VERSION", "INSTREAM 3", "VERSION"]);
+    }
+
+    #[tokio::test]
+    async fn verdicts_of_a_session_that_ends_before_naming_them_are_errors() {
+        let (clamd, _server) = fake_clamd(Script::default()).await;
+        let mut session = clamd.connect().await.unwrap();
+        let scanned = session.scan(body(vec![b"abc"], 3)).await.unwrap();
+        drop(session);
+        assert!(scanned.outcome().await.is_err());
+    }
+
+    #[tokio::test]
     async fn a_short_body_is_an_error_not_a_verdict() {
-        let (clamd, _server) = fake_clamd("3: stream: OK\0").await;
+        let (clamd, _server) = fake_clamd(Script::default()).await;
         let mut session = clamd.connect().await.unwrap();
         let result = session.scan(body(vec![b"abc"], 10)).await;
         assert!(
@@ -326,7 +573,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_stalled_object_stream_times_out_instead_of_holding_the_session() {
-        let (mut clamd, _server) = fake_clamd("3: stream: OK\0").await;
+        let (mut clamd, _server) = fake_clamd(Script::default()).await;
         clamd.io_timeout = Duration::from_millis(200);
         let mut session = clamd.connect().await.unwrap();
         let stalled = ObjectBody {
@@ -338,27 +585,39 @@ mod tests {
 
     #[tokio::test]
     async fn a_reply_with_the_wrong_session_id_is_an_error() {
-        let (clamd, _server) = fake_clamd("7: stream: OK\0").await;
+        let (clamd, _server) = fake_clamd(Script {
+            id_offset: 5,
+            ..Script::default()
+        })
+        .await;
         let mut session = clamd.connect().await.unwrap();
         assert!(session.scan(body(vec![b"abc"], 3)).await.is_err());
     }
 
     #[tokio::test]
     async fn a_scan_longer_than_the_stall_limit_but_within_max_scan_time_gets_its_verdict() {
-        let (clamd, _server) = fake_clamd_scanning_for("3: stream: OK\0", Duration::from_millis(800)).await;
+        let (clamd, _server) = fake_clamd(Script {
+            scan_time: Duration::from_millis(800),
+            ..Script::default()
+        })
+        .await;
         let clamd = Clamd {
             io_timeout: Duration::from_millis(200),
             ..clamd
         }
         .with_max_scan_time(Duration::from_secs(2));
         let mut session = clamd.connect().await.unwrap();
-        let outcome = session.scan(body(vec![b"abc"], 3)).await.unwrap();
+        let outcome = session.scan_and_confirm(body(vec![b"abc"], 3)).await.unwrap();
         assert_eq!(outcome.verdict, Verdict::Clean);
     }
 
     #[tokio::test]
     async fn a_scan_past_max_scan_time_is_a_timeout_not_a_verdict() {
-        let (clamd, _server) = fake_clamd_scanning_for("3: stream: OK\0", Duration::from_secs(3)).await;
+        let (clamd, _server) = fake_clamd(Script {
+            scan_time: Duration::from_secs(3),
+            ..Script::default()
+        })
+        .await;
         let clamd = Clamd {
             io_timeout: Duration::from_millis(200),
             ..clamd
@@ -398,13 +657,21 @@ mod tests {
                 }
             }
             until(&mut socket, &mut received, &mut buf, 0, |r| r.ends_with(b"zVERSION\0")).await;
-            socket.write_all(b"1: ClamAV 1.4.6\0").await.unwrap();
+            socket.write_all(format!("1: {RELOADED}\0").as_bytes()).await.unwrap();
+            // A first scan, whose verdict waits for a VERSION.
+            let start = received.len();
+            until(&mut socket, &mut received, &mut buf, start, |r| {
+                r.ends_with(&[0, 0, 0, 0])
+            })
+            .await;
+            socket.write_all(b"2: stream: OK\0").await.unwrap();
+            // The long second scan asks VERSION first.
             let start = received.len();
             until(&mut socket, &mut received, &mut buf, start, |r| {
                 r.starts_with(b"zVERSION\0zINSTREAM\0")
             })
             .await;
-            socket.write_all(b"2: ").await.unwrap();
+            socket.write_all(b"3: ").await.unwrap();
             // The rest of the reply only once the client sent something after the first part.
             let prefix_seen = received.len();
             until(&mut socket, &mut received, &mut buf, prefix_seen, |r| !r.is_empty()).await;
@@ -412,10 +679,7 @@ mod tests {
                 !received.ends_with(&[0, 0, 0, 0]),
                 "the terminator went out before clamd's VERSION reply was whole: Nagle would hold the verdict"
             );
-            socket
-                .write_all(b"ClamAV 1.4.6/27400/Sun Nov  1 10:00:00 2026\0")
-                .await
-                .unwrap();
+            socket.write_all(format!("{RELOADED}\0").as_bytes()).await.unwrap();
             // The verdict only once the client sent something after the reply's second part.
             let text_seen = received.len();
             until(&mut socket, &mut received, &mut buf, text_seen, |r| !r.is_empty()).await;
@@ -423,14 +687,18 @@ mod tests {
                 r.ends_with(&[0, 0, 0, 0])
             })
             .await;
-            socket.write_all(b"3: stream: OK\0").await.unwrap();
+            socket.write_all(b"4: stream: OK\0").await.unwrap();
         });
         let clamd = Clamd::new(address, 1024, Duration::from_secs(2));
         let mut session = clamd.connect().await.unwrap();
-        let payload: &'static [u8] = Box::leak(vec![7u8; 2500].into_boxed_slice());
-        let outcome = session.scan(body(vec![payload], 2500)).await.unwrap();
-        assert_eq!(outcome.verdict, Verdict::Clean);
-        assert_eq!(outcome.definitions.map(|d| d.version), Some(27400));
+        let first = session.scan(body(vec![b"abc"], 3)).await.unwrap();
+        let long: &'static [u8] = Box::leak(vec![7u8; CONFIRM_BEFORE_BYTES as usize].into_boxed_slice());
+        let second = session.scan(body(vec![long], long.len() as u64)).await.unwrap();
+        assert_eq!(second.verdict, Verdict::Clean);
+        assert_eq!(
+            first.outcome().await.unwrap().definitions.map(|d| d.version),
+            Some(27400)
+        );
         server.await.unwrap();
     }
 }

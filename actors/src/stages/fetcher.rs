@@ -173,10 +173,12 @@ impl FetcherState {
             trace: trace.clone(),
         };
         self.arguments.scan_pool.submit(job);
-        match verdict.await {
-            Ok(result) => Ok(Inspection::Scanned(result?)),
-            Err(_) => Err(ScanError::Unavailable("scanner stopped mid-scan".into()).into()),
-        }
+        let reply = match verdict.await {
+            Ok(reply) => reply?,
+            Err(_) => return Err(ScanError::Unavailable("scanner stopped mid-scan".into()).into()),
+        };
+        // The archive check of a body held whole may still read it: its room is held until then.
+        Ok(Inspection::Scanned(reply.outcome().await?))
     }
 
     /// What an object of `size` bytes holds from before its GET until the verdict: room in the

@@ -17,7 +17,7 @@ use super::pool::WorkerSlot;
 use crate::archive_guard::{self, ArchiveCheck, GuardLimits};
 use crate::metrics::Latency;
 use crate::model::ScanOutcome;
-use crate::ports::{ObjectBody, ScanEngine, ScanError, ScanSession};
+use crate::ports::{ObjectBody, ScanEngine, ScanError, ScanSession, Scanned};
 use crate::trace::Traced;
 
 /// One object to scan; the verdict goes back on `reply`.
@@ -28,9 +28,24 @@ pub(crate) struct ScanJob {
     /// checks the body while it streams.
     pub(crate) check: Option<ArchiveCheck>,
     /// Where the fetcher waits for the verdict.
-    pub(crate) reply: oneshot::Sender<Result<ScanOutcome, ScanError>>,
+    pub(crate) reply: oneshot::Sender<Result<ScanReply, ScanError>>,
     /// The object's span, parent of the `scan` span.
     pub(crate) trace: Span,
+}
+
+/// A scanner's answer: the engine's verdict, whose definitions may still be named after the
+/// session moved on, and the archive check that may overrule a clean one. The fetcher waits
+/// for both, so the session is free as soon as the engine answered.
+pub(crate) struct ScanReply {
+    pub(crate) scanned: Scanned,
+    pub(crate) check: ArchiveCheck,
+}
+
+impl ScanReply {
+    /// The outcome once the definitions are named and the archive check is done.
+    pub(crate) async fn outcome(self) -> Result<ScanOutcome, ScanError> {
+        Ok(self.check.apply(self.scanned.outcome().await?).await)
+    }
 }
 
 impl Traced for ScanJob {
@@ -65,7 +80,7 @@ impl ScannerState {
         body: ObjectBody,
         check: Option<ArchiveCheck>,
         span: &Span,
-    ) -> Result<ScanOutcome, ScanError> {
+    ) -> Result<ScanReply, ScanError> {
         if let Some(session) = self.session.as_mut() {
             if !session.is_reusable() {
                 tracing::debug!(
@@ -96,7 +111,28 @@ impl ScannerState {
         if result.is_ok() {
             metrics::counter!(crate::metrics::BYTES_SCANNED).increment(size);
         }
-        Ok(archive_check.apply(result?).await)
+        Ok(ScanReply {
+            scanned: result?,
+            check: archive_check,
+        })
+    }
+
+    /// Before the scanner idles: names the definitions of the verdicts its session gave, which
+    /// would otherwise wait for its next scan. A session that cannot is not used again (its
+    /// waiting verdicts fail, and their messages are retried).
+    async fn confirm(&mut self) {
+        let Some(session) = self.session.as_mut() else {
+            return;
+        };
+        if let Err(err) = session.confirm().await {
+            tracing::warn!(
+                scanner = self.arguments.slot.index,
+                connection = session.id(),
+                error = %err,
+                "could not name the definitions of the last verdicts; their messages are retried"
+            );
+            self.session = None;
+        }
     }
 }
 
@@ -115,9 +151,9 @@ impl ScannerState {
         );
         let result = self.scan(job.body, job.check, &span).instrument(span.clone()).await;
         match &result {
-            Ok(outcome) => {
-                span.record("scan.verdict", outcome.verdict.label());
-                if let Some(signature) = outcome.verdict.signature() {
+            Ok(reply) => {
+                span.record("scan.verdict", reply.scanned.verdict.label());
+                if let Some(signature) = reply.scanned.verdict.signature() {
                     span.record("scan.signature", signature);
                 }
             }
@@ -158,6 +194,7 @@ impl Actor for Scanner {
             state.run(job).await;
             next = state.arguments.slot.next_job(&myself);
         }
+        state.confirm().await;
         Ok(())
     }
 }

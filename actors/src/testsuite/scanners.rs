@@ -1,7 +1,8 @@
 //! Fakes clamd ([`ScanEngine`] and its [`ScanSession`]s). [`PatternScanner`] keeps the contract
 //! the scan pool relies on: a verdict only after reading the body to its end, a broken body
 //! stream is an error without a verdict, each connection has its own id; it also counts
-//! connections and concurrent scans and can be slowed down or told to panic. It does not check
+//! connections and concurrent scans and can be slowed down or told to panic; like the clamd
+//! session, it names a verdict's definitions only on its next scan or `confirm`. It does not check
 //! the streamed length against `content_length` as the clamd session does. [`NullScanner`]
 //! answers clean without reading, for benches that measure the pipeline alone.
 
@@ -13,8 +14,9 @@ use async_trait::async_trait;
 use futures::StreamExt;
 
 use super::PanicSwitch;
-use crate::model::{ScanOutcome, Verdict};
-use crate::ports::{ObjectBody, ScanEngine, ScanError, ScanSession};
+use crate::model::Verdict;
+use crate::ports::{Judge, JudgedBy, ObjectBody, ScanEngine, ScanError, ScanSession, Scanned};
+use tokio::sync::oneshot;
 
 /// Body content that [`PatternScanner`] calls infected.
 pub const FAKE_VIRUS: &[u8] = b"FAKE-VIRUS-MARKER";
@@ -44,6 +46,8 @@ struct PatternSession {
     peak_active: Arc<AtomicUsize>,
     delay: Duration,
     stale_definitions: Arc<AtomicBool>,
+    /// Verdicts waiting for `confirm` (with `confirm_later`).
+    unconfirmed: Vec<(oneshot::Sender<Result<Judge, ScanError>>, Judge)>,
 }
 
 #[async_trait]
@@ -56,13 +60,16 @@ impl ScanEngine for PatternScanner {
             peak_active: self.peak_active.clone(),
             delay: self.delay,
             stale_definitions: self.stale_definitions.clone(),
+            unconfirmed: Vec::new(),
         }))
     }
 }
 
 #[async_trait]
 impl ScanSession for PatternSession {
-    async fn scan(&mut self, mut body: ObjectBody) -> Result<ScanOutcome, ScanError> {
+    async fn scan(&mut self, mut body: ObjectBody) -> Result<Scanned, ScanError> {
+        // Earlier verdicts are named when the next scan starts, as clamd's session does.
+        self.confirm().await?;
         let now = self.active.fetch_add(1, Ordering::SeqCst) + 1;
         self.peak_active.fetch_max(now, Ordering::SeqCst);
         struct Active(Arc<AtomicUsize>);
@@ -88,8 +95,7 @@ impl ScanSession for PatternSession {
         } else {
             Verdict::Clean
         };
-        Ok(ScanOutcome {
-            verdict,
+        let judge = Judge {
             engine: Some("pattern-scanner".into()),
             definitions: Some(if self.stale_definitions.load(Ordering::SeqCst) {
                 crate::definitions::Definitions {
@@ -99,9 +105,22 @@ impl ScanSession for PatternSession {
             } else {
                 fresh_definitions()
             }),
-            sha256: None,
-            allowed_by: None,
+        };
+        // Named on the next scan or `confirm`, as the clamd session does: a scanner that idles
+        // without confirming leaves its verdicts waiting.
+        let (name, named) = oneshot::channel();
+        self.unconfirmed.push((name, judge));
+        Ok(Scanned {
+            verdict,
+            judged_by: JudgedBy::Confirming(named),
         })
+    }
+
+    async fn confirm(&mut self) -> Result<(), ScanError> {
+        for (name, judge) in self.unconfirmed.drain(..) {
+            let _ = name.send(Ok(judge));
+        }
+        Ok(())
     }
 
     fn is_reusable(&mut self) -> bool {
@@ -137,14 +156,18 @@ impl ScanEngine for NullScanner {
 
 #[async_trait]
 impl ScanSession for NullSession {
-    async fn scan(&mut self, _: ObjectBody) -> Result<ScanOutcome, ScanError> {
-        Ok(ScanOutcome {
+    async fn scan(&mut self, _: ObjectBody) -> Result<Scanned, ScanError> {
+        Ok(Scanned {
             verdict: Verdict::Clean,
-            engine: None,
-            definitions: Some(fresh_definitions()),
-            sha256: None,
-            allowed_by: None,
+            judged_by: JudgedBy::Known(Judge {
+                engine: None,
+                definitions: Some(fresh_definitions()),
+            }),
         })
+    }
+
+    async fn confirm(&mut self) -> Result<(), ScanError> {
+        Ok(())
     }
 
     fn is_reusable(&mut self) -> bool {

@@ -4,7 +4,7 @@
 CARGO ?= cargo
 STACK_ENV := .stack/avscan.env
 
-.PHONY: stack stack-down run test soak fuzz lint bench-e2e
+.PHONY: stack stack-down run test soak fuzz lint bench bench-e2e
 
 # The emulator the stack runs and the tests and benches use: moto (127.0.0.1:4566) or ministack
 # (127.0.0.1:4567), e.g. `EMULATOR=ministack make test`. Each has its own port, so both can run.
@@ -50,6 +50,13 @@ FUZZ_SHRINK_SECS ?= 300
 fuzz: stack
 	FUZZ_OBJECTS=$(FUZZ_OBJECTS) FUZZ_SEED=$(FUZZ_SEED) FUZZ_SHRINK_SECS=$(FUZZ_SHRINK_SECS) \
 		$(CARGO) test --test differential -- --nocapture
+
+# The criterion benches (BENCHMARKS.md), clamd and the benches each on CPUs of their own as in a
+# deployment (compose/bench.sh; BENCH_SHARED_CORES=1 shares them). BENCH_ARGS go to cargo bench,
+# e.g. BENCH_ARGS="--bench latency".
+BENCH_ARGS ?=
+bench: stack
+	bash compose/bench.sh $(BENCH_ARGS)
 
 # The end-to-end benchmark: the release binary against the local stack (EMULATOR); prints
 # files/s, MB/s, p50/p99, peak RSS, AWS calls per file and the CPU per file of avscan, clamd and

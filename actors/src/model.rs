@@ -208,21 +208,28 @@ pub struct Judge {
 pub enum JudgedBy {
     /// Known when the verdict came.
     Known(Judge),
-    /// Named on the session's next scan or
+    /// Named by a later `VERSION` of the session: before one of its next scans, or on
     /// [`ScanSession::confirm`](crate::ports::ScanSession::confirm). An error, or the session
     /// ending first, leaves the verdict without a judge: it is no verdict, and retried.
     Confirming(tokio::sync::oneshot::Receiver<Result<Judge, ScanError>>),
 }
 
+impl JudgedBy {
+    /// The judge, once named.
+    pub async fn named(self) -> Result<Judge, ScanError> {
+        match self {
+            JudgedBy::Known(judge) => Ok(judge),
+            JudgedBy::Confirming(named) => named
+                .await
+                .map_err(|_| ScanError::Io("the session ended before it named the definitions of a verdict".into()))?,
+        }
+    }
+}
+
 impl Scanned {
     /// The verdict with its engine and definitions, once they are named.
     pub async fn outcome(self) -> Result<ScanOutcome, ScanError> {
-        let judge = match self.judged_by {
-            JudgedBy::Known(judge) => judge,
-            JudgedBy::Confirming(named) => named.await.map_err(|_| {
-                ScanError::Io("the session ended before it named the definitions of a verdict".into())
-            })??,
-        };
+        let judge = self.judged_by.named().await?;
         Ok(ScanOutcome {
             verdict: self.verdict,
             engine: judge.engine,

@@ -33,7 +33,8 @@ pub(crate) enum RetryCause {
     Restart,
     /// The ticket was dropped unresolved (an actor died holding it).
     Dropped,
-    /// clamd said clean with definitions too old (or of unknown age) to be trusted.
+    /// clamd said clean with definitions too old (or of unknown age) to be trusted, or reloaded
+    /// them during the scan.
     Definitions,
 }
 

@@ -6,11 +6,12 @@
 //! last one answered before the scan began and the first one asked after its verdict came. Equal,
 //! they name the engine that judged the body (clamd swaps engines only between the two); unequal
 //! (a reload in between), the verdict is not taken and its message is retried. Up to
-//! [`CONFIRM_EVERY`] verdicts share one VERSION, asked before the next scan or when the scanner
-//! idles ([`ScanSession::confirm`]): one per scan cost 6–14 % of raw clamd's files/s on small
-//! objects (BENCHMARKS.md). A session idle for [`NAMED_FRESH_FOR`] asks before its next scan. Asked on the same connection, it names the clamd that scanned even
-//! when several answer behind one address. The client in `mod.rs` opens the session; the framing
-//! and reply parsing it uses are in `protocol.rs`.
+//! [`CONFIRM_EVERY`] verdicts share one VERSION, asked before a scan (when that many wait, the
+//! body is at least [`CONFIRM_BEFORE_BYTES`], or the last is [`NAMED_FRESH_FOR`] old) or when the
+//! scanner idles ([`ScanSession::confirm`]): one per scan cost clamd 8 % more CPU per 4 KiB object
+//! (BENCHMARKS.md (e)). Asked on the same connection, it names the clamd that scanned even when
+//! several answer behind one address. The client in `mod.rs` opens the session; the framing and
+//! reply parsing it uses are in `protocol.rs`.
 
 use std::time::{Duration, Instant};
 
@@ -64,6 +65,8 @@ pub(super) struct ClamdSession {
     named_at: Instant,
     /// Verdicts given since that VERSION, waiting for the next to name their definitions.
     unconfirmed: Vec<oneshot::Sender<Result<Judge, ScanError>>>,
+    /// A VERSION sent and its reply not read yet: the command's id.
+    version_unread: Option<u64>,
 }
 
 impl ClamdSession {
@@ -89,6 +92,7 @@ impl ClamdSession {
             engine,
             named_at: Instant::now(),
             unconfirmed: Vec::new(),
+            version_unread: None,
         }
     }
 
@@ -119,19 +123,11 @@ impl ClamdSession {
 
     /// After a failed write: clamd may have stopped reading because the stream exceeded its
     /// limit, and said so before closing. Its reply decides; without one the write error stands.
-    async fn reply_after_failed_write(
-        &mut self,
-        scan: Scan,
-        version_read: bool,
-        write_error: ScanError,
-    ) -> Result<Verdict, ScanError> {
+    async fn reply_after_failed_write(&mut self, scan: Scan, write_error: ScanError) -> Result<Verdict, ScanError> {
         self.closing = true;
         let limit = Duration::from_secs(2).min(self.io_timeout);
-        if let (Some(version), false) = (scan.version, version_read) {
-            match self.version_reply(version, limit).await {
-                Ok(engine) => self.named(engine),
-                Err(_) => return Err(write_error),
-            }
+        if !self.name_waiting_verdicts(limit).await {
+            return Err(write_error);
         }
         match self.replies.next(&mut self.stream, limit).await {
             Ok(reply) => match parse_scan_reply(&reply, Some(scan.instream)) {
@@ -147,9 +143,27 @@ impl ClamdSession {
         }
     }
 
+    /// Reads the reply of a VERSION sent and not read yet, and names the waiting verdicts with it,
+    /// waiting at most `limit`: after a scan failed on our side (a broken or stalled source),
+    /// they keep their names. Whether nothing is left unread.
+    async fn name_waiting_verdicts(&mut self, limit: Duration) -> bool {
+        let Some(version) = self.version_unread else {
+            return true;
+        };
+        self.stream.acknowledge_at_once();
+        match self.version_reply(version, limit).await {
+            Ok(engine) => {
+                self.named(engine);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
     /// A VERSION reply: the line, which must name the engine.
     async fn version_reply(&mut self, command: u64, limit: Duration) -> Result<String, ScanError> {
         let reply = self.replies.next(&mut self.stream, limit).await?;
+        self.version_unread = None;
         parse_version_reply(&reply, command)
     }
 
@@ -159,6 +173,7 @@ impl ClamdSession {
         // What still has to go out before the first chunk.
         let mut command = INSTREAM_START;
         if scan.version.is_some() {
+            self.version_unread = scan.version;
             with_timeout(
                 self.io_timeout,
                 "starting INSTREAM",
@@ -166,6 +181,10 @@ impl ClamdSession {
             )
             .await?;
             command = b"";
+            if body.content_length == 0 {
+                // No body packet will carry the ACK (see below).
+                self.stream.acknowledge_at_once();
+            }
             // In a session clamd writes VERSION's reply in two parts, `<id>: ` and the text, and
             // its Nagle's algorithm holds back whatever it writes next until what it wrote is
             // acknowledged. Left to our delayed ACK that is 40 ms per scan (measured: 4 KiB
@@ -196,7 +215,7 @@ impl ClamdSession {
             while pending.len() >= self.chunk_size {
                 let chunk = pending.split_to(self.chunk_size);
                 if let Err(err) = self.write_chunk(command, &chunk).await {
-                    return self.reply_after_failed_write(scan, false, err).await;
+                    return self.reply_after_failed_write(scan, err).await;
                 }
                 command = b"";
             }
@@ -211,7 +230,7 @@ impl ClamdSession {
             Some(version) => {
                 if !pending.is_empty() {
                     if let Err(err) = self.write_chunk(command, &pending).await {
-                        return self.reply_after_failed_write(scan, false, err).await;
+                        return self.reply_after_failed_write(scan, err).await;
                     }
                 }
                 let engine = self.version_reply(version, self.io_timeout).await?;
@@ -231,7 +250,7 @@ impl ClamdSession {
             }
         };
         if let Err(err) = with_timeout(self.io_timeout, "ending INSTREAM", self.stream.write_all(&end)).await {
-            return self.reply_after_failed_write(scan, true, err).await;
+            return self.reply_after_failed_write(scan, err).await;
         }
         // clamd scans only now, for up to its MaxScanTime: the scan clock, not the stall clock.
         let reply = self.replies.next(&mut self.stream, self.reply_timeout).await?;
@@ -277,7 +296,15 @@ impl ScanSession for ClamdSession {
             instream: self.next_command,
         };
         self.next_command += 1;
-        let verdict = self.instream(body, scan).await?;
+        let verdict = match self.instream(body, scan).await {
+            Ok(verdict) => verdict,
+            Err(err) => {
+                // The session ends; the verdicts waiting keep their names if its VERSION came.
+                self.name_waiting_verdicts(Duration::from_secs(2).min(self.io_timeout))
+                    .await;
+                return Err(err);
+            }
+        };
         let judged_by = match verdict {
             // clamd refused the stream at its size limit before any definitions saw it, and
             // closes the session: nothing to confirm, no later VERSION.
@@ -511,7 +538,11 @@ mod tests {
         };
         assert!(named.try_recv().is_err());
         // The next scan asks first: every waiting verdict is named, its own waits.
-        let last = session.scan(body(vec![b"abc"], 3)).await.unwrap();
+        let mut last = session.scan(body(vec![b"abc"], 3)).await.unwrap();
+        let JudgedBy::Confirming(named) = &mut last.judged_by else {
+            panic!("named before a VERSION followed the verdict");
+        };
+        assert!(named.try_recv().is_err(), "named by the VERSION asked before it");
         for verdict in waiting {
             assert_eq!(verdict.outcome().await.unwrap().engine.as_deref(), Some(ENGINE));
         }
@@ -543,6 +574,30 @@ mod tests {
         drop(session);
         let (commands, _) = server.await.unwrap();
         assert_eq!(commands, ["INSTREAM 3", "VERSION", "VERSION", "INSTREAM 3", "VERSION"]);
+    }
+
+    #[tokio::test]
+    async fn a_body_that_breaks_off_after_its_version_leaves_the_waiting_verdicts_named() {
+        let (clamd, _server) = fake_clamd(Script::default()).await;
+        let mut session = clamd.connect().await.unwrap();
+        let waiting = session.scan(body(vec![b"abc"], 3)).await.unwrap();
+        // A long body asks VERSION first, then its source fails.
+        let broken = ObjectBody {
+            content_length: CONFIRM_BEFORE_BYTES,
+            chunks: futures::stream::iter([
+                Ok(Bytes::from_static(b"abc")),
+                Err(avscan_actors::ports::StoreError::Failed {
+                    operation: "GetObject",
+                    bucket: "b".into(),
+                    key: "k".into(),
+                    detail: "connection reset".into(),
+                }),
+            ])
+            .boxed(),
+        };
+        assert!(matches!(session.scan(broken).await, Err(ScanError::Source(_))));
+        drop(session);
+        assert_eq!(waiting.outcome().await.unwrap().engine.as_deref(), Some(ENGINE));
     }
 
     #[tokio::test]
@@ -658,47 +713,62 @@ mod tests {
             }
             until(&mut socket, &mut received, &mut buf, 0, |r| r.ends_with(b"zVERSION\0")).await;
             socket.write_all(format!("1: {RELOADED}\0").as_bytes()).await.unwrap();
-            // A first scan, whose verdict waits for a VERSION.
-            let start = received.len();
-            until(&mut socket, &mut received, &mut buf, start, |r| {
-                r.ends_with(&[0, 0, 0, 0])
-            })
-            .await;
-            socket.write_all(b"2: stream: OK\0").await.unwrap();
-            // The long second scan asks VERSION first.
+            // Scans whose verdicts wait for a VERSION.
+            for id in 2..2 + CONFIRM_EVERY {
+                let start = received.len();
+                until(&mut socket, &mut received, &mut buf, start, |r| {
+                    r.ends_with(&[0, 0, 0, 0])
+                })
+                .await;
+                socket
+                    .write_all(format!("{id}: stream: OK\0").as_bytes())
+                    .await
+                    .unwrap();
+            }
+            // The next scan asks VERSION first.
             let start = received.len();
             until(&mut socket, &mut received, &mut buf, start, |r| {
                 r.starts_with(b"zVERSION\0zINSTREAM\0")
             })
             .await;
-            socket.write_all(b"3: ").await.unwrap();
-            // The rest of the reply only once the client sent something after the first part.
-            let prefix_seen = received.len();
-            until(&mut socket, &mut received, &mut buf, prefix_seen, |r| !r.is_empty()).await;
-            assert!(
-                !received.ends_with(&[0, 0, 0, 0]),
+            let version = 2 + CONFIRM_EVERY;
+            socket.write_all(format!("{version}: ").as_bytes()).await.unwrap();
+            // The rest of the reply only once the client sent something after the first part:
+            // the whole body, and not the terminator.
+            let body_from = start + b"zVERSION\0zINSTREAM\0".len();
+            until(&mut socket, &mut received, &mut buf, body_from, |r| r.len() >= 4 + 100).await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let more = socket.try_read(&mut buf).unwrap_or(0);
+            received.extend_from_slice(&buf[..more]);
+            assert_eq!(
+                received.len(),
+                body_from + 4 + 100,
                 "the terminator went out before clamd's VERSION reply was whole: Nagle would hold the verdict"
             );
             socket.write_all(format!("{RELOADED}\0").as_bytes()).await.unwrap();
-            // The verdict only once the client sent something after the reply's second part.
+            // The verdict only once the client sent the terminator after the reply's second part.
             let text_seen = received.len();
-            until(&mut socket, &mut received, &mut buf, text_seen, |r| !r.is_empty()).await;
-            until(&mut socket, &mut received, &mut buf, start, |r| {
-                r.ends_with(&[0, 0, 0, 0])
-            })
-            .await;
-            socket.write_all(b"4: stream: OK\0").await.unwrap();
+            until(&mut socket, &mut received, &mut buf, text_seen, |r| r == [0, 0, 0, 0]).await;
+            socket
+                .write_all(format!("{}: stream: OK\0", version + 1).as_bytes())
+                .await
+                .unwrap();
         });
         let clamd = Clamd::new(address, 1024, Duration::from_secs(2));
         let mut session = clamd.connect().await.unwrap();
-        let first = session.scan(body(vec![b"abc"], 3)).await.unwrap();
-        let long: &'static [u8] = Box::leak(vec![7u8; CONFIRM_BEFORE_BYTES as usize].into_boxed_slice());
-        let second = session.scan(body(vec![long], long.len() as u64)).await.unwrap();
-        assert_eq!(second.verdict, Verdict::Clean);
-        assert_eq!(
-            first.outcome().await.unwrap().definitions.map(|d| d.version),
-            Some(27400)
-        );
+        let mut waiting = Vec::new();
+        for _ in 0..CONFIRM_EVERY {
+            waiting.push(session.scan(body(vec![b"abc"], 3)).await.unwrap());
+        }
+        let small: &'static [u8] = &[7u8; 100];
+        let last = session.scan(body(vec![small], 100)).await.unwrap();
+        assert_eq!(last.verdict, Verdict::Clean);
         server.await.unwrap();
+        for verdict in waiting {
+            assert_eq!(
+                verdict.outcome().await.unwrap().definitions.map(|d| d.version),
+                Some(27400)
+            );
+        }
     }
 }

@@ -156,7 +156,7 @@ impl FetcherState {
                 None => break (body, self.permits_for(length).await),
             }
         };
-        // Held until the verdict: a body read whole is in memory until the scanner streamed it.
+        // Held until scanned and checked: a body read whole is in memory until then.
         let (body, check) = match body.content_length <= WHOLE_BODY_BYTES {
             true => {
                 let (body, check) = read_whole(body, self.arguments.guard_limits).await?;
@@ -164,7 +164,7 @@ impl FetcherState {
             }
             false => (body, None),
         };
-        let _held = permits;
+        let held = permits;
         let (reply, verdict) = oneshot::channel();
         let job = ScanJob {
             body,
@@ -177,11 +177,12 @@ impl FetcherState {
             Ok(reply) => reply?,
             Err(_) => return Err(ScanError::Unavailable("scanner stopped mid-scan".into()).into()),
         };
-        // The archive check of a body held whole may still read it: its room is held until then.
-        Ok(Inspection::Scanned(reply.outcome().await?))
+        // The archive check of a body held whole may still read it: its room is held until then,
+        // not while the verdict's definitions are named.
+        Ok(Inspection::Scanned(reply.outcome(held).await?))
     }
 
-    /// What an object of `size` bytes holds from before its GET until the verdict: room in the
+    /// What an object of `size` bytes holds from before its GET until it was scanned and checked: room in the
     /// budget of bodies held whole (a permit per byte), else the [`streamed_object_gate`]'s
     /// permits; waits for them. `None` only once a semaphore is closed (never: they live as long
     /// as the fetchers).

@@ -146,6 +146,8 @@ pub(crate) fn route(
         Err(err) => Route::Retry {
             cause: match err {
                 InspectError::Fetch(_) => RetryCause::Fetch,
+                // clamd reloaded during the scan: which definitions judged it is unknown.
+                InspectError::Scan(ScanError::DefinitionsChanged { .. }) => RetryCause::Definitions,
                 InspectError::Scan(_) => RetryCause::Scan,
             },
             reason: err.to_string(),
@@ -358,6 +360,19 @@ mod tests {
         assert!(
             matches!(scan_failure, Route::Retry { cause: RetryCause::Scan, reason } if reason.contains("timed out"))
         );
+        // clamd reloaded during the scan: counted with the definitions' retries.
+        let reloaded = route(Err(ScanError::DefinitionsChanged {
+            before: "ClamAV 1.4.6/27399".into(),
+            after: "ClamAV 1.4.6/27400".into(),
+        }
+        .into()));
+        assert!(matches!(
+            reloaded,
+            Route::Retry {
+                cause: RetryCause::Definitions,
+                ..
+            }
+        ));
         let fetch_failure = route(Err(StoreError::Failed {
             operation: "GetObject",
             bucket: "b".into(),

@@ -42,9 +42,27 @@ pub(crate) struct ScanReply {
 }
 
 impl ScanReply {
-    /// The outcome once the definitions are named and the archive check is done.
-    pub(crate) async fn outcome(self) -> Result<ScanOutcome, ScanError> {
-        Ok(self.check.apply(self.scanned.outcome().await?).await)
+    /// The outcome: the archive check first, then `release` (what the body held: only the
+    /// check still reads it), then the verdict's definitions, which may wait for later scans of
+    /// the session.
+    pub(crate) async fn outcome<T>(self, release: T) -> Result<ScanOutcome, ScanError> {
+        let checked = self
+            .check
+            .apply(ScanOutcome {
+                verdict: self.scanned.verdict,
+                engine: None,
+                definitions: None,
+                sha256: None,
+                allowed_by: None,
+            })
+            .await;
+        drop(release);
+        let judge = self.scanned.judged_by.named().await?;
+        Ok(ScanOutcome {
+            engine: judge.engine,
+            definitions: judge.definitions,
+            ..checked
+        })
     }
 }
 

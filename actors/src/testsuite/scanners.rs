@@ -46,7 +46,7 @@ struct PatternSession {
     peak_active: Arc<AtomicUsize>,
     delay: Duration,
     stale_definitions: Arc<AtomicBool>,
-    /// Verdicts waiting for `confirm` (with `confirm_later`).
+    /// Verdicts waiting for `confirm` or the next scan.
     unconfirmed: Vec<(oneshot::Sender<Result<Judge, ScanError>>, Judge)>,
 }
 

@@ -523,6 +523,14 @@ mod tests {
         );
     }
 
+    /// `scanned` still waits for a VERSION after it to name its definitions.
+    fn assert_unnamed(scanned: &mut Scanned) {
+        let JudgedBy::Confirming(named) = &mut scanned.judged_by else {
+            panic!("named before a VERSION followed the verdict");
+        };
+        assert!(named.try_recv().is_err(), "named before a VERSION followed the verdict");
+    }
+
     #[tokio::test]
     async fn verdicts_share_a_version_asked_before_a_later_scan() {
         let (clamd, server) = fake_clamd(Script::default()).await;
@@ -532,17 +540,10 @@ mod tests {
             waiting.push(session.scan(body(vec![b"abc"], 3)).await.unwrap());
         }
         // Unnamed until a VERSION follows them.
-        let mut first = waiting.remove(0);
-        let JudgedBy::Confirming(named) = &mut first.judged_by else {
-            panic!("named before a VERSION followed the verdict");
-        };
-        assert!(named.try_recv().is_err());
+        assert_unnamed(&mut waiting[0]);
         // The next scan asks first: every waiting verdict is named, its own waits.
         let mut last = session.scan(body(vec![b"abc"], 3)).await.unwrap();
-        let JudgedBy::Confirming(named) = &mut last.judged_by else {
-            panic!("named before a VERSION followed the verdict");
-        };
-        assert!(named.try_recv().is_err(), "named by the VERSION asked before it");
+        assert_unnamed(&mut last);
         for verdict in waiting {
             assert_eq!(verdict.outcome().await.unwrap().engine.as_deref(), Some(ENGINE));
         }

@@ -164,7 +164,6 @@ impl FetcherState {
             }
             false => (body, None),
         };
-        let held = permits;
         let (reply, verdict) = oneshot::channel();
         let job = ScanJob {
             body,
@@ -179,12 +178,12 @@ impl FetcherState {
         };
         // The archive check of a body held whole may still read it: its room is held until then,
         // not while the verdict's definitions are named.
-        Ok(Inspection::Scanned(reply.outcome(held).await?))
+        Ok(Inspection::Scanned(reply.outcome(permits).await?))
     }
 
-    /// What an object of `size` bytes holds from before its GET until it was scanned and checked: room in the
-    /// budget of bodies held whole (a permit per byte), else the [`streamed_object_gate`]'s
-    /// permits; waits for them. `None` only once a semaphore is closed (never: they live as long
+    /// What an object of `size` bytes holds from before its GET until it was scanned and
+    /// checked: room in the budget of bodies held whole (a permit per byte), else the
+    /// [`streamed_object_gate`]'s permits; waits for them. `None` only once a semaphore is closed (never: they live as long
     /// as the fetchers).
     async fn permits_for(&self, size: u64) -> Option<OwnedSemaphorePermit> {
         let (semaphore, count) = self.semaphore_for(size);

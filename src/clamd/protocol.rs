@@ -5,11 +5,13 @@
 //! `mod.rs` (one-off commands, the session handshake) and by `session.rs` (INSTREAM);
 //! [`parse_scan_reply`] is public for the property tests.
 
+use std::collections::VecDeque;
+use std::io::IoSlice;
 use std::time::Duration;
 
 use avscan_actors::model::{QuarantineReason, Verdict};
 use avscan_actors::ports::ScanError;
-use bytes::Buf;
+use bytes::{Buf, Bytes};
 use tokio::io::{AsyncRead, AsyncReadExt};
 
 /// Longest reply we accept; clamd's are one short line.
@@ -62,9 +64,84 @@ pub(super) fn parse_stream_limit_reply(reply: &[u8]) -> Result<bool, ScanError> 
 }
 
 /// One INSTREAM chunk: its length as 4 big-endian bytes, then the bytes, without copying them.
-pub(super) fn chunk_frame(chunk: &[u8]) -> impl Buf + '_ {
-    let header = (chunk.len() as u32).to_be_bytes();
+pub(super) fn chunk_frame(chunk: Pieces) -> impl Buf {
+    let header = (chunk.remaining() as u32).to_be_bytes();
     Buf::chain(std::io::Cursor::new(header), chunk)
+}
+
+/// `command` (may be empty), the body's last chunk (none when it is empty) and the terminator:
+/// one write.
+pub(super) fn last_frame(command: &'static [u8], rest: Pieces) -> impl Buf {
+    let mut header = std::io::Cursor::new((rest.remaining() as u32).to_be_bytes());
+    if !rest.has_remaining() {
+        header.set_position(4);
+    }
+    Buf::chain(command, header).chain(rest).chain(&INSTREAM_END[..])
+}
+
+/// A body's bytes as they came, in pieces, and written as they are (vectored writes): a chunk
+/// frame is cut from them without copying a byte. Copying every body into one buffer, and a
+/// small body once more into its single write, was two memory copies per byte scanned.
+#[derive(Default)]
+pub(super) struct Pieces {
+    parts: VecDeque<Bytes>,
+    len: usize,
+}
+
+impl Pieces {
+    pub(super) fn push(&mut self, piece: Bytes) {
+        if !piece.is_empty() {
+            self.len += piece.len();
+            self.parts.push_back(piece);
+        }
+    }
+
+    /// The first `at` bytes (at most all there are) as pieces of their own.
+    pub(super) fn split_to(&mut self, at: usize) -> Pieces {
+        let mut front = Pieces::default();
+        while front.len < at {
+            let Some(mut part) = self.parts.pop_front() else { break };
+            let wanted = at - front.len;
+            if part.len() > wanted {
+                self.parts.push_front(part.split_off(wanted));
+            }
+            self.len -= part.len();
+            front.push(part);
+        }
+        front
+    }
+}
+
+impl Buf for Pieces {
+    fn remaining(&self) -> usize {
+        self.len
+    }
+
+    fn chunk(&self) -> &[u8] {
+        self.parts.front().map_or(&[], |part| part)
+    }
+
+    fn advance(&mut self, mut count: usize) {
+        while count > 0 {
+            let part = self.parts.front_mut().expect("advanced past the end of the pieces");
+            let step = count.min(part.len());
+            part.advance(step);
+            self.len -= step;
+            count -= step;
+            if part.is_empty() {
+                self.parts.pop_front();
+            }
+        }
+    }
+
+    fn chunks_vectored<'a>(&'a self, slices: &mut [IoSlice<'a>]) -> usize {
+        let mut filled = 0;
+        for (slice, part) in slices.iter_mut().zip(&self.parts) {
+            *slice = IoSlice::new(part);
+            filled += 1;
+        }
+        filled
+    }
 }
 
 /// Runs one I/O step for at most `limit`; `what` names the step in the error.
@@ -313,5 +390,61 @@ mod tests {
         assert!(!parse_stream_limit_reply(b"INSTREAM size limit exceeded. ERROR\0").unwrap());
         assert!(parse_stream_limit_reply(b"UNKNOWN COMMAND\0").is_err());
         assert!(parse_stream_limit_reply(b"COMMAND READ TIMED OUT\n").is_err());
+    }
+
+    /// Drains `frame` as a vectored writer would: up to `slices` slices a call, of which it
+    /// takes at most `take` bytes.
+    fn written(mut frame: impl Buf, slices: usize, take: usize) -> Vec<u8> {
+        let mut wire = Vec::new();
+        while frame.has_remaining() {
+            let mut io = vec![IoSlice::new(&[]); slices];
+            let filled = frame.chunks_vectored(&mut io);
+            let before = wire.len();
+            for slice in &io[..filled] {
+                let room = take - (wire.len() - before);
+                wire.extend_from_slice(&slice[..slice.len().min(room)]);
+            }
+            let step = wire.len() - before;
+            frame.advance(step);
+        }
+        wire
+    }
+
+    proptest::proptest! {
+        /// Cutting chunks from the pieces as the session does, and writing them in partial
+        /// vectored writes, puts exactly INSTREAM's framing of the body on the wire.
+        #[test]
+        fn pieces_frame_the_body_exactly_however_it_arrived_and_is_written(
+            sizes in proptest::collection::vec(0usize..300, 0..20),
+            chunk_size in 1usize..700,
+            slices in 1usize..6,
+            take in 1usize..500,
+        ) {
+            let body: Vec<u8> = (0..sizes.iter().sum::<usize>()).map(|i| i as u8).collect();
+            let mut pieces = Pieces::default();
+            let mut wire = Vec::new();
+            let (mut at, mut command) = (0, INSTREAM_START);
+            for size in sizes {
+                pieces.push(Bytes::copy_from_slice(&body[at..at + size]));
+                at += size;
+                while pieces.remaining() >= chunk_size {
+                    let chunk = pieces.split_to(chunk_size);
+                    wire.extend(written(Buf::chain(command, chunk_frame(chunk)), slices, take));
+                    command = b"";
+                }
+            }
+            wire.extend(written(last_frame(command, pieces), slices, take));
+
+            let mut expected = INSTREAM_START.to_vec();
+            let mut rest = &body[..];
+            while !rest.is_empty() {
+                let (chunk, after) = rest.split_at(rest.len().min(chunk_size));
+                expected.extend_from_slice(&(chunk.len() as u32).to_be_bytes());
+                expected.extend_from_slice(chunk);
+                rest = after;
+            }
+            expected.extend_from_slice(&INSTREAM_END);
+            proptest::prop_assert_eq!(wire, expected);
+        }
     }
 }

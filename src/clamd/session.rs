@@ -19,15 +19,15 @@ use async_trait::async_trait;
 use avscan_actors::definitions::Definitions;
 use avscan_actors::model::{QuarantineReason, Verdict};
 use avscan_actors::ports::{Judge, JudgedBy, ObjectBody, ScanError, ScanSession, Scanned};
-use bytes::{BufMut, BytesMut};
+use bytes::Buf;
 use futures::StreamExt;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::oneshot;
 
 use super::address::ClamdStream;
 use super::protocol::{
-    chunk_frame, parse_scan_reply, parse_version_reply, with_timeout, Replies, INSTREAM_END, INSTREAM_START, VERSION,
-    VERSION_THEN_INSTREAM,
+    chunk_frame, last_frame, parse_scan_reply, parse_version_reply, with_timeout, Pieces, Replies, INSTREAM_START,
+    VERSION, VERSION_THEN_INSTREAM,
 };
 
 /// At most this many verdicts of a session wait for one VERSION to name their definitions; the
@@ -116,7 +116,7 @@ impl ClamdSession {
     }
 
     /// Writes `command` (may be empty), then one chunk, without copying the chunk.
-    async fn write_chunk(&mut self, command: &'static [u8], chunk: &[u8]) -> Result<(), ScanError> {
+    async fn write_chunk(&mut self, command: &'static [u8], chunk: Pieces) -> Result<(), ScanError> {
         let mut frame = bytes::Buf::chain(command, chunk_frame(chunk));
         with_timeout(self.io_timeout, "streaming", self.stream.write_all_buf(&mut frame)).await
     }
@@ -194,7 +194,7 @@ impl ClamdSession {
             // two: it waits once.)
             self.replies.begun(&mut self.stream, self.io_timeout).await?;
         }
-        let mut pending = BytesMut::with_capacity(self.chunk_size.min(body.content_length as usize) + 16);
+        let mut pending = Pieces::default();
         let mut streamed: u64 = 0;
         loop {
             // A stalled source must not hold the scanner (and clamd's session) forever.
@@ -211,10 +211,10 @@ impl ClamdSession {
                     streamed,
                 });
             }
-            pending.extend_from_slice(&piece);
-            while pending.len() >= self.chunk_size {
+            pending.push(piece);
+            while pending.remaining() >= self.chunk_size {
                 let chunk = pending.split_to(self.chunk_size);
-                if let Err(err) = self.write_chunk(command, &chunk).await {
+                if let Err(err) = self.write_chunk(command, chunk).await {
                     return self.reply_after_failed_write(scan, err).await;
                 }
                 command = b"";
@@ -226,30 +226,21 @@ impl ClamdSession {
                 streamed,
             });
         }
-        let end = match scan.version {
-            Some(version) => {
-                if !pending.is_empty() {
-                    if let Err(err) = self.write_chunk(command, &pending).await {
-                        return self.reply_after_failed_write(scan, err).await;
-                    }
+        if let Some(version) = scan.version {
+            // The terminator only once VERSION's reply is whole (see above): the rest goes now.
+            let rest = pending.split_to(pending.remaining());
+            if rest.has_remaining() {
+                if let Err(err) = self.write_chunk(command, rest).await {
+                    return self.reply_after_failed_write(scan, err).await;
                 }
-                let engine = self.version_reply(version, self.io_timeout).await?;
-                self.named(engine);
-                BytesMut::from(&INSTREAM_END[..])
             }
-            // The rest in one write: a small body is one packet, command to terminator.
-            None => {
-                let mut end = BytesMut::with_capacity(command.len() + pending.len() + 8);
-                end.put_slice(command);
-                if !pending.is_empty() {
-                    end.put_u32(pending.len() as u32);
-                    end.put_slice(&pending);
-                }
-                end.put_slice(&INSTREAM_END);
-                end
-            }
-        };
-        if let Err(err) = with_timeout(self.io_timeout, "ending INSTREAM", self.stream.write_all(&end)).await {
+            let engine = self.version_reply(version, self.io_timeout).await?;
+            self.named(engine);
+        }
+        // The rest in one write: a small body is one packet, command to terminator (the body's
+        // pieces are written where they are: vectored, never copied).
+        let mut end = last_frame(command, pending);
+        if let Err(err) = with_timeout(self.io_timeout, "ending INSTREAM", self.stream.write_all_buf(&mut end)).await {
             return self.reply_after_failed_write(scan, err).await;
         }
         // clamd scans only now, for up to its MaxScanTime: the scan clock, not the stall clock.

@@ -1,8 +1,14 @@
-//! The pipeline on the in-memory ports (optionally slowed to AWS' latencies) against the same
-//! objects streamed through plain clamd sessions: what the pipeline and latency benches share.
+//! The pipeline on the in-memory ports (optionally slowed to AWS' latencies) against objects of
+//! the same sizes streamed through plain clamd sessions, every object of either side new to
+//! clamd (as uploads are): what the pipeline and latency benches share.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use super::FreshBodies;
 
 use criterion::{BenchmarkGroup, BenchmarkId};
 
@@ -17,12 +23,19 @@ use avscan_actors::{Pipeline, PipelineConfig, PipelinePorts};
 
 pub const UNPROCESSED: &str = "unprocessed";
 
-/// A running pipeline on the fakes, and the event bodies of the objects it can fetch.
+/// A running pipeline on the fakes, and the store it fetches from.
 pub struct Bench {
     queue: Arc<MemoryQueue>,
     outbound: Arc<MemorySink>,
-    events: Vec<Arc<str>>,
+    store: Arc<MemoryStore>,
+    uploaded: AtomicU64,
     _pipeline: Pipeline,
+}
+
+/// Objects in the bench's store, and their events.
+pub struct Uploaded {
+    keys: Vec<String>,
+    events: Vec<Arc<str>>,
 }
 
 /// The pipeline's settings for a bench: production's, with the batch linger at 2 ms (it delays
@@ -38,27 +51,13 @@ pub fn config() -> PipelineConfig {
 
 impl Bench {
     /// The pipeline with `config` on the fakes, each slowed by `latencies` when given.
-    pub async fn start(
-        scanner: Arc<dyn ScanEngine>,
-        objects: &[bytes::Bytes],
-        config: PipelineConfig,
-        latencies: Option<AwsLatencies>,
-    ) -> Bench {
+    pub async fn start(scanner: Arc<dyn ScanEngine>, config: PipelineConfig, latencies: Option<AwsLatencies>) -> Bench {
         let queue = MemoryQueue::new(Duration::from_secs(600));
         let outbound = Arc::new(MemorySink::default());
-        let store = MemoryStore::new();
-        let events = objects
-            .iter()
-            .enumerate()
-            .map(|(i, body)| {
-                let key = format!("guid-{i}/object.bin");
-                let etag = store.put_object(UNPROCESSED, &key, body.clone());
-                Arc::from(s3_event(UNPROCESSED, &key, body.len() as u64, &etag))
-            })
-            .collect();
+        let memory_store = MemoryStore::new();
         let mut inbound: Arc<dyn InboundQueue> = queue.clone();
         let mut sink: Arc<dyn MessageSink> = outbound.clone();
-        let mut store: Arc<dyn ObjectStore> = store;
+        let mut store: Arc<dyn ObjectStore> = memory_store.clone();
         let mut notifier: Arc<dyn Notifier> = Arc::new(MemoryNotifier::default());
         if let Some(latencies) = latencies {
             inbound = SlowQueue::new(inbound, latencies);
@@ -81,25 +80,51 @@ impl Bench {
         Bench {
             queue,
             outbound,
-            events,
+            store: memory_store,
+            uploaded: AtomicU64::new(0),
             _pipeline: pipeline,
         }
     }
 
-    /// Queues every event `rounds` times and waits until every message was deleted (random
-    /// bytes can look like a broken archive to the guard: such an object is quarantined, and
-    /// its later events find it gone; both count as done).
-    pub async fn run(&self, rounds: u64) -> Duration {
-        self.run_timed(rounds).await.whole
+    /// Puts `bodies` in the store, each under a key of its own, with their events.
+    pub fn upload(&self, bodies: &[Bytes]) -> Uploaded {
+        let (keys, events) = bodies
+            .iter()
+            .map(|body| {
+                let key = format!("guid-{}/object.bin", self.uploaded.fetch_add(1, Ordering::Relaxed));
+                let etag = self.store.put_object(UNPROCESSED, &key, body.clone());
+                let event = Arc::from(s3_event(UNPROCESSED, &key, body.len() as u64, &etag));
+                (key, event)
+            })
+            .unzip();
+        Uploaded { keys, events }
     }
 
-    /// As [`run`](Self::run), also timing the steady state in between: from the tenth to the
-    /// ninetieth percent of messages deleted.
-    pub async fn run_timed(&self, rounds: u64) -> Timed {
+    /// Removes what [`upload`](Self::upload) put in the store.
+    pub fn remove(&self, uploaded: Uploaded) {
+        for key in uploaded.keys {
+            self.store.remove(UNPROCESSED, &key);
+        }
+    }
+
+    /// Uploads `bodies`, runs them once through ([`run_timed`](Self::run_timed)) and removes
+    /// them: the bodies' upload is not timed.
+    pub async fn run_fresh(&self, bodies: &[Bytes]) -> Timed {
+        let uploaded = self.upload(bodies);
+        let timed = self.run_timed(&uploaded, 1).await;
+        self.remove(uploaded);
+        timed
+    }
+
+    /// Queues every event of `uploaded` `rounds` times and waits until every message was deleted
+    /// (random bytes can look like a broken archive to the guard: such an object is quarantined,
+    /// and its later events find it gone; both count as done). Times the whole run and the
+    /// steady state in between: from the tenth to the ninetieth percent of messages deleted.
+    pub async fn run_timed(&self, uploaded: &Uploaded, rounds: u64) -> Timed {
         self.outbound.clear();
         let started = Instant::now();
         for _ in 0..rounds {
-            for event in &self.events {
+            for event in &uploaded.events {
                 self.queue.push_shared(event.clone());
             }
         }
@@ -138,15 +163,15 @@ pub struct Timed {
     pub steady: Duration,
 }
 
-/// Streams every object `rounds` times through `connections` plain sessions, objects dealt
-/// round-robin: raw clamd's throughput for the same bytes.
+/// Streams every object once through `connections` plain sessions, objects dealt
+/// round-robin: raw clamd's throughput for the same sizes.
 pub async fn raw_clamd(
     address: &avscan::clamd::ClamdAddress,
-    objects: &Arc<Vec<bytes::Bytes>>,
+    objects: Vec<Bytes>,
     connections: usize,
     chunk: usize,
-    rounds: u64,
 ) -> Duration {
+    let objects = Arc::new(objects);
     let mut sessions = Vec::new();
     for _ in 0..connections {
         sessions.push(super::RawSession::open(address, chunk).await);
@@ -158,11 +183,9 @@ pub async fn raw_clamd(
         .map(|(index, mut session)| {
             let objects = objects.clone();
             tokio::spawn(async move {
-                for _ in 0..rounds {
-                    for object in objects.iter().skip(index).step_by(connections) {
-                        let reply = session.scan(object).await;
-                        assert!(reply.ends_with("stream: OK"), "{reply}");
-                    }
+                for object in objects.iter().skip(index).step_by(connections) {
+                    let reply = session.scan(object).await;
+                    assert!(reply.ends_with("stream: OK"), "{reply}");
                 }
             })
         })
@@ -173,21 +196,25 @@ pub async fn raw_clamd(
     started.elapsed()
 }
 
-/// Measures `raw` and `pipeline` (each given a number of rounds, returning how long they took;
-/// `pipeline` also how long its whole runs took, see [`Timed`]) as `raw_name/label` and
-/// `pipeline_name/label` in `group`, then once more alternating one round of each for
-/// [`INTERLEAVED`]. Returns the seconds per round from the alternating runs (`None` when one
-/// did not run): on a shared machine the load changes between criterion's two measurements;
-/// alternating, both sides see the same load.
+/// Measures `raw` and `pipeline` (each given the bodies of a number of rounds from `bodies`,
+/// returning how long they took; `pipeline` also how long its whole runs took, see [`Timed`]) as
+/// `raw_name/label` and `pipeline_name/label` in `group`, then once more alternating one round
+/// of each for [`INTERLEAVED`]. Returns the seconds per round from the alternating runs (`None`
+/// when one did not run): on a shared machine the load changes between criterion's two
+/// measurements; alternating, both sides see the same load. Every round's bodies are new to
+/// clamd (see [`FreshBodies`]), and made before the clock starts.
 pub fn compare<M: criterion::measurement::Measurement<Value = Duration>>(
     group: &mut BenchmarkGroup<'_, M>,
     label: &str,
-    (raw_name, mut raw): (&str, impl FnMut(u64) -> Duration),
-    (pipeline_name, mut pipeline): (&str, impl FnMut(u64) -> Timed),
+    bodies: &FreshBodies,
+    (raw_name, mut raw): (&str, impl FnMut(Vec<Bytes>) -> Duration),
+    (pipeline_name, mut pipeline): (&str, impl FnMut(&[Bytes]) -> Timed),
 ) -> Option<Compared> {
-    group.bench_function(BenchmarkId::new(raw_name, label), |b| b.iter_custom(&mut raw));
+    group.bench_function(BenchmarkId::new(raw_name, label), |b| {
+        b.iter_custom(|rounds| raw(bodies.take(rounds)))
+    });
     group.bench_function(BenchmarkId::new(pipeline_name, label), |b| {
-        b.iter_custom(|rounds| pipeline(rounds).steady)
+        b.iter_custom(|rounds| pipeline(&bodies.take(rounds)).steady)
     });
     let (mut raw_time, mut steady, mut whole, mut rounds) = (Duration::ZERO, Duration::ZERO, Duration::ZERO, 0u32);
     // `cargo test` runs benches once each, as a smoke test (without `--bench`): one round then.
@@ -197,8 +224,8 @@ pub fn compare<M: criterion::measurement::Measurement<Value = Duration>>(
     };
     let started = Instant::now();
     while started.elapsed() < interleaved || rounds < least {
-        raw_time += raw(1);
-        let timed = pipeline(1);
+        raw_time += raw(bodies.take(1));
+        let timed = pipeline(&bodies.take(1));
         steady += timed.steady;
         whole += timed.whole;
         rounds += 1;

@@ -5,6 +5,7 @@
 
 pub mod harness;
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use avscan::clamd::{Clamd, ClamdAddress};
@@ -45,6 +46,36 @@ pub fn clamd(runtime: &tokio::runtime::Runtime, chunk_size: usize, bench: &str) 
 /// Pseudo-random (incompressible, signature-free) bytes.
 pub fn content(seed: u64, len: usize) -> Bytes {
     Bytes::from(avscan_actors::testsuite::pseudo_random_bytes(seed, len))
+}
+
+/// `count` bodies of `size` bytes a round, every one new to clamd: clamd answers bytes it already
+/// found clean from its cache (measured with a raw socket, clamd's CPU per file: 64 KiB 0.6 ms
+/// cached against 2.0 ms new, 4 KiB 0.37 against 0.46), and what users upload is new. The seeds
+/// start from the clock, so a second bench run against the same clamd gets new bodies too.
+pub struct FreshBodies {
+    pub size: usize,
+    pub count: usize,
+    next_seed: AtomicU64,
+}
+
+impl FreshBodies {
+    pub fn new(size: usize, count: usize) -> FreshBodies {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap();
+        FreshBodies {
+            size,
+            count,
+            next_seed: AtomicU64::new(now.as_nanos() as u64),
+        }
+    }
+
+    /// The bodies of `rounds` rounds, never given before.
+    pub fn take(&self, rounds: u64) -> Vec<Bytes> {
+        let wanted = self.count as u64 * rounds;
+        let first = self.next_seed.fetch_add(wanted, Ordering::Relaxed);
+        (first..first + wanted).map(|seed| content(seed, self.size)).collect()
+    }
 }
 
 /// The benches' runtime, built outside every measured loop.

@@ -228,7 +228,7 @@ impl ClamdSession {
         }
         if let Some(version) = scan.version {
             // The terminator only once VERSION's reply is whole (see above): the rest goes now.
-            let rest = pending.split_to(pending.remaining());
+            let rest = std::mem::take(&mut pending);
             if rest.has_remaining() {
                 if let Err(err) = self.write_chunk(command, rest).await {
                     return self.reply_after_failed_write(scan, err).await;
@@ -237,8 +237,9 @@ impl ClamdSession {
             let engine = self.version_reply(version, self.io_timeout).await?;
             self.named(engine);
         }
-        // The rest in one write: a small body is one packet, command to terminator (the body's
-        // pieces are written where they are: vectored, never copied).
+        // The rest in one write: a small body goes out in one packet, command to terminator (the
+        // body's pieces are written where they are: vectored, never copied; a body in more than
+        // ~60 pieces takes more than one write call).
         let mut end = last_frame(command, pending);
         if let Err(err) = with_timeout(self.io_timeout, "ending INSTREAM", self.stream.write_all_buf(&mut end)).await {
             return self.reply_after_failed_write(scan, err).await;

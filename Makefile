@@ -25,9 +25,10 @@ run: stack
 	set -a && . ./$(STACK_ENV) && set +a && exec ./target/debug/avscan run
 
 # The whole suite against the real clamd and emulator (EMULATOR): unit, actor, integration, the
-# fault suite, the hostile-input corpus, property tests, a 300-object soak and the differential
-# test (2,000 generated archive structures against a clamd of its own). An assertion that needs
-# what the emulator lacks of AWS is skipped there with a `skipped on <emulator>` line.
+# fault suite, the hostile-input corpus, property tests, a 300-object soak, the differential
+# test (2,000 generated archive structures against a clamd of its own) and small runs of the
+# benches and of bench-e2e. An assertion that needs what the emulator lacks of AWS is skipped
+# there with a `skipped on <emulator>` line.
 test: stack
 	$(CARGO) test --workspace --all-targets
 

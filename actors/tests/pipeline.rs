@@ -119,6 +119,38 @@ async fn never_more_than_max_in_flight_messages_are_received() {
     pipeline.shutdown(Duration::from_secs(1)).await;
 }
 
+/// A verdict waits for its definitions' name until a later scan of its session (clamd's: up
+/// to 16 later), or until its scanner idles and asks. A fetcher that waited for the name could
+/// not fetch the next body meanwhile: with two fetchers per session the session ran out of
+/// bodies every two scans and asked VERSION then (measured on clamd: a VERSION per two scans).
+#[tokio::test]
+async fn fetchers_do_not_wait_for_a_verdicts_name_and_keep_the_session_scanning() {
+    let scanner = PatternScanner {
+        delay: Duration::from_millis(2),
+        names_after: 8,
+        ..Default::default()
+    };
+    let world = FakeWorld::with_scanner(Duration::from_secs(5), scanner);
+    const OBJECTS: u64 = 64;
+    for i in 0..OBJECTS {
+        world.upload(UNPROCESSED, &format!("guid/{i}.txt"), format!("body {i}"));
+    }
+    let mut config = config();
+    config.fetch_concurrency = 2;
+    config.scanner_connections = 1;
+    let pipeline = Pipeline::start(config, world.ports()).await.unwrap();
+    eventually("all deleted", || world.inbound.is_empty()).await;
+    assert_eq!(world.outbound.messages().len(), OBJECTS as usize);
+    // Ideally one when the queue runs dry; the session idles only when both fetchers wait for
+    // something else.
+    let idle_confirms = world.scanner.idle_confirms.load(Ordering::SeqCst);
+    assert!(
+        idle_confirms <= OBJECTS / 8,
+        "the session idled and asked for names {idle_confirms} times in {OBJECTS} scans"
+    );
+    pipeline.shutdown(Duration::from_secs(1)).await;
+}
+
 /// A world whose scans take 20 ms, for the tests of open GETs.
 fn slow_scanning_world() -> FakeWorld {
     let scanner = PatternScanner {

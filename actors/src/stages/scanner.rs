@@ -16,7 +16,7 @@ use tracing::{Instrument, Span};
 use super::pool::WorkerSlot;
 use crate::archive_guard::{self, ArchiveCheck, GuardLimits};
 use crate::metrics::Latency;
-use crate::model::ScanOutcome;
+use crate::model::{JudgedBy, ScanOutcome};
 use crate::ports::{ObjectBody, ScanEngine, ScanError, ScanSession, Scanned};
 use crate::trace::Traced;
 
@@ -42,11 +42,11 @@ pub(crate) struct ScanReply {
 }
 
 impl ScanReply {
-    /// The outcome: the archive check first, then `release` (what the body held: only the
-    /// check still reads it), then the verdict's definitions, which may wait for later scans of
-    /// the session.
-    pub(crate) async fn outcome<T>(self, release: T) -> Result<ScanOutcome, ScanError> {
-        let checked = self
+    /// The archive check applied to the verdict, then `release` (what the body held: only the
+    /// check still reads it). The verdict's definitions may still wait for later scans of the
+    /// session: [`Checked::named`].
+    pub(crate) async fn checked<T>(self, release: T) -> Checked {
+        let outcome = self
             .check
             .apply(ScanOutcome {
                 verdict: self.scanned.verdict,
@@ -57,11 +57,32 @@ impl ScanReply {
             })
             .await;
         drop(release);
-        let judge = self.scanned.judged_by.named().await?;
+        Checked {
+            outcome,
+            judged_by: self.scanned.judged_by,
+        }
+    }
+}
+
+/// A verdict the archive check has seen, waiting for its definitions to be named.
+pub(crate) struct Checked {
+    outcome: ScanOutcome,
+    judged_by: JudgedBy,
+}
+
+impl Checked {
+    /// Whether [`named`](Self::named) waits for the session's next `VERSION`.
+    pub(crate) fn waits_for_name(&self) -> bool {
+        matches!(self.judged_by, JudgedBy::Confirming(_))
+    }
+
+    /// The outcome, once the verdict's definitions are named.
+    pub(crate) async fn named(self) -> Result<ScanOutcome, ScanError> {
+        let judge = self.judged_by.named().await?;
         Ok(ScanOutcome {
             engine: judge.engine,
             definitions: judge.definitions,
-            ..checked
+            ..self.outcome
         })
     }
 }

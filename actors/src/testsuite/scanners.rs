@@ -37,6 +37,12 @@ pub struct PatternScanner {
     pub delay: Duration,
     /// While set, scans name definitions built 30 days ago (too old for the default policy).
     pub stale_definitions: Arc<AtomicBool>,
+    /// A scan names the verdicts waiting for their definitions only once this many wait, as
+    /// clamd's session names up to 16 with one VERSION; 0 or 1: every scan names them.
+    pub names_after: usize,
+    /// `confirm` calls (the scan pool's, when a scanner idles) that named waiting verdicts:
+    /// with clamd each is a VERSION round trip while the session could have been scanning.
+    pub idle_confirms: Arc<AtomicU64>,
 }
 
 struct PatternSession {
@@ -46,6 +52,8 @@ struct PatternSession {
     peak_active: Arc<AtomicUsize>,
     delay: Duration,
     stale_definitions: Arc<AtomicBool>,
+    names_after: usize,
+    idle_confirms: Arc<AtomicU64>,
     /// Verdicts waiting for `confirm` or the next scan.
     unconfirmed: Vec<(oneshot::Sender<Result<Judge, ScanError>>, Judge)>,
 }
@@ -60,6 +68,8 @@ impl ScanEngine for PatternScanner {
             peak_active: self.peak_active.clone(),
             delay: self.delay,
             stale_definitions: self.stale_definitions.clone(),
+            names_after: self.names_after,
+            idle_confirms: self.idle_confirms.clone(),
             unconfirmed: Vec::new(),
         }))
     }
@@ -68,8 +78,10 @@ impl ScanEngine for PatternScanner {
 #[async_trait]
 impl ScanSession for PatternSession {
     async fn scan(&mut self, mut body: ObjectBody) -> Result<Scanned, ScanError> {
-        // Earlier verdicts are named when the next scan starts, as clamd's session does.
-        self.confirm().await?;
+        // Earlier verdicts are named when a next scan starts, as clamd's session does.
+        if self.unconfirmed.len() >= self.names_after {
+            self.name_waiting();
+        }
         let now = self.active.fetch_add(1, Ordering::SeqCst) + 1;
         self.peak_active.fetch_max(now, Ordering::SeqCst);
         struct Active(Arc<AtomicUsize>);
@@ -117,8 +129,9 @@ impl ScanSession for PatternSession {
     }
 
     async fn confirm(&mut self) -> Result<(), ScanError> {
-        for (name, judge) in self.unconfirmed.drain(..) {
-            let _ = name.send(Ok(judge));
+        if !self.unconfirmed.is_empty() {
+            self.idle_confirms.fetch_add(1, Ordering::SeqCst);
+            self.name_waiting();
         }
         Ok(())
     }
@@ -129,6 +142,14 @@ impl ScanSession for PatternSession {
 
     fn id(&self) -> u64 {
         self.id
+    }
+}
+
+impl PatternSession {
+    fn name_waiting(&mut self) {
+        for (name, judge) in self.unconfirmed.drain(..) {
+            let _ = name.send(Ok(judge));
+        }
     }
 }
 

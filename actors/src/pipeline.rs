@@ -9,6 +9,7 @@ use std::time::Duration;
 use ractor::{Actor, ActorCell, ActorRef, SpawnErr};
 use tokio::sync::{oneshot, watch, Semaphore};
 use tokio::task::JoinHandle;
+use tokio_util::task::TaskTracker;
 
 use crate::address::StageAddress;
 use crate::config::PipelineConfig;
@@ -43,6 +44,8 @@ pub struct Pipeline {
     heartbeat: StageAddress<HeartbeatMsg>,
     shutdown: ShutdownTrigger,
     fatal: watch::Receiver<Option<String>>,
+    /// Verdicts waiting for their definitions' name, off the fetchers.
+    naming: TaskTracker,
 }
 
 impl Pipeline {
@@ -58,6 +61,7 @@ impl Pipeline {
         let acker = addresses.acker.clone();
         let heartbeat = addresses.heartbeat.clone();
         let max_in_flight = config.max_in_flight;
+        let naming = TaskTracker::new();
         let wiring = Arc::new(SupervisorArguments {
             permits: permits.clone(),
             registry: Arc::new(InflightRegistry::default()),
@@ -67,6 +71,7 @@ impl Pipeline {
             addresses,
             shutdown: listener,
             fatal: fatal_tx,
+            naming: naming.clone(),
         });
         let (supervisor, supervisor_done) = Actor::spawn(None, Supervisor, wiring).await?;
         Ok(Pipeline {
@@ -78,6 +83,7 @@ impl Pipeline {
             heartbeat,
             shutdown,
             fatal,
+            naming,
         })
     }
 
@@ -127,6 +133,10 @@ impl Pipeline {
         for actor in actors {
             let _ = actor.kill_and_wait(Some(Duration::from_secs(5))).await;
         }
+        // A verdict still waiting for its name lost its session with its scanner: its task
+        // retries the message and ends its spans now, too.
+        self.naming.close();
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.naming.wait()).await;
         ShutdownReport { drained, released }
     }
 }

@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use ractor::{Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, SpawnErr, SupervisionEvent};
 use tokio::sync::{watch, Semaphore};
+use tokio_util::task::TaskTracker;
 
 use crate::address::StageAddress;
 use crate::archive_guard::GuardLimits;
@@ -88,6 +89,9 @@ pub(crate) struct SupervisorArguments {
     pub(crate) shutdown: Shutdown,
     /// Set when a restart storm stopped the pipeline.
     pub(crate) fatal: watch::Sender<Option<String>>,
+    /// The tasks in which verdicts wait for their definitions' name (see the fetcher): the
+    /// shutdown waits for them once every actor stopped.
+    pub(crate) naming: TaskTracker,
 }
 
 /// The stages the root supervisor owns, in start order: consumers before producers.
@@ -254,6 +258,7 @@ impl SupervisorState {
                         store: wiring.ports.store.clone(),
                         scan_pool: wiring.addresses.scan_pool.clone(),
                         router: wiring.addresses.router.clone(),
+                        naming: wiring.naming.clone(),
                         max_file_size: wiring.config.max_file_size,
                         slot,
                         streamed_objects: streamed_objects.clone(),

@@ -151,6 +151,43 @@ async fn fetchers_do_not_wait_for_a_verdicts_name_and_keep_the_session_scanning(
     pipeline.shutdown(Duration::from_secs(1)).await;
 }
 
+/// A session that dies while verdicts wait for their name takes their verdicts with it: those
+/// messages are scanned again, none is forwarded unnamed or twice, none is lost.
+#[tokio::test]
+async fn verdicts_waiting_for_their_name_when_the_session_dies_are_scanned_again() {
+    let scanner = PatternScanner {
+        delay: Duration::from_millis(20),
+        names_after: 8,
+        ..Default::default()
+    };
+    let world = FakeWorld::with_scanner(Duration::from_secs(5), scanner);
+    const OBJECTS: usize = 12;
+    for i in 0..OBJECTS {
+        world.upload(UNPROCESSED, &format!("guid/{i}.txt"), format!("body {i}"));
+    }
+    let mut config = config();
+    config.fetch_concurrency = 4;
+    config.scanner_connections = 1;
+    let pipeline = Pipeline::start(config, world.ports()).await.unwrap();
+    // Three scans begun, none named yet (8 must wait first): the next scan panics.
+    eventually("three scans", || world.scanner.scans.load(Ordering::SeqCst) >= 3).await;
+    assert!(
+        world.outbound.messages().is_empty(),
+        "nothing is forwarded before its name"
+    );
+    world.scanner.panic_on_scan.arm(1);
+    eventually("all deleted", || world.inbound.is_empty()).await;
+    let forwarded = world.outbound.messages();
+    assert_eq!(forwarded.len(), OBJECTS, "each object forwarded once");
+    // The scan that panicked, and the two or more verdicts waiting for their name then.
+    let scans = world.scanner.scans.load(Ordering::SeqCst);
+    assert!(
+        scans >= OBJECTS + 3,
+        "{scans} scans of {OBJECTS} objects: the verdicts lost with the session were not scanned again"
+    );
+    pipeline.shutdown(Duration::from_secs(1)).await;
+}
+
 /// A world whose scans take 20 ms, for the tests of open GETs.
 fn slow_scanning_world() -> FakeWorld {
     let scanner = PatternScanner {

@@ -1,6 +1,7 @@
 //! A fetcher takes one record at a time: it GETs exactly the announced object from S3 and hands
 //! the body to a scanner from the scan pool, waiting for the verdict, then hands the record and
-//! what it learnt to the router.
+//! what it learnt to the router (a verdict whose definitions are not named yet waits for its
+//! name in a task of its own, and the fetcher goes on).
 //!
 //! A small object (up to [`WHOLE_BODY_BYTES`]) is read whole before it waits for a clamd
 //! session, within a byte budget shared by the fetchers, and checked by the archive guard on
@@ -14,6 +15,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
+use tokio_util::task::TaskTracker;
 use tracing::{Instrument, Span};
 
 use super::pool::{Dispatch, WorkerSlot};
@@ -56,6 +58,8 @@ pub(crate) struct FetcherArguments {
     pub(crate) scan_pool: Arc<Dispatch<ScanJob>>,
     /// Where records go with what was learnt.
     pub(crate) router: StageAddress<RouterMsg>,
+    /// Where a verdict waits for its definitions' name, off the fetcher (see `run`).
+    pub(crate) naming: TaskTracker,
     /// Objects larger than this are not scanned (`MAX_FILE_SIZE`), unless their policy sets
     /// a limit of its own.
     pub(crate) max_file_size: u64,
@@ -120,8 +124,12 @@ impl FetcherState {
         let inspection = match self.inspect(&job.record, max_file_size, &job.trace.span).await {
             Ok(Inspected::Scanned(checked)) if checked.waits_for_name() => {
                 let router = self.arguments.router.clone();
-                // As many as messages in flight at most: the task holds the message's ticket.
-                tokio::spawn(async move { route(&router, job, named(checked).await) });
+                // One per verdict waiting for a name: up to 16 per clamd session, each holding its
+                // message's ticket. A session that ends wakes its verdicts' tasks with an error
+                // (the message is retried).
+                self.arguments
+                    .naming
+                    .spawn(async move { route(&router, job, named(checked).await) });
                 return;
             }
             Ok(Inspected::Scanned(checked)) => named(checked).await,

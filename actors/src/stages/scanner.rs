@@ -35,7 +35,8 @@ pub(crate) struct ScanJob {
 
 /// A scanner's answer: the engine's verdict, whose definitions may still be named after the
 /// session moved on, and the archive check that may overrule a clean one. The fetcher waits
-/// for both, so the session is free as soon as the engine answered.
+/// for the check (and, in a task of its own, for the name), so the session is free as soon as
+/// the engine answered.
 pub(crate) struct ScanReply {
     pub(crate) scanned: Scanned,
     pub(crate) check: ArchiveCheck,

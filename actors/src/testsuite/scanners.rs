@@ -29,6 +29,8 @@ pub struct PatternScanner {
     pub panic_on_scan: Arc<PanicSwitch>,
     /// Sessions opened so far (also the next session's id): shows reconnects after a failure.
     pub connections: AtomicU64,
+    /// Scans begun so far.
+    pub scans: Arc<AtomicUsize>,
     /// Scans currently running.
     pub active: Arc<AtomicUsize>,
     /// The most scans ever running at once: what tests check the connection limit against.
@@ -48,6 +50,7 @@ pub struct PatternScanner {
 struct PatternSession {
     id: u64,
     panic_on_scan: Arc<PanicSwitch>,
+    scans: Arc<AtomicUsize>,
     active: Arc<AtomicUsize>,
     peak_active: Arc<AtomicUsize>,
     delay: Duration,
@@ -64,6 +67,7 @@ impl ScanEngine for PatternScanner {
         Ok(Box::new(PatternSession {
             id: self.connections.fetch_add(1, Ordering::SeqCst),
             panic_on_scan: self.panic_on_scan.clone(),
+            scans: self.scans.clone(),
             active: self.active.clone(),
             peak_active: self.peak_active.clone(),
             delay: self.delay,
@@ -82,6 +86,7 @@ impl ScanSession for PatternSession {
         if self.unconfirmed.len() >= self.names_after {
             self.name_waiting();
         }
+        self.scans.fetch_add(1, Ordering::SeqCst);
         let now = self.active.fetch_add(1, Ordering::SeqCst) + 1;
         self.peak_active.fetch_max(now, Ordering::SeqCst);
         struct Active(Arc<AtomicUsize>);

@@ -136,7 +136,16 @@ impl Pipeline {
         // A verdict still waiting for its name lost its session with its scanner: its task
         // retries the message and ends its spans now, too.
         self.naming.close();
-        let _ = tokio::time::timeout(Duration::from_secs(5), self.naming.wait()).await;
+        if tokio::time::timeout(Duration::from_secs(5), self.naming.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                waiting = self.naming.len(),
+                "verdicts still waiting for their definitions' name at shutdown; their messages \
+                 come back after their visibility timeout"
+            );
+        }
         ShutdownReport { drained, released }
     }
 }

@@ -119,26 +119,34 @@ async fn never_more_than_max_in_flight_messages_are_received() {
     pipeline.shutdown(Duration::from_secs(1)).await;
 }
 
+/// `objects` small objects, and a pipeline of `fetchers` and one session whose scans take
+/// `scan` and name their verdicts only once eight wait (or when it idles), as clamd's session
+/// names up to 16 with one VERSION.
+async fn one_session_naming_like_clamd(scan: Duration, objects: usize, fetchers: usize) -> (FakeWorld, Pipeline) {
+    let scanner = PatternScanner {
+        delay: scan,
+        names_after: 8,
+        ..Default::default()
+    };
+    let world = FakeWorld::with_scanner(Duration::from_secs(5), scanner);
+    for i in 0..objects {
+        world.upload(UNPROCESSED, &format!("guid/{i}.txt"), format!("body {i}"));
+    }
+    let mut config = config();
+    config.fetch_concurrency = fetchers;
+    config.scanner_connections = 1;
+    let pipeline = Pipeline::start(config, world.ports()).await.unwrap();
+    (world, pipeline)
+}
+
 /// A verdict waits for its definitions' name until a later scan of its session (clamd's: up
 /// to 16 later), or until its scanner idles and asks. A fetcher that waited for the name could
 /// not fetch the next body meanwhile: with two fetchers per session the session ran out of
 /// bodies every two scans and asked VERSION then (measured on clamd: a VERSION per two scans).
 #[tokio::test]
 async fn fetchers_do_not_wait_for_a_verdicts_name_and_keep_the_session_scanning() {
-    let scanner = PatternScanner {
-        delay: Duration::from_millis(2),
-        names_after: 8,
-        ..Default::default()
-    };
-    let world = FakeWorld::with_scanner(Duration::from_secs(5), scanner);
     const OBJECTS: u64 = 64;
-    for i in 0..OBJECTS {
-        world.upload(UNPROCESSED, &format!("guid/{i}.txt"), format!("body {i}"));
-    }
-    let mut config = config();
-    config.fetch_concurrency = 2;
-    config.scanner_connections = 1;
-    let pipeline = Pipeline::start(config, world.ports()).await.unwrap();
+    let (world, pipeline) = one_session_naming_like_clamd(Duration::from_millis(2), OBJECTS as usize, 2).await;
     eventually("all deleted", || world.inbound.is_empty()).await;
     assert_eq!(world.outbound.messages().len(), OBJECTS as usize);
     // Ideally one when the queue runs dry; the session idles only when both fetchers wait for
@@ -155,20 +163,8 @@ async fn fetchers_do_not_wait_for_a_verdicts_name_and_keep_the_session_scanning(
 /// messages are scanned again, none is forwarded unnamed or twice, none is lost.
 #[tokio::test]
 async fn verdicts_waiting_for_their_name_when_the_session_dies_are_scanned_again() {
-    let scanner = PatternScanner {
-        delay: Duration::from_millis(20),
-        names_after: 8,
-        ..Default::default()
-    };
-    let world = FakeWorld::with_scanner(Duration::from_secs(5), scanner);
     const OBJECTS: usize = 12;
-    for i in 0..OBJECTS {
-        world.upload(UNPROCESSED, &format!("guid/{i}.txt"), format!("body {i}"));
-    }
-    let mut config = config();
-    config.fetch_concurrency = 4;
-    config.scanner_connections = 1;
-    let pipeline = Pipeline::start(config, world.ports()).await.unwrap();
+    let (world, pipeline) = one_session_naming_like_clamd(Duration::from_millis(20), OBJECTS, 4).await;
     // Three scans begun, none named yet (8 must wait first): the next scan panics.
     eventually("three scans", || world.scanner.scans.load(Ordering::SeqCst) >= 3).await;
     assert!(
